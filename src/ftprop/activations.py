@@ -1,0 +1,314 @@
+"""Hard-threshold units trained by feasible target propagation (FTPROP-MB).
+
+All hard-threshold modules (:class:`Sign`, :class:`Step`, :class:`Staircase`) run through
+ONE autograd function. Its forward quantises; its backward is the FTPROP-MB update of the
+unit's layer loss (PAPER.md §4):
+
+* the target heuristic sets t = sign(-g), g being the incoming gradient dL_next/dh
+  (t = 0 where g = 0: the unit has no target for that example and gets no update);
+* ``weighted=True`` passes |g| * dL/dz(z, t) down, ``weighted=False`` passes dL/dz(z, t) / B
+  (B = size of dim 0, the batch).
+
+STE, SSTE and FTP-SH are not code paths: they are the ``linear``, ``saturated_hinge`` and
+``soft_hinge`` layer losses of :mod:`ftprop.losses`.
+
+Memory: a loss with a piecewise-constant derivative saves a one-byte code of the region of
+z (which breakpoint interval it lies in) rather than z itself; ``linear`` saves nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+
+from .losses import LayerLoss, get_loss
+
+__all__ = [
+    "ThresholdUnit",
+    "HardThreshold",
+    "Sign",
+    "Step",
+    "Staircase",
+    "SaturatedReLU",
+    "ACTIVATIONS",
+    "make_activation",
+    "hard_threshold",
+]
+
+SURROGATES = ("single", "per_step")
+
+
+@dataclass(frozen=True, eq=False)
+class ThresholdUnit:
+    """The math of one kind of hard-threshold unit: its quantiser and its layer-loss update.
+
+    ``kind`` is ``"sign"`` (+1 if z > 0 else -1), ``"step"`` (1 if z > 0 else 0) or
+    ``"staircase"`` (``steps`` unit steps at thresholds 0, 1/(steps-1), ..., 1, each adding
+    1/steps: the reference code's quantised ReLU).
+    """
+
+    kind: str
+    loss: LayerLoss
+    weighted: bool = True
+    steps: int = 1
+    surrogate: str = "single"
+
+    # ---- forward -------------------------------------------------------------------
+    @cached_property
+    def thresholds(self) -> tuple[float, ...]:
+        if self.kind != "staircase" or self.steps == 1:
+            return (0.0,)
+        return tuple(i / (self.steps - 1) for i in range(self.steps))
+
+    def quantize(self, x: Tensor) -> Tensor:
+        if self.kind == "sign":
+            return (x > 0).to(x.dtype) * 2 - 1
+        if self.kind == "step" or self.steps == 1:
+            return (x > 0).to(x.dtype)
+        n = self.steps
+        # (1/n) * sum_i 1[x > i/(n-1)], written as the reference does: three elementwise ops.
+        return torch.ceil(x * (n - 1)).clamp(0, n) / n
+
+    # ---- the layer loss in x-space ------------------------------------------------
+    def loss_grad(self, x: Tensor, t: Tensor) -> Tensor:
+        """dL/dz of this unit's layer loss at pre-activation x and target t."""
+        grad = self.loss.grad
+        if self.kind != "staircase" or self.steps == 1:
+            return grad(x, t)
+        if self.surrogate == "single":
+            # One soft unit over the whole staircase: [0, 1] is mapped onto [-1, 1].
+            return grad(2 * x - 1, t)
+        out = grad(x - self.thresholds[0], t)
+        for theta in self.thresholds[1:]:
+            out = out + grad(x - theta, t)
+        return out / self.steps
+
+    def loss_value(self, x: Tensor, t: Tensor) -> Tensor:
+        """L(z, t) of this unit's layer loss (the function whose derivative is loss_grad)."""
+        value = self.loss.value
+        if self.kind != "staircase" or self.steps == 1:
+            return value(x, t)
+        if self.surrogate == "single":
+            return value(2 * x - 1, t) / 2  # d/dx of this is grad(2x - 1, t)
+        return sum(value(x - theta, t) for theta in self.thresholds) / self.steps
+
+    @cached_property
+    def breakpoints(self) -> tuple[float, ...] | None:
+        """x values where loss_grad may jump, if it is piecewise constant; else None."""
+        bps = self.loss.breakpoints
+        if bps is None:
+            return None
+        if self.kind != "staircase" or self.steps == 1:
+            pts = set(bps)
+        elif self.surrogate == "single":
+            pts = {(b + 1) / 2 for b in bps}
+        else:
+            pts = {b + theta for b in bps for theta in self.thresholds}
+        return tuple(sorted(pts))
+
+    @cached_property
+    def _code_table(self) -> tuple[tuple[float, ...], ...]:
+        """dL/dz per (t + 1, region code), evaluated once at a representative point."""
+        bps = self.breakpoints
+        assert bps is not None
+        reps = []
+        for code in range(2 * len(bps) + 1):
+            j = code // 2
+            if code % 2:
+                reps.append(bps[j])
+            elif not bps:
+                reps.append(0.0)
+            elif j == 0:
+                reps.append(bps[0] - 1.0)
+            elif j == len(bps):
+                reps.append(bps[-1] + 1.0)
+            else:
+                reps.append((bps[j - 1] + bps[j]) / 2)
+        x = torch.tensor(reps, dtype=torch.float64)
+        return tuple(tuple(self.loss_grad(x, torch.full_like(x, t)).tolist()) for t in (-1.0, 0.0, 1.0))
+
+    # ---- what backward needs ------------------------------------------------------
+    def save(self, x: Tensor) -> Tensor | None:
+        """What the backward pass keeps of x: nothing, a uint8 region code, or x itself."""
+        bps = self.breakpoints
+        if bps is None:
+            return x
+        if not bps:
+            return None
+        code = (x > bps[0]).to(torch.uint8) + (x >= bps[0]).to(torch.uint8)
+        for b in bps[1:]:
+            code += (x > b).to(torch.uint8)
+            code += (x >= b).to(torch.uint8)
+        return code
+
+    def backward(self, saved: Tensor | None, g: Tensor, batch: int) -> Tensor:
+        """The FTPROP-MB update passed to the layer below, from the incoming gradient g."""
+        t = -torch.sign(g)  # the target heuristic; t = 0 where g = 0 (no target)
+        if self.breakpoints is None:
+            assert saved is not None
+            d = self.loss_grad(saved.to(g.dtype), t)
+        else:
+            table = torch.tensor(self._code_table, dtype=g.dtype, device=g.device)
+            width = table.shape[1]
+            idx = (t + 1).to(torch.int64) * width
+            if saved is not None:
+                idx = idx + saved.to(torch.int64)
+            d = table.view(-1)[idx]
+        if self.weighted:
+            return g.abs() * d
+        return d / batch
+
+
+class _HardThresholdFn(torch.autograd.Function):
+    """Forward: quantise. Backward: the unit's weighted (or mean) layer-loss derivative."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, unit: ThresholdUnit) -> Tensor:  # type: ignore[override]
+        ctx.unit = unit
+        ctx.batch = x.shape[0] if x.dim() > 0 else 1
+        ctx.x_dtype = x.dtype
+        saved = unit.save(x)
+        ctx.has_saved = saved is not None
+        if saved is not None:
+            ctx.save_for_backward(saved)
+        return unit.quantize(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        saved = ctx.saved_tensors[0] if ctx.has_saved else None
+        grad = ctx.unit.backward(saved, g, ctx.batch)
+        return grad.to(ctx.x_dtype), None
+
+
+def hard_threshold(x: Tensor, unit: ThresholdUnit) -> Tensor:
+    """Functional form of the hard-threshold units: ``unit.quantize`` forward, FTPROP-MB backward."""
+    return _HardThresholdFn.apply(x, unit)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+class HardThreshold(nn.Module):
+    """Base class of the hard-threshold modules; subclasses choose the quantiser."""
+
+    kind = "sign"
+
+    def __init__(self, loss: str | LayerLoss = "soft_hinge", weighted: bool = True, *, steps: int = 1,
+                 surrogate: str = "single") -> None:
+        super().__init__()
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
+        self.unit = ThresholdUnit(self.kind, get_loss(loss), _check_bool("weighted", weighted), steps, surrogate)
+
+    @property
+    def loss(self) -> LayerLoss:
+        return self.unit.loss
+
+    @property
+    def weighted(self) -> bool:
+        return self.unit.weighted
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _HardThresholdFn.apply(x, self.unit)
+
+    def extra_repr(self) -> str:
+        return f"loss={self.unit.loss.name}, weighted={self.unit.weighted}"
+
+
+class Sign(HardThreshold):
+    """Sign unit: +1 if z > 0 else -1 (sign(0) = -1, as in the reference code)."""
+
+    kind = "sign"
+
+    def __init__(self, loss: str | LayerLoss = "soft_hinge", weighted: bool = True) -> None:
+        super().__init__(loss, weighted)
+
+
+class Step(HardThreshold):
+    """Step unit: 1 if z > 0 else 0. Its layer loss is centred on the threshold, like Sign's."""
+
+    kind = "step"
+
+    def __init__(self, loss: str | LayerLoss = "soft_hinge", weighted: bool = True) -> None:
+        super().__init__(loss, weighted)
+
+
+class Staircase(HardThreshold):
+    """Quantised ReLU: ``steps`` unit steps at 0, 1/(steps-1), ..., 1, each adding 1/steps.
+
+    ``steps=3`` is the paper's 2-bit qReLU (levels 0, 1/3, 2/3, 1; thresholds 0, .5, 1) and
+    ``steps=5`` its ResNet-18 "3-bit" one; ``steps=1`` is a :class:`Step`.
+
+    ``surrogate`` says how the layer loss sees the staircase:
+      * ``"single"`` (default): one soft unit spanning the staircase, the loss taken at
+        u = 2z - 1. This is the reference code's rule, the one behind the paper's qReLU
+        results (for soft_hinge: g * (1 - tanh(2z - 1)^2)).
+      * ``"per_step"``: every step is its own unit with the loss at z - threshold, and the
+        staircase's update is their mean (for soft_hinge: g * mean_i sech^2(z - theta_i)).
+    """
+
+    kind = "staircase"
+
+    def __init__(self, steps: int = 3, loss: str | LayerLoss = "soft_hinge", weighted: bool = True,
+                 surrogate: str = "single") -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"Staircase needs an integer steps >= 1 (3 = the paper's 2-bit qReLU), got {steps!r}")
+        super().__init__(loss, weighted, steps=steps, surrogate=surrogate)
+
+    def extra_repr(self) -> str:
+        return f"steps={self.unit.steps}, surrogate={self.unit.surrogate}, " + super().extra_repr()
+
+
+class SaturatedReLU(nn.Module):
+    """Full-precision baseline: min(max(z, 0), 1), trained by ordinary backprop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.hardtanh(x, 0.0, 1.0)
+
+
+ACTIVATIONS = ("sign", "step", "staircase", "relu", "saturated_relu")
+_ACTIVATION_ALIASES = {"satrelu": "saturated_relu", "threshrelu": "saturated_relu", "qrelu": "staircase",
+                       "step11": "sign", "step01": "step"}
+
+
+def canonical_activation(name: str) -> str:
+    """The registered name of an activation, or a ValueError that lists the valid ones."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ACTIVATION_ALIASES.get(key, key)
+    if key not in ACTIVATIONS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(ACTIVATIONS) + list(_ACTIVATION_ALIASES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown activation {name!r}.{hint} Valid: {', '.join(ACTIVATIONS)}.")
+    return key
+
+
+def make_activation(name: str, *, loss: str | LayerLoss | None = None, weighted: bool | None = None,
+                    steps: int | None = None, surrogate: str | None = None) -> nn.Module:
+    """Build one activation module by name; options that the activation cannot use are refused.
+
+    ``loss``/``weighted`` apply to hard-threshold units only; ``steps``/``surrogate`` to the
+    staircase only. None means "the default".
+    """
+    kind = canonical_activation(name)
+    if kind in ("relu", "saturated_relu"):
+        given = [k for k, v in (("loss", loss), ("weighted", weighted), ("steps", steps), ("surrogate", surrogate))
+                 if v is not None]
+        if given:
+            raise ValueError(f"activation {kind!r} is full precision and trained by backprop; "
+                             f"it takes no {', '.join(given)} option (those are for sign/step/staircase)")
+        return nn.ReLU() if kind == "relu" else SaturatedReLU()
+    opts = {"loss": "soft_hinge" if loss is None else loss, "weighted": True if weighted is None else weighted}
+    if kind == "staircase":
+        return Staircase(3 if steps is None else steps, surrogate="single" if surrogate is None else surrogate, **opts)
+    extra = [k for k, v in (("steps", steps), ("surrogate", surrogate)) if v is not None]
+    if extra:
+        raise ValueError(f"{', '.join(extra)} only apply to the staircase activation, not {kind!r}")
+    return Sign(**opts) if kind == "sign" else Step(**opts)

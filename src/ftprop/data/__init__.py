@@ -1,0 +1,80 @@
+"""Datasets: ``load_dataset(name, root=..., split="train" | "val" | "test", download=False)``.
+
+Each source module registers a loader with :func:`register_dataset`. A loader takes
+``root``, ``split`` ("train" or "test") and ``download``, plus its own keyword options, and
+returns a dataset that follows the contract in :mod:`ftprop.data.base`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .base import ArrayDataset, DatasetError
+
+__all__ = ["DATASETS", "register_dataset", "load_dataset", "ArrayDataset", "DatasetError"]
+
+DATASETS: dict[str, Callable] = {}
+_NEEDS_ROOT: dict[str, bool] = {}
+SPLITS = ("train", "val", "test")
+
+
+def register_dataset(name: str, needs_root: bool = True):
+    """Decorator: register ``fn(root, split, download, **options)`` under ``name``."""
+
+    def deco(fn):
+        DATASETS[name] = fn
+        _NEEDS_ROOT[name] = needs_root
+        return fn
+
+    return deco
+
+
+def _registry() -> dict[str, Callable]:
+    from . import cifar10, digits, idx, imagefolder  # noqa: F401  (registration side effects)
+
+    return DATASETS
+
+
+def load_dataset(name: str, root: str | Path | None = None, split: str = "train", download: bool = False,
+                 val_fraction: float = 0.0, val_seed: int = 0, **options):
+    """Load one split of a dataset.
+
+    ``val_fraction`` > 0 holds that share of the training set out, with a permutation seeded
+    by ``val_seed``: ``split="val"`` returns it and ``split="train"`` the rest. It is 0 by
+    default, as in the paper (train on the whole training set, evaluate on the test set).
+    """
+    registry = _registry()
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "image-folder": "imagefolder", "imagenet": "imagefolder"}.get(key, key)
+    if key not in registry:
+        close = difflib.get_close_matches(key, list(registry), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}.{hint} Valid: {', '.join(sorted(registry))}.")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if split == "val" and val_fraction == 0.0:
+        raise ValueError("split='val' needs val_fraction > 0 (the share of the training set to hold out)")
+    if _NEEDS_ROOT[key] and root is None:
+        raise DatasetError(f"dataset {key!r} needs a data root (--data-root PATH); "
+                           f"pass download=True (--download) to fetch it there where the internet is reachable")
+    fn = registry[key]
+    accepted = set(inspect.signature(fn).parameters) - {"root", "split", "download"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"dataset {key!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
+    root = Path(root).expanduser() if root is not None else None
+    if split == "test" or val_fraction == 0.0:
+        return fn(root, split, download, **options)
+    full = fn(root, "train", download, **options)
+    n_val = max(1, round(val_fraction * len(full)))
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(val_seed))
+    idx = perm[:n_val] if split == "val" else perm[n_val:]
+    return full.subset(idx.sort().values, split)

@@ -1,0 +1,119 @@
+"""The dataset contract the training engine relies on, and the in-memory implementation.
+
+A dataset has ``name``, ``split``, ``classes``, ``num_classes``, ``input_shape`` (C, H, W) or
+(D,), ``len()``, and ``batches(batch_size, shuffle=, augment=, generator=, drop_last=)`` which
+yields ``(x, y)``: x float32 normalised on the dataset's device, y int64 class indices.
+
+Small datasets are :class:`ArrayDataset`: the whole split is one uint8 tensor on the
+training device, batched by index; augmentation and normalisation are batched tensor ops on
+that device (no DataLoader workers).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["ArrayDataset", "DatasetError"]
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing, corrupt or mislaid; the message says which file and what to do."""
+
+
+class ArrayDataset:
+    """A whole dataset split held as one uint8 tensor on one device.
+
+    ``images``: uint8 (N, C, H, W) or (N, D); ``labels``: int64 (N,). Pixels are mapped to
+    ``(images / scale - mean[c]) / std[c]``. ``augment`` names the training augmentation
+    (``None``, or ``"crop_flip"``: pad-4 random crop + random horizontal flip, the CIFAR one).
+    """
+
+    def __init__(self, name: str, split: str, images: Tensor, labels: Tensor, classes: Sequence[str],
+                 mean: Sequence[float], std: Sequence[float], scale: float = 255.0,
+                 augment: str | None = None) -> None:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        if augment not in (None, "crop_flip"):
+            raise ValueError(f"unknown augmentation {augment!r}")
+        self.name, self.split = name, split
+        self.images, self.labels = images, labels.to(torch.int64)
+        self.classes = list(classes)
+        self.scale = float(scale)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
+        self.augment = augment
+
+    # -- the contract ------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"ArrayDataset({self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"input_shape={self.input_shape}, classes={self.num_classes}, device={self.device})")
+
+    def to(self, device: torch.device | str) -> "ArrayDataset":
+        """The same dataset on another device (a copy of the tensors; self is unchanged)."""
+        return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device),
+                            self.classes, self.mean.tolist(), self.std.tolist(), self.scale, self.augment)
+
+    def subset(self, indices: Tensor, split: str) -> "ArrayDataset":
+        """The examples at ``indices``, as a dataset of its own (e.g. a validation split)."""
+        idx = indices.to(self.images.device)
+        return ArrayDataset(self.name, split, self.images[idx], self.labels[idx], self.classes,
+                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 images -> float32 normalised, as a batched tensor op on their device."""
+        x = images.to(torch.float32) / self.scale
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (x, y) batches; randomness (order, crops, flips) comes only from ``generator``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(self.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            images = self.images[idx]
+            if augment and self.augment == "crop_flip":
+                images = crop_flip(images, generator)
+            yield self.normalize(images), self.labels[idx]
+
+
+def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
+    """Pad-``pad`` random crop (zero padding) + random horizontal flip of a uint8 NCHW batch."""
+    n, _, h, w = images.shape
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(images.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = (torch.arange(h, device=images.device).view(1, h) + shifts[0].view(n, 1))  # (n, h)
+    cols = torch.arange(w, device=images.device).view(1, w)
+    cols = torch.where(flips.view(n, 1), w - 1 - cols, cols) + shifts[1].view(n, 1)  # (n, w)
+    bidx = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    cidx = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    return padded[bidx, cidx, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]

@@ -1,0 +1,173 @@
+"""Layer losses L(z, t) of feasible target propagation, and their derivatives dL/dz.
+
+Once every hard-threshold unit has a target t, the network splits into perceptrons and
+each unit is trained on a *layer loss* of its pre-activation z and its target t. In the
+mini-batch algorithm (FTPROP-MB) the target comes from the heuristic t = sign(-g), where g
+is dL_next/dh, and the unit's update is |g| * dL/dz(z, t) (weighted) or dL/dz(z, t) / B.
+
+With the |g| weighting, three of these losses are known estimators (PAPER.md §4.5):
+``linear`` is the straight-through estimator (STE), ``saturated_hinge`` is the saturated
+STE (SSTE) and ``soft_hinge`` is the paper's FTP-SH.
+
+Every loss here is a pure tensor function of (z, t) with t in {-1, 0, +1}; t = 0 means "no
+target" and always gives dL/dz = 0. Losses whose derivative is piecewise constant in z
+declare their ``breakpoints``; the hard-threshold units then save a one-byte region code
+for backward instead of the pre-activation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["LayerLoss", "LOSSES", "get_loss", "available_losses"]
+
+LECUN_A = 1.7159  # LeCun's scaled tanh constant (the reference code writes 1.7519, a typo)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerLoss:
+    """A per-unit layer loss ``value(z, t)`` with its analytic derivative ``grad(z, t)``.
+
+    ``breakpoints`` lists the z values where dL/dz may jump, for either sign of t, when
+    dL/dz is piecewise constant in z; it is None when dL/dz varies continuously.
+    """
+
+    name: str
+    formula: str
+    value: Callable[[Tensor, Tensor], Tensor]
+    grad: Callable[[Tensor, Tensor], Tensor]
+    breakpoints: tuple[float, ...] | None = None
+    aliases: tuple[str, ...] = field(default=())
+    note: str = ""
+
+    @property
+    def piecewise_constant(self) -> bool:
+        return self.breakpoints is not None
+
+    def __repr__(self) -> str:
+        return f"LayerLoss({self.name!r}: {self.formula})"
+
+
+def _ramp_value(u: Tensor) -> Tensor:
+    # R(u) = 1.5 - integral_0^u r, with r(s) = clamp(2 - |s|, 0, 1) (a trapezoid).
+    a = u.abs()
+    inner = torch.where(a <= 1, a, torch.where(a < 2, 2 * a - a * a / 2 - 0.5, torch.full_like(a, 1.5)))
+    return 1.5 - torch.sign(u) * inner
+
+
+_DEFS = [
+    LayerLoss(
+        name="linear",
+        aliases=("ste",),
+        formula="L = -t*z",
+        value=lambda z, t: -t * z,
+        grad=lambda z, t: -t * torch.ones_like(z),
+        breakpoints=(),
+        note="weighted, this is the straight-through estimator (STE): backward passes g unchanged",
+    ),
+    LayerLoss(
+        name="saturated_hinge",
+        aliases=("sste", "truncated_hinge"),
+        formula="L = clamp(1 - t*z, 0, 2)",
+        value=lambda z, t: (1 - t * z).clamp(0, 2),
+        grad=lambda z, t: -t * ((t * z > -1) & (t * z <= 1)).to(z.dtype),
+        breakpoints=(-1.0, 1.0),
+        note="weighted, this is the saturated STE (SSTE): g * 1[|z| <= 1]",
+    ),
+    LayerLoss(
+        name="hinge",
+        formula="L = max(0, 1 - t*z)",
+        value=lambda z, t: (1 - t * z).clamp_min(0),
+        grad=lambda z, t: -t * (t * z < 1).to(z.dtype),
+        breakpoints=(-1.0, 1.0),
+        note="unbounded: one wrong target can dominate; the paper found training erratic",
+    ),
+    LayerLoss(
+        name="perceptron",
+        formula="L = max(0, -t*z)",
+        value=lambda z, t: (-t * z).clamp_min(0),
+        grad=lambda z, t: -t * (t * z <= 0).to(z.dtype),
+        breakpoints=(0.0,),
+        note="the perceptron criterion: only misclassified units move",
+    ),
+    LayerLoss(
+        name="ramp",
+        formula="L = 1.5 - sign(tz) * integral_0^|tz| clamp(2 - |s|, 0, 1) ds",
+        value=lambda z, t: _ramp_value(t * z),
+        grad=lambda z, t: -t * (2 - z.abs()).clamp(0, 1),
+        note="the saturated hinge with linear ramps at its corners (the reference's Ramp rule)",
+    ),
+    LayerLoss(
+        name="soft_hinge",
+        aliases=("ftp_sh", "sh"),
+        formula="L = tanh(-t*z) + 1",
+        value=lambda z, t: torch.tanh(-t * z) + 1,
+        grad=lambda z, t: -t * (1 - torch.tanh(t * z).square()),
+        note="the paper's FTP-SH: weighted, backward is g * (1 - tanh(z)^2); not convex",
+    ),
+    LayerLoss(
+        name="sigmoid",
+        formula="L = sigmoid(-2*t*z)",
+        value=lambda z, t: torch.sigmoid(-2 * t * z),
+        grad=lambda z, t: -2 * t * torch.sigmoid(2 * t * z) * torch.sigmoid(-2 * t * z),
+        note="half the soft hinge: weighted backward is 0.5 * g * (1 - tanh(z)^2)",
+    ),
+    LayerLoss(
+        name="lecun_tanh",
+        formula=f"L = {LECUN_A} * tanh(-(2/3)*t*z) + 1",
+        value=lambda z, t: LECUN_A * torch.tanh(-(2.0 / 3.0) * t * z) + 1,
+        grad=lambda z, t: -t * (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * t * z).square()),
+        note="LeCun's scaled tanh (constant 1.7159; the reference code has 1.7519)",
+    ),
+    LayerLoss(
+        name="square",
+        formula="L = max(0, 1 - t*z)^2",
+        value=lambda z, t: (1 - t * z).clamp_min(0).square(),
+        grad=lambda z, t: -2 * t * (1 - t * z).clamp_min(0),
+        note="the squared hinge",
+    ),
+    LayerLoss(
+        name="log",
+        aliases=("logistic",),
+        formula="L = log(1 + exp(-t*z))",
+        value=lambda z, t: torch.nn.functional.softplus(-t * z),
+        grad=lambda z, t: -t * torch.sigmoid(-t * z),
+        note="the logistic loss",
+    ),
+]
+
+LOSSES: dict[str, LayerLoss] = {loss.name: loss for loss in _DEFS}
+_ALIASES: dict[str, str] = {alias: loss.name for loss in _DEFS for alias in loss.aliases}
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def get_loss(name: str | LayerLoss) -> LayerLoss:
+    """Look a layer loss up by name or alias (``"sste"``, ``"soft-hinge"``, ...)."""
+    if isinstance(name, LayerLoss):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a layer loss is given by name (a str), got {type(name).__name__}")
+    key = _canonical(name)
+    key = _ALIASES.get(key, key)
+    if key in LOSSES:
+        return LOSSES[key]
+    valid = sorted(LOSSES) + sorted(_ALIASES)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"unknown layer loss {name!r}.{hint} Valid names: {', '.join(sorted(LOSSES))} "
+        f"(aliases: {', '.join(f'{a}={n}' for a, n in sorted(_ALIASES.items()))})."
+    )
+
+
+def available_losses() -> dict[str, str]:
+    """Name -> formula of every registered layer loss."""
+    return {name: loss.formula for name, loss in LOSSES.items()}

@@ -1,0 +1,78 @@
+"""Model registry: ``build_model(name, activation=..., num_classes=..., input_shape=...)``.
+
+Every model file registers its variants with :func:`register_model`. A model builder takes
+``act`` (a zero-argument factory that returns a fresh activation module), ``num_classes``,
+``input_shape`` (C, H, W) or (D,), and its own keyword options; it raises ValueError when the
+input shape cannot work with the architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from ..activations import make_activation
+
+__all__ = ["MODELS", "register_model", "build_model", "ActivationFactory"]
+
+ActivationFactory = Callable[[], nn.Module]
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: register ``fn(act, num_classes, input_shape, **options)`` under ``name``."""
+
+    def deco(fn):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def activation_factory(activation: str | ActivationFactory, **act_options) -> ActivationFactory:
+    """A zero-argument activation factory from a name plus options, or a factory as given."""
+    if callable(activation) and not isinstance(activation, str):
+        if act_options:
+            raise ValueError("activation options (loss, weighted, steps, surrogate) go with an activation "
+                             "name; a factory already fixes them")
+        return activation
+    make_activation(activation, **act_options)  # validate once, with a clear error
+    return lambda: make_activation(activation, **act_options)
+
+
+def build_model(name: str, activation: str | ActivationFactory = "sign", num_classes: int = 10,
+                input_shape: tuple[int, ...] = (3, 32, 32), *, loss=None, weighted=None, steps=None,
+                surrogate=None, **options) -> nn.Module:
+    """Build a registered model with the given hidden-unit activation.
+
+    ``activation`` is a name (sign, step, staircase, relu, saturated_relu) with the options
+    ``loss``, ``weighted``, ``steps``, ``surrogate``; or a zero-argument factory of modules.
+    The input to the first layer and the logits always stay real-valued.
+    """
+    from . import alexnet, convnets, mlp, resnet  # noqa: F401  (registration side effects)
+
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in MODELS:
+        close = difflib.get_close_matches(key, list(MODELS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Valid: {', '.join(sorted(MODELS))}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    input_shape = tuple(int(s) for s in input_shape)
+    if not input_shape or any(s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be positive sizes, (C, H, W) or (D,), got {input_shape!r}")
+    act_options = {k: v for k, v in (("loss", loss), ("weighted", weighted), ("steps", steps),
+                                     ("surrogate", surrogate)) if v is not None}
+    act = activation_factory(activation, **act_options)
+    fn = MODELS[key]
+    accepted = set(inspect.signature(fn).parameters) - {"act", "num_classes", "input_shape"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"model {key!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
+    return fn(act, num_classes, input_shape, **options)

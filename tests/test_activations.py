@@ -1,0 +1,196 @@
+import pytest
+import torch
+from torch import nn
+
+from ftprop import LOSSES, SaturatedReLU, Sign, Staircase, Step, make_activation
+
+
+def grad_through(module, x, g):
+    x = x.clone().requires_grad_()
+    module(x).backward(g)
+    return x.grad
+
+
+@pytest.fixture
+def xg():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 17, generator=gen, dtype=torch.float64) * 2
+    g = torch.randn(32, 17, generator=gen, dtype=torch.float64)
+    g[0, :5] = 0.0  # no target for these units
+    return x, g
+
+
+def test_sign_forward_maps_zero_to_minus_one():
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0])
+    assert Sign()(x).tolist() == [-1, -1, -1, 1, 1]
+    assert Step()(x).tolist() == [0, 0, 0, 1, 1]
+
+
+def test_weighted_soft_hinge_is_tanh_derivative(xg):
+    x, g = xg
+    assert torch.equal(grad_through(Sign("soft_hinge"), x, g), g * (1 - torch.tanh(x) ** 2))
+
+
+def test_weighted_saturated_hinge_is_sste(xg):
+    x, g = xg
+    got = grad_through(Sign("saturated_hinge"), x, g)
+    away = (x.abs() - 1).abs() > 1e-9
+    assert torch.equal(got[away], (g * (x.abs() <= 1))[away])
+
+
+def test_weighted_linear_is_ste(xg):
+    x, g = xg
+    assert torch.equal(grad_through(Sign("linear"), x, g), g)
+
+
+def test_unweighted_soft_hinge(xg):
+    x, g = xg
+    got = grad_through(Sign("soft_hinge", weighted=False), x, g)
+    torch.testing.assert_close(got, torch.sign(g) * (1 - torch.tanh(x) ** 2) / x.shape[0], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_zero_incoming_gradient_gives_zero(name, weighted):
+    x = torch.randn(8, 6, dtype=torch.float64)
+    for module in (Sign(name, weighted), Step(name, weighted), Staircase(3, name, weighted),
+                   Staircase(5, name, weighted, surrogate="per_step")):
+        assert torch.all(grad_through(module, x, torch.zeros_like(x)) == 0)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("module_fn", [
+    lambda n, w: Sign(n, w),
+    lambda n, w: Step(n, w),
+    lambda n, w: Staircase(3, n, w),
+    lambda n, w: Staircase(5, n, w, surrogate="per_step"),
+    lambda n, w: Staircase(4, n, w, surrogate="per_step"),
+])
+def test_backward_is_weighted_layer_loss_derivative(module_fn, name, weighted):
+    """The saved-code path equals the definition: |g| dL/dz(z, -sign g) or dL/dz / B."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 9, generator=gen, dtype=torch.float64) * 1.5
+    x[0, 0], x[0, 1], x[0, 2] = 1.0, -1.0, 0.0  # exactly on breakpoints
+    g = torch.randn(64, 9, generator=gen, dtype=torch.float64)
+    module = module_fn(name, weighted)
+    t = -torch.sign(g)
+    d = module.unit.loss_grad(x, t)
+    want = g.abs() * d if weighted else d / x.shape[0]
+    torch.testing.assert_close(grad_through(module, x, g), want, rtol=1e-12, atol=1e-15)
+
+
+def test_staircase_levels_and_thresholds():
+    # steps=3: levels {0, 1/3, 2/3, 1}, jumps when x exceeds 0, 0.5, 1.0 (PAPER.md §6.2)
+    s3 = Staircase(3)
+    x = torch.tensor([-1.0, 0.0, 1e-6, 0.5, 0.5001, 1.0, 1.0001, 7.0])
+    torch.testing.assert_close(s3(x), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]) / 3.0)
+    # steps=5: levels {0, .2, ..., 1}, thresholds 0, .25, .5, .75, 1.0
+    s5 = Staircase(5)
+    x = torch.tensor([0.0, 0.01, 0.25, 0.26, 0.5, 0.51, 0.75, 0.76, 1.0, 1.01])
+    torch.testing.assert_close(s5(x), torch.tensor([0, 1, 1, 2, 2, 3, 3, 4, 4, 5]) / 5.0)
+    assert s3.unit.thresholds == (0.0, 0.5, 1.0)
+    # the staircase is (1/n) sum_i 1[x > theta_i]
+    xs = torch.linspace(-1, 2, 3001)
+    for n in (2, 3, 4, 5, 8):
+        s = Staircase(n)
+        want = sum((xs > th).float() for th in s.unit.thresholds) / n
+        torch.testing.assert_close(s(xs), want)
+    assert torch.equal(Staircase(1)(xs), Step()(xs))
+
+
+def test_staircase_surrogates(xg):
+    x, g = xg
+    x = x / 2 + 0.5
+    torch.testing.assert_close(grad_through(Staircase(3), x, g), g * (1 - torch.tanh(2 * x - 1) ** 2))
+    away = ((x - 0).abs() > 1e-9) & ((x - 1).abs() > 1e-9)
+    got = grad_through(Staircase(3, "sste"), x, g)
+    assert torch.equal(got[away], (g * ((x >= 0) & (x <= 1)))[away])
+    per = grad_through(Staircase(3, surrogate="per_step"), x, g)
+    torch.testing.assert_close(per, g * sum(1 - torch.tanh(x - th) ** 2 for th in (0, 0.5, 1)) / 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(7, 5), (4, 3, 6, 6), (9,)])
+@pytest.mark.parametrize("name", ["soft_hinge", "saturated_hinge", "linear"])
+def test_shapes_and_dtypes(dtype, shape, name):
+    x = torch.randn(shape).to(dtype).requires_grad_()
+    for module in (Sign(name), Staircase(3, name)):
+        y = module(x)
+        assert y.shape == x.shape and y.dtype == dtype
+        (gx,) = torch.autograd.grad(y.sum(), x)
+        assert gx.shape == x.shape and gx.dtype == dtype and torch.isfinite(gx).all()
+
+
+def test_memory_saved_for_backward():
+    """Soft hinge keeps z; mask-type losses keep one byte per element; linear keeps nothing."""
+    def saved_bytes(module):
+        total = []
+        def pack(t):
+            total.append(t.numel() * t.element_size())
+            return t
+        x = torch.randn(64, 100, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            module(x)
+        return sum(total)
+    n = 64 * 100
+    assert saved_bytes(Sign("soft_hinge")) == 4 * n
+    for name in ("saturated_hinge", "hinge", "perceptron"):
+        assert saved_bytes(Sign(name)) == n
+    assert saved_bytes(Staircase(5, "sste", surrogate="per_step")) == n
+    assert saved_bytes(Sign("linear")) == 0
+
+
+def test_autocast_bf16_cpu():
+    model = nn.Sequential(nn.Linear(8, 16), Sign(), nn.Linear(16, 4))
+    x = torch.randn(5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_torch_compile_cpu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), Sign("sste"), nn.Linear(12, 12), Staircase(3), nn.Linear(12, 3))
+    x = torch.randn(10, 6)
+    eager = model(x)
+    eager.square().sum().backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model)
+    out = compiled(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, eager)
+    for p, w in zip(model.parameters(), want):
+        torch.testing.assert_close(p.grad, w)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="steps >= 1"):
+        Staircase(0)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        Staircase(2.5)
+    with pytest.raises(ValueError, match="surrogate"):
+        Staircase(3, surrogate="both")
+    with pytest.raises(TypeError, match="weighted"):
+        Sign(weighted="yes")
+    with pytest.raises(ValueError, match="Valid names"):
+        Sign("nope")
+    with pytest.raises(ValueError, match="full precision"):
+        make_activation("relu", loss="sste")
+    with pytest.raises(ValueError, match="only apply to the staircase"):
+        make_activation("sign", steps=3)
+    with pytest.raises(ValueError, match="Valid"):
+        make_activation("tanhh")
+
+
+def test_make_activation():
+    assert isinstance(make_activation("relu"), nn.ReLU)
+    assert isinstance(make_activation("satrelu"), SaturatedReLU)
+    s = make_activation("qrelu", steps=5, loss="sste")
+    assert isinstance(s, Staircase) and s.unit.steps == 5 and s.loss.name == "saturated_hinge"
+    assert isinstance(make_activation("sign"), Sign)
+    x = torch.linspace(-2, 2, 9)
+    assert torch.equal(SaturatedReLU()(x), x.clamp(0, 1))

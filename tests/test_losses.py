@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from ftprop import LOSSES, available_losses, get_loss
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_analytic_grad_matches_autograd(name):
+    loss = LOSSES[name]
+    gen = torch.Generator().manual_seed(1)
+    z = (torch.randn(4000, generator=gen, dtype=torch.float64) * 2.5).requires_grad_()
+    t = torch.randint(0, 2, (4000,), generator=gen).to(torch.float64) * 2 - 1
+    (auto,) = torch.autograd.grad(loss.value(z, t).sum(), z)
+    torch.testing.assert_close(loss.grad(z.detach(), t), auto, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_no_target_means_no_update(name):
+    z = torch.linspace(-3, 3, 101, dtype=torch.float64)
+    assert torch.all(LOSSES[name].grad(z, torch.zeros_like(z)) == 0)
+
+
+@pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.piecewise_constant])
+def test_declared_breakpoints_are_the_only_jumps(name):
+    """Between declared breakpoints a piecewise-constant derivative really is constant."""
+    loss = LOSSES[name]
+    z = torch.linspace(-4, 4, 8001, dtype=torch.float64)
+    for tval in (-1.0, 1.0):
+        d = loss.grad(z, torch.full_like(z, tval))
+        jumps = z[1:][d[1:] != d[:-1]]
+        for zj in jumps.tolist():
+            assert min(abs(zj - b) for b in loss.breakpoints) < 2e-3, (name, tval, zj)
+
+
+def test_aliases_and_registry():
+    assert get_loss("sste").name == "saturated_hinge"
+    assert get_loss("STE").name == "linear"
+    assert get_loss("soft-hinge").name == "soft_hinge"
+    assert set(available_losses()) == set(LOSSES)
+    assert {"linear", "saturated_hinge", "hinge", "soft_hinge", "ramp", "sigmoid", "lecun_tanh", "square",
+            "log"} <= set(LOSSES)
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        get_loss("soft_hing")
+    msg = str(err.value)
+    assert "soft_hinge" in msg and "Did you mean" in msg
+    for name in LOSSES:
+        assert name in msg
+    with pytest.raises(TypeError):
+        get_loss(3)
