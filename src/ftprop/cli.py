@@ -1,11 +1,19 @@
-"""The ``ftprop`` command line: thin wrappers that parse, build objects and call the library."""
+"""The ``ftprop`` command line: thin wrappers that parse, build objects and call the library.
+
+Errors a user can cause end in one ``error: ...`` line (set FTPROP_DEBUG=1 for a traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 from . import __version__
+
+EXIT_USAGE = 2
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -17,11 +25,216 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+# ---- train ----------------------------------------------------------------------------
+
+# plain flag -> config key
+_FLAGS = {
+    "model": "model.name", "activation": "model.activation", "loss": "model.loss", "weighted": "model.weighted",
+    "steps": "model.steps", "surrogate": "model.surrogate", "dataset": "data.name", "data_root": "data.root",
+    "download": "data.download", "val_fraction": "data.val_fraction", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "optim.lr", "optimizer": "optim.name", "weight_decay": "optim.weight_decay",
+    "momentum": "optim.momentum", "schedule": "schedule.name", "milestones": "schedule.milestones",
+    "seed": "train.seed", "device": "train.device", "bf16": "train.bf16", "channels_last": "train.channels_last",
+    "compile": "train.compile", "eval_train": "train.eval_train", "name": "name",
+}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (configs/ has the paper's recipes)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.lr=1e-3 --set model.options.hidden=[512]")
+    g = p.add_argument_group("common settings (override the config file; --set overrides these)")
+    g.add_argument("--name")
+    g.add_argument("--model", help="mlp, convnet4, convnet8, alexnet, resnet18, resnet18_cifar")
+    g.add_argument("--activation", help="sign, step, staircase, relu, saturated_relu")
+    g.add_argument("--loss", help="layer loss of hard-threshold units (see `ftprop losses`): soft_hinge (FTP-SH), "
+                                  "saturated_hinge (SSTE), linear (STE), ...")
+    g.add_argument("--weighted", action=argparse.BooleanOptionalAction, default=None,
+                   help="weight each unit's layer loss by |dL_next/dh| (default: on, as the paper)")
+    g.add_argument("--steps", type=int, help="staircase steps (3: the paper's 2-bit qReLU)")
+    g.add_argument("--surrogate", help="staircase layer loss: single (default) or per_step")
+    g.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, imagefolder")
+    g.add_argument("--data-root", help="where the dataset lives (or is downloaded to)")
+    g.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    g.add_argument("--val-fraction", type=float, help="hold this share of the training set out for validation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", help="sgd, adam, adamw")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--schedule", help="constant, multistep, cosine, onecycle")
+    g.add_argument("--milestones", type=lambda s: [int(x) for x in s.split(",")], help="multistep epochs, e.g. 200,250")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto, cpu, cuda")
+    g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    g.add_argument("--channels-last", action="store_true", default=None)
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    g.add_argument("--eval-train", action="store_true", default=None,
+                   help="also evaluate the training set each epoch (exact generalisation gap)")
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """Config file (or the resumed run's) < plain flags < --set."""
+    from .config import Config, apply_overrides, config_from_dict, load_config
+
+    if args.resume is not None:
+        run_cfg = Path(args.resume) / "config.toml"
+        if args.config is not None:
+            raise ValueError("--resume continues a run with its own config; pass changes with flags or --set")
+        if not run_cfg.is_file():
+            raise ValueError(f"cannot resume {args.resume}: it holds no run (no config.toml)")
+        cfg = load_config(run_cfg)
+    else:
+        cfg = load_config(args.config) if args.config is not None else Config()
+    patch: dict = {}
+    for flag, key in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if key == "name":
+            patch["name"] = value
+        else:
+            section, sub = key.split(".")
+            patch.setdefault(section, {})[sub] = value
+    cfg = config_from_dict(patch, base=cfg)
+    return apply_overrides(cfg, args.overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    cfg = resolve_train_config(args)
+    out = args.resume if args.resume is not None else args.out
+    result = train(cfg, out, resume=args.resume is not None, force=args.force)
+    s = result.summary
+    if s.get("epochs"):
+        print(f"done: {s['epochs']} epochs, best test acc {100 * s['best_test_acc']:.2f}% (epoch {s['best_epoch']}), "
+              f"final {100 * s['final_test_acc']:.2f}%; run directory: {result.run_dir}")
+    return 0
+
+
+# ---- evaluate -------------------------------------------------------------------------
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .engine import build_from_config, evaluate, resolve_device
+    from .runs import config_from_checkpoint, load_checkpoint
+
+    target = Path(args.run)
+    state = load_checkpoint(target)
+    cfg = config_from_checkpoint(state)
+    if state.get("step"):
+        print(f"note: the checkpoint was saved mid-epoch ({state['step']} steps into epoch {state['epoch'] + 1})")
+    device = resolve_device(args.device)
+    d = cfg.data
+    root = args.data_root if args.data_root is not None else d.root
+    split_opts = {"val_fraction": d.val_fraction, "val_seed": d.val_seed} if args.split != "test" else {}
+    dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
+    dataset = dataset.to(device)
+    model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    with torch.no_grad():
+        result = evaluate(model, dataset, args.batch_size)
+    result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset), **result}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---- reproduce / report ---------------------------------------------------------------
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import plan, run_table1
+
+    if args.what != "table1":
+        raise ValueError(f"unknown target {args.what!r}: only table1")
+    runs, notes = plan(args.rows, args.cols, args.epochs, args.seeds, args.data_root, args.imagenet_root,
+                       args.download, args.configs, args.device)
+    if args.dry_run or not runs:
+        for note in notes:
+            print(note)
+        for row, col, _, cfg in runs:
+            print(f"{row}-{col} seed {cfg.train.seed}: {cfg.model.name} {cfg.model.activation} "
+                  f"{cfg.model.loss or ''} {cfg.optim.name} lr {cfg.optim.lr} wd {cfg.optim.weight_decay} "
+                  f"{cfg.train.epochs} epochs batch {cfg.train.batch_size}")
+        if not runs:
+            print("nothing to run: give the data (--data-root for CIFAR-10, --imagenet-root for ImageNet)")
+            return 1
+        return 0
+    path = run_table1(args.out, runs, notes)
+    print(path.read_text())
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    md, png = write_report(args.runs, args.out, title=args.title)
+    print(md.read_text())
+    print(f"written: {md}, {png}")
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftprop", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ftprop", description="Train deep networks of hard-threshold units by "
+                                     "feasible target propagation (Friesen & Domingos, ICLR 2018).")
     parser.add_argument("--version", action="version", version=f"ftprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    p = sub.add_parser("demo", help="FTP-SH vs SSTE vs ReLU on the digits shipped with scikit-learn (no download)")
+    p.add_argument("--out", default="demo_runs", help="where the runs and curves.png go (default: demo_runs)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train one model (TOML config, flags, --set overrides)")
+    _add_train_flags(p)
+    p.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a dataset split")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data-root", help="override the run's data root")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("reproduce", help="run the cells of the paper's Table 1 from configs/table1")
+    p.add_argument("what", choices=["table1"])
+    p.add_argument("--rows", help="comma list of convnet4, convnet8, alexnet, resnet18 (default: all)")
+    p.add_argument("--cols", help="comma list of sign_sste, sign_ftpsh, qrelu_sste, qrelu_ftpsh, relu, satrelu")
+    p.add_argument("--epochs", type=int, help="override the paper's epochs (e.g. for a quick look)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per cell (seed, seed+1, ...)")
+    p.add_argument("--data-root", help="CIFAR-10 root (holding cifar-10-batches-py/)")
+    p.add_argument("--imagenet-root", help="ImageNet root (train/<class>/..., val/<class>/...)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
+    p.add_argument("--device", help="auto, cpu, cuda (default: the configs')")
+    p.add_argument("--configs", type=Path, help="folder of the cell configs (default: configs/table1)")
+    p.add_argument("--out", default="runs/table1")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="markdown table + PNG curves from run directories")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default="report")
+    p.add_argument("--title", default="ftprop runs")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("losses", help="list the layer losses")
     p.set_defaults(func=_cmd_losses)
@@ -33,13 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+    from .engine import NonFiniteLossError, TrainingStopped
+    from .runs import RunDirError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingStopped as err:
+        print(str(err), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, DatasetError, RunDirError, NonFiniteLossError, FileNotFoundError) as err:
+        if os.environ.get("FTPROP_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, ValueError) else 1
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

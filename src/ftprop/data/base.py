@@ -11,7 +11,7 @@ that device (no DataLoader workers).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -68,12 +68,12 @@ class ArrayDataset:
         return (f"ArrayDataset({self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"input_shape={self.input_shape}, classes={self.num_classes}, device={self.device})")
 
-    def to(self, device: torch.device | str) -> "ArrayDataset":
+    def to(self, device: torch.device | str) -> ArrayDataset:
         """The same dataset on another device (a copy of the tensors; self is unchanged)."""
         return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device),
                             self.classes, self.mean.tolist(), self.std.tolist(), self.scale, self.augment)
 
-    def subset(self, indices: Tensor, split: str) -> "ArrayDataset":
+    def subset(self, indices: Tensor, split: str) -> ArrayDataset:
         """The examples at ``indices``, as a dataset of its own (e.g. a validation split)."""
         idx = indices.to(self.images.device)
         return ArrayDataset(self.name, split, self.images[idx], self.labels[idx], self.classes,

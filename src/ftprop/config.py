@@ -1,0 +1,258 @@
+"""Run configuration: plain dataclasses, read from TOML, overridden with ``key=value``.
+
+A config has five sections (``model``, ``data``, ``optim``, ``schedule``, ``train``) and a
+``name``. Unknown keys and ill-typed values are refused with the closest valid name and the
+list of choices, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "ConfigError",
+           "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot work; the message says what would."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    activation: str = "sign"
+    loss: str | None = None  # layer loss of hard-threshold units (None: soft_hinge = FTP-SH)
+    weighted: bool | None = None  # weight each unit's loss by |dL_next/dh| (None: True, as the paper)
+    steps: int | None = None  # staircase only (None: 3, the 2-bit qReLU)
+    surrogate: str | None = None  # staircase only: "single" (the reference's) or "per_step"
+    options: dict = field(default_factory=dict)  # architecture options, e.g. hidden = [1024, 1024]
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.0  # held out of the training set; 0 = the paper's set-up
+    val_seed: int = 0
+    augment: bool = True  # the dataset's own training augmentation (CIFAR: crop + flip)
+    options: dict = field(default_factory=dict)  # dataset options, e.g. workers = 8
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # coupled L2 for sgd/adam (the paper's), decoupled for adamw
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"
+    milestones: list = field(default_factory=list)  # multistep: at the START of these epochs lr *= gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # cosine: linear warm-up length; onecycle: length of the rise
+    final_lr_fraction: float = 0.0  # cosine/onecycle: lr at the end, as a fraction of the peak
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 0  # 0: 4x batch_size
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False  # bf16 autocast (CUDA; allowed on CPU)
+    channels_last: bool = False
+    compile: bool = False
+    eval_train: bool = False  # also evaluate the training set in eval mode every epoch (exact gap)
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
+    tensorboard: bool = True  # when the tensorboard package is installed
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
+_SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+                  "train": TrainConfig}
+
+
+def _closest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's type hint; ints are accepted for floats."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif hint is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where} must be {name}, got {value!r}")
+
+
+def config_from_dict(data: dict, base: Config | None = None) -> Config:
+    """A Config from nested dicts (as read from TOML), on top of ``base`` (or the defaults)."""
+    cfg = config_to_dict(base or Config())
+    if not isinstance(data, dict):
+        raise ConfigError("a config is a table of sections: model, data, optim, schedule, train")
+    for key, value in data.items():
+        if key == "name":
+            cfg["name"] = _coerce("name", value, str)
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section {key!r}.{_closest(key, list(_SECTIONS))} "
+                              f"Valid: name, {', '.join(_SECTIONS)}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table of settings, got {value!r}")
+        cls = _SECTION_TYPES[key]
+        hints = typing.get_type_hints(cls)
+        for sub, v in value.items():
+            if sub not in hints:
+                raise ConfigError(f"unknown key {key}.{sub}.{_closest(sub, list(hints))} "
+                                  f"Valid keys of [{key}]: {', '.join(hints)}.")
+            if hints[sub] is dict and isinstance(cfg[key].get(sub), dict) and isinstance(v, dict):
+                cfg[key][sub] = {**cfg[key][sub], **v}
+            else:
+                cfg[key][sub] = _coerce(f"{key}.{sub}", v, hints[sub])
+    out = Config(name=cfg["name"], **{k: _SECTION_TYPES[k](**cfg[k]) for k in _SECTIONS})
+    validate(out)
+    return out
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (1e-3, true, [200, 250], "x"), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (``model.options.hidden=[512]`` reaches into options)."""
+    patch: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set takes key=value (e.g. optim.lr=1e-3), got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts == ["name"]:
+            patch["name"] = _parse_value(text)
+            continue
+        if len(parts) < 2:
+            raise ConfigError(f"--set key {key!r} needs a section: one of {', '.join(_SECTIONS)} "
+                              f"(e.g. optim.lr=1e-3)")
+        if len(parts) > 2 and parts[1] != "options":
+            raise ConfigError(f"--set key {key!r}: only the options tables take deeper keys")
+        node = patch.setdefault(parts[0], {})
+        for p in parts[1:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _parse_value(text)
+    return config_from_dict(patch, base=cfg)
+
+
+def _one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} = {value!r} is not valid.{_closest(value, list(choices))} "
+                          f"Choices: {', '.join(choices)}.")
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that need no model or data; raise ConfigError."""
+    _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
+    _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
+    _one_of("train.device", cfg.train.device, DEVICES)
+    t, o, s = cfg.train, cfg.optim, cfg.schedule
+    checks = [
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.eval_batch_size >= 0, "train.eval_batch_size must be >= 0 (0: 4 x batch_size)"),
+        (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        (o.lr > 0, "optim.lr must be > 0"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),
+        (len(o.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas),
+         "optim.betas must be two numbers in [0, 1)"),
+        (0 < s.gamma <= 1, "schedule.gamma must be in (0, 1]"),
+        (all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in s.milestones),
+         "schedule.milestones must be epoch numbers >= 1"),
+        (s.warmup_epochs >= 0, "schedule.warmup_epochs must be >= 0"),
+        (0 <= s.final_lr_fraction <= 1, "schedule.final_lr_fraction must be in [0, 1]"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if s.name == "multistep" and not s.milestones:
+        raise ConfigError("schedule.name = 'multistep' needs schedule.milestones (e.g. [200, 250])")
+    if s.name != "multistep" and s.milestones:
+        raise ConfigError(f"schedule.milestones only apply to the multistep schedule, not {s.name!r}")
+    if o.name != "sgd" and (o.nesterov or o.momentum != 0.9):
+        raise ConfigError(f"optim.momentum/nesterov apply to sgd only, not {o.name!r} (use optim.betas)")

@@ -1,0 +1,462 @@
+"""The training loop: config -> (data, model) -> epochs of FTPROP-MB steps -> metrics.
+
+It knows nothing about concrete models or datasets: it builds them from the registries.
+One step is ``zero_grad -> forward -> cross-entropy -> backward -> step``; the hard-threshold
+units' backward is the FTPROP-MB layer-loss update (see :mod:`ftprop.activations`).
+
+Reproducibility: every epoch's randomness (shuffling, augmentation, dropout) is seeded from
+(seed, epoch) and the learning rate is a pure function of (epoch, step), so a run resumed
+from a checkpoint continues bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config, ConfigError, validate
+from .data import load_dataset
+from .models import build_model
+from .runs import (
+    CHECKPOINT,
+    RunDirError,
+    atomic_write_text,
+    config_differences,
+    config_to_toml,
+    environment,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = ["train", "evaluate", "RunResult", "NonFiniteLossError", "TrainingStopped", "lr_at", "resolve_device",
+           "load_data", "build_from_config"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingStopped(RuntimeError):
+    """SIGINT/SIGTERM arrived; a consistent checkpoint was saved first."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    history: list[dict]
+    model: nn.Module
+    status: str = "completed"
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def best_test_acc(self) -> float:
+        return max(h["test_acc"] for h in self.history)
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.history[-1]["test_acc"]
+
+
+# ---- pieces --------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
+    """The paper's optimisers: weight decay on every parameter (BN and biases included)."""
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    if o.name == "adam":  # coupled L2, as the reference code
+        return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at ``step`` (0-based) of ``epoch`` (1-based): a pure function, for exact resume.
+
+    multistep: the paper's rule, lr is multiplied by gamma at the START of each milestone epoch.
+    cosine: optional linear warm-up, then cosine decay to final_lr_fraction * lr by the last step.
+    onecycle: linear rise over warmup_epochs (default: 25% of training), then linear decay.
+    """
+    s, base, total = cfg.schedule, cfg.optim.lr, cfg.train.epochs
+    if s.name == "constant":
+        return base
+    if s.name == "multistep":
+        return base * s.gamma ** sum(1 for m in s.milestones if epoch >= m)
+    progress = (epoch - 1 + step / steps_per_epoch) / total  # in [0, 1)
+    low = s.final_lr_fraction
+    if s.name == "cosine":
+        warm = s.warmup_epochs / total
+        if progress < warm:
+            return base * (progress / warm)
+        frac = (progress - warm) / max(1e-12, 1 - warm)
+        return base * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * frac)))
+    warm = (s.warmup_epochs or 0.25 * total) / total  # onecycle
+    start = base / 25.0
+    if progress < warm:
+        return start + (base - start) * progress / warm
+    return base * (low + (1 - low) * (1 - (progress - warm) / max(1e-12, 1 - warm)))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**62)
+
+
+def load_data(cfg: Config, device: torch.device) -> dict[str, Any]:
+    """The splits a run needs: train, test, and val when data.val_fraction > 0."""
+    d = cfg.data
+    kw = dict(root=d.root, download=d.download, **d.options)
+    splits = {"train": load_dataset(d.name, split="train", val_fraction=d.val_fraction, val_seed=d.val_seed, **kw),
+              "test": load_dataset(d.name, split="test", **kw)}
+    if d.val_fraction > 0:
+        splits["val"] = load_dataset(d.name, split="val", val_fraction=d.val_fraction, val_seed=d.val_seed, **kw)
+    return {k: v.to(device) for k, v in splits.items()}
+
+
+def build_from_config(cfg: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    return build_model(m.name, activation=m.activation, num_classes=num_classes, input_shape=input_shape,
+                       loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate, **m.options)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = False,
+             channels_last: bool = False) -> dict[str, float]:
+    """Loss, top-1 (and top-5 with more than 10 classes) of ``model`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = dataset.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct1 = torch.zeros((), device=device, dtype=torch.int64)
+    correct5 = torch.zeros((), device=device, dtype=torch.int64)
+    top5 = dataset.num_classes > 10
+    n = 0
+    for x, y in dataset.batches(batch_size):
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out = out.float()
+        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
+        correct1 += (out.argmax(1) == y).sum()
+        if top5:
+            correct5 += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
+        n += y.shape[0]
+    model.train(was_training)
+    result = {"loss": loss_sum.item() / n, "acc": correct1.item() / n}
+    if top5:
+        result["top5"] = correct5.item() / n
+    return result
+
+
+class _Stopper:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextmanager
+    def installed(self):
+        if not _in_main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.signal is not None:  # a second signal: stop now
+                signal.default_int_handler(signum, frame)
+            self.signal = signum
+
+        for s in old:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -> tuple[Path, dict | None]:
+    """Create (or reopen for resume) the run directory; never overwrite a different run."""
+    if out is None:
+        if resume:
+            raise RunDirError("resume needs the run directory to continue")
+        out = Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out)
+    cfg_file = out / "config.toml"
+    if resume:
+        if not cfg_file.is_file():
+            raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
+        from .runs import read_run
+
+        previous = read_run(out).config
+        diffs = config_differences(previous, cfg)
+        if diffs:
+            raise RunDirError(f"cannot resume {out} with a different model or dataset: " + "; ".join(diffs))
+        state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+        return out, state
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            what = "a different run" if cfg_file.is_file() else "other files"
+            raise RunDirError(f"{out} already holds {what}; use --resume {out} to continue it, another --out, "
+                              f"or --force to overwrite it")
+        for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, None
+
+
+def _log_default(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---- the loop -------------------------------------------------------------------------
+
+def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, force: bool = False,
+          save: bool = True, progress: bool | None = None, log: Callable[[str], None] | None = _log_default,
+          data: dict[str, Any] | None = None) -> RunResult:
+    """Train a model as ``cfg`` says; write the run directory ``out`` (unless ``save=False``).
+
+    ``resume=True`` continues the run in ``out`` from its last checkpoint (the config may
+    change the number of epochs, not the model or dataset). ``progress``: a progress bar per
+    epoch (None: only when stderr is a terminal). ``data`` may pass pre-loaded splits.
+    """
+    validate(cfg)
+    log = log or (lambda message: None)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.bf16 and device.type == "cpu":
+        log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
+    # Everything that can fail on bad input fails here, before a file is written.
+    splits = data if data is not None else load_data(cfg, device)
+    train_set, test_set = splits["train"], splits["test"]
+    torch.manual_seed(cfg.train.seed)
+    model = build_from_config(cfg, train_set.num_classes, train_set.input_shape).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), cfg)
+
+    run_dir, state = (None, None)
+    if save:
+        run_dir, state = _prepare_run_dir(cfg, Path(out) if out is not None else None, resume, force)
+    elif resume:
+        raise RunDirError("resume needs save=True and a run directory")
+
+    history: list[dict] = []
+    start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+        start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
+        elapsed = state.get("elapsed", 0.0)
+        if state["step"] == 0 and start_epoch > cfg.train.epochs:
+            log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
+    if run_dir is not None:
+        atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
+        atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    tb = _tensorboard(run_dir) if run_dir is not None and cfg.train.tensorboard else None
+
+    step_model = torch.compile(model) if cfg.train.compile else model
+    t = cfg.train
+    eval_bs = t.eval_batch_size or 4 * t.batch_size
+    steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
+    show = sys.stderr.isatty() if progress is None else progress
+    stopper = _Stopper()
+    status = "completed"
+
+    def checkpoint(epoch: int, step: int, partial: dict | None = None) -> None:
+        if run_dir is not None:
+            save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
+                                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "history": history, "elapsed": elapsed})
+
+    with stopper.installed():
+        for epoch in range(start_epoch, t.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            first = start_step if epoch == start_epoch else 0
+            if first and carry is not None:
+                torch.set_rng_state(carry["rng"])
+                loss_sum, correct, seen = (carry["loss_sum"].to(device), carry["correct"].to(device), carry["seen"])
+            else:
+                torch.manual_seed(_epoch_seed(t.seed, epoch))
+                loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+                correct = torch.zeros((), device=device, dtype=torch.int64)
+                seen = 0
+            gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) + 1)
+            batches = train_set.batches(t.batch_size, shuffle=True, augment=cfg.data.augment, generator=gen)
+            bar = _progress_bar(show, steps_per_epoch, f"epoch {epoch}/{t.epochs}", initial=first)
+            bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+            step = 0
+            for step, (x, y) in enumerate(batches):
+                if step < first:  # fast-forward a resumed epoch: same data, same randomness
+                    continue
+                lr = lr_at(cfg, epoch, step, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if t.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
+                    out = step_model(x)
+                loss = F.cross_entropy(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss = loss.detach()
+                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+                loss_sum += loss.double() * y.shape[0]
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+                if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
+                    dt = max(1e-9, time.perf_counter() - t0)
+                    bar.update(step + 1 - bar.n)
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
+                                    img_s=f"{(seen - (carry['seen'] if first and carry else 0)) / dt:.0f}")
+                if step % 50 == 0 or step == steps_per_epoch - 1:
+                    _check_finite(bad_step, epoch, run_dir, history)
+                if stopper.signal is not None:
+                    break
+            if bar is not None:
+                bar.close()
+            _check_finite(bad_step, epoch, run_dir, history)
+            train_time = time.perf_counter() - t0
+            elapsed += train_time
+            if stopper.signal is not None and step < steps_per_epoch - 1:
+                partial = {"rng": torch.get_rng_state(), "loss_sum": loss_sum.cpu(), "correct": correct.cpu(),
+                           "seen": seen}
+                checkpoint(epoch - 1, step + 1, partial)
+                status = "stopped"
+                log(f"stopped by signal {stopper.signal} at epoch {epoch}, step {step + 1}; "
+                    + (f"resume with: ftprop train --resume {run_dir}" if run_dir else "nothing saved"))
+                break
+            row = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch),
+                   "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+            _eval_into(row, "test", step_model, test_set, eval_bs, t)
+            if "val" in splits:
+                _eval_into(row, "val", step_model, splits["val"], eval_bs, t)
+            if t.eval_train:
+                _eval_into(row, "train_eval", step_model, train_set, eval_bs, t)
+            row["best_test_acc"] = max([h["test_acc"] for h in history] + [row["test_acc"]])
+            row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
+            row["train_images_per_s"] = round(seen / max(train_time, 1e-9), 1)
+            history.append(row)
+            if run_dir is not None:
+                if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopper.signal is not None:
+                    checkpoint(epoch, 0)
+                with open(run_dir / "metrics.jsonl", "a") as f:  # rewritten from the checkpoint on resume
+                    f.write(json.dumps(row) + "\n")
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        tb.add_scalar(k, v, epoch)
+            log(_format_row(row))
+            if stopper.signal is not None:
+                status = "stopped"
+                log(f"stopped by signal {stopper.signal} after epoch {epoch}; "
+                    + (f"resume with: ftprop train --resume {run_dir}" if run_dir else "nothing saved"))
+                break
+    if tb is not None:
+        tb.close()
+    summary = _summary(history, status, elapsed)
+    if run_dir is not None:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if history:
+            from .report import plot_runs
+
+            plot_runs([(cfg.name, history)], run_dir / "curves.png")
+    result = RunResult(run_dir, history, model, status, summary)
+    if status == "stopped":
+        raise TrainingStopped(f"training stopped by signal {stopper.signal}; state saved in {run_dir}")
+    return result
+
+
+def _cfg_dict(cfg: Config) -> dict:
+    from .config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, history: list[dict]) -> None:
+    step = int(bad_step.item())
+    if step >= 0:
+        kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {run_dir}"
+                if run_dir is not None and history else "no checkpoint was written")
+        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {kept}. "
+                                 f"Lower optim.lr or check the data.")
+
+
+def _eval_into(row: dict, prefix: str, model: nn.Module, dataset, batch_size: int, t) -> None:
+    for k, v in evaluate(model, dataset, batch_size, bf16=t.bf16, channels_last=t.channels_last).items():
+        row[f"{prefix}_{k}"] = v
+
+
+def _summary(history: list[dict], status: str, elapsed: float) -> dict:
+    if not history:
+        return {"status": status, "epochs": 0}
+    best = max(history, key=lambda h: h["test_acc"])
+    last = history[-1]
+    out = {"status": status, "epochs": last["epoch"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+           "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
+           "final_gap": last.get("train_eval_acc", last["train_acc"]) - last["test_acc"],
+           "gap_from": "train_eval_acc" if "train_eval_acc" in last else "running train_acc",
+           "train_time_s": round(elapsed, 1)}
+    if "test_top5" in last:
+        out["best_test_top5"] = max(h["test_top5"] for h in history)
+    return out
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"epoch {row['epoch']:3d}", f"lr {row['lr']:.2e}", f"train loss {row['train_loss']:.4f}",
+             f"acc {row['train_acc']:.4f}", f"test loss {row['test_loss']:.4f}", f"acc {row['test_acc']:.4f}"]
+    if "test_top5" in row:
+        parts.append(f"top5 {row['test_top5']:.4f}")
+    if "val_acc" in row:
+        parts.append(f"val acc {row['val_acc']:.4f}")
+    if "train_eval_acc" in row:
+        parts.append(f"train(eval) acc {row['train_eval_acc']:.4f}")
+    parts.append(f"{row['train_images_per_s']:.0f} img/s")
+    return " | ".join(parts)
+
+
+def _progress_bar(show: bool, total: int, desc: str, initial: int = 0):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # the tensorboard package is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+

@@ -1,0 +1,119 @@
+"""Results tables (markdown) and learning-curve plots (PNG) from run directories.
+
+"Best" is the best test accuracy over all epochs, which is what the paper's Table 1
+reports; it is selected on the test set and therefore optimistic. "Final" is the last
+epoch's. The gap is final train accuracy minus final test accuracy (train accuracy measured
+in eval mode when the run had ``train.eval_train``, else the running accuracy of the epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .config import config_to_dict
+from .runs import Run, read_run
+
+__all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``m`` for one value, ``m ± s`` (sample std) for several; scaled to percent by default."""
+    vals = [v * scale for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def _group_key(run: Run) -> str:
+    cfg = config_to_dict(run.config)
+    cfg.pop("name")
+    cfg["train"].pop("seed")
+    cfg["train"].pop("epochs")  # runs stopped at different epochs still share a recipe
+    return json.dumps(cfg, sort_keys=True)
+
+
+def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:
+    """Runs that differ only in seed (and run name) form one group, in first-seen order."""
+    groups: OrderedDict[str, list[Run]] = OrderedDict()
+    for run in runs:
+        groups.setdefault(_group_key(run), []).append(run)
+    return groups
+
+
+def _run_stats(run: Run) -> dict:
+    h = run.metrics
+    last = h[-1]
+    train_acc = last.get("train_eval_acc", last["train_acc"])
+    return {"best": max(r["test_acc"] for r in h), "final": last["test_acc"], "train": train_acc,
+            "gap": train_acc - last["test_acc"], "epochs": last["epoch"],
+            "time": sum(r.get("epoch_time_s", 0.0) for r in h)}
+
+
+def runs_table(runs: Sequence[Run]) -> tuple[str, list[dict]]:
+    """A markdown table, one row per group of runs (mean ± std over seeds), and its rows as dicts."""
+    header = ("| method | runs | best test acc (%) | final test acc (%) | final train acc (%) | gap (pts) "
+              "| epochs | time (min) |\n|---|---|---|---|---|---|---|---|")
+    lines, rows = [header], []
+    for group in group_runs(r for r in runs if r.metrics).values():
+        stats = [_run_stats(r) for r in group]
+        col = {k: [s[k] for s in stats] for k in stats[0]}
+        epochs = sorted(set(col["epochs"]))
+        row = {"method": group[0].label, "runs": len(group), "paths": [str(r.path) for r in group],
+               "seeds": [r.config.train.seed for r in group],
+               **{f"{k}_mean": statistics.mean(v) for k, v in col.items()},
+               **{f"{k}_std": (statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in col.items()}}
+        rows.append(row)
+        lines.append(f"| {group[0].label} | {len(group)} | {mean_std(col['best'])} | {mean_std(col['final'])} | "
+                     f"{mean_std(col['train'])} | {mean_std(col['gap'])} | "
+                     f"{'/'.join(map(str, epochs))} | {mean_std(col['time'], scale=1 / 60, digits=1)} |")
+    return "\n".join(lines) + "\n", rows
+
+
+def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title: str | None = None) -> Path:
+    """Train (dashed) and test (solid) top-1 accuracy per epoch, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, history) in enumerate(curves):
+        if not history:
+            continue
+        c = colors[i % len(colors)]
+        epochs = [h["epoch"] for h in history]
+        train_key = "train_eval_acc" if "train_eval_acc" in history[-1] else "train_acc"
+        ax.plot(epochs, [100 * h[train_key] for h in history], "--", color=c, alpha=0.8)
+        ax.plot(epochs, [100 * h["test_acc"] for h in history], "-", color=c, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title or "test (solid) and train (dashed) accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
+    """Read runs, write ``out/report.md`` (+ ``report.json``) and ``out/curves.png``."""
+    runs = [read_run(p) for p in run_dirs]
+    table, rows = runs_table(runs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_runs([(f"{r.label} (seed {r.config.train.seed})", r.metrics) for r in runs], out / "curves.png",
+                    title=title)
+    md = out / "report.md"
+    md.write_text(f"# {title}\n\n{table}\nBest = best test accuracy over epochs (as the paper reports; "
+                  f"selected on the test set). Gap = final train - final test accuracy. "
+                  f"Mean ± sample std over runs that differ only in seed.\n\n![curves](curves.png)\n")
+    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return md, png

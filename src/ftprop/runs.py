@@ -1,0 +1,212 @@
+"""Run directories: resolved config, environment, per-epoch metrics and atomic checkpoints.
+
+A run directory holds ``config.toml`` (the resolved config; ``ftprop train --config`` reads
+it back), ``environment.json`` (versions, device, git commit), ``metrics.jsonl`` (one JSON
+line per epoch), ``checkpoint.pt`` (written to a temporary file, then renamed: a kill at any
+moment leaves the previous checkpoint intact), ``summary.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked; the message says why and what to do."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file + fsync + rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """torch.save ``state`` to run_dir/checkpoint.pt atomically."""
+    path = Path(run_dir) / CHECKPOINT
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise RunDirError(f"no checkpoint at {path}: the run has not completed an epoch yet")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise RunDirError(f"{path} is not a readable ftprop checkpoint ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunDirError(f"{path} is not an ftprop checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+# ---- config as TOML -------------------------------------------------------------------
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"cannot write {v} to TOML")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def config_to_toml(cfg: Config) -> str:
+    data = config_to_dict(cfg)
+    lines = [f"name = {_toml_value(data.pop('name'))}"]
+    for section, values in data.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+# ---- environment ----------------------------------------------------------------------
+
+def git_commit() -> str | None:
+    """The project's git commit (with ``-dirty`` if it has uncommitted changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    import numpy
+
+    from . import __version__
+
+    env = {
+        "ftprop": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "argv": sys.argv,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+# ---- reading runs back ----------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A run directory read back: its config, per-epoch metrics and summary."""
+
+    path: Path
+    config: Config
+    metrics: list[dict]
+    summary: dict
+
+    @property
+    def label(self) -> str:
+        m = self.config.model
+        if m.activation in ("relu", "saturated_relu"):
+            return f"{m.name} {m.activation}"
+        loss = m.loss or "soft_hinge"
+        extra = "" if m.weighted in (None, True) else " unweighted"
+        return f"{m.name} {m.activation} {loss}{extra}"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Parse metrics.jsonl, ignoring a last line cut short by a kill."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def read_run(path: str | Path) -> Run:
+    path = Path(path)
+    cfg_path = path / "config.toml"
+    if not cfg_path.is_file():
+        raise RunDirError(f"{path} is not an ftprop run directory (no config.toml)")
+    try:
+        config = load_config(cfg_path)
+    except ConfigError as err:
+        raise RunDirError(str(err)) from None
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return Run(path, config, read_metrics(path / "metrics.jsonl"), summary)
+
+
+def config_differences(a: Config, b: Config, sections: tuple[str, ...] = ("model", "data")) -> list[str]:
+    """``section.key: a != b`` for each field that differs in the given sections."""
+    da, db = config_to_dict(a), config_to_dict(b)
+    out = []
+    for s in sections:
+        for k in da[s]:
+            if da[s][k] != db[s][k]:
+                out.append(f"{s}.{k}: {da[s][k]!r} != {db[s][k]!r}")
+    return out
+
+
+def config_from_checkpoint(state: dict) -> Config:
+    return config_from_dict(state["config"])
