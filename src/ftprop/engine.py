@@ -223,7 +223,7 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
-            what = "a different run" if cfg_file.is_file() else "other files"
+            what = "a run" if cfg_file.is_file() else "other files"
             raise RunDirError(f"{out} already holds {what}; use --resume {out} to continue it, another --out, "
                               f"or --force to overwrite it")
         for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
@@ -346,6 +346,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             if bar is not None:
                 bar.close()
             _check_finite(bad_step, epoch, run_dir, history)
+            _check_parameters(model, epoch, run_dir, history)
             train_time = time.perf_counter() - t0
             elapsed += train_time
             if stopper.signal is not None and step < steps_per_epoch - 1:
@@ -409,6 +410,17 @@ def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, hist
         kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {run_dir}"
                 if run_dir is not None and history else "no checkpoint was written")
         raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {kept}. "
+                                 f"Lower optim.lr or check the data.")
+
+
+def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, history: list[dict]) -> None:
+    """Hard thresholds map NaN to a constant, so a sign network's loss can stay finite while
+    its weights are NaN: check the parameters once per epoch too."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {run_dir}"
+                if run_dir is not None and history else "no checkpoint was written")
+        raise NonFiniteLossError(f"non-finite parameters ({', '.join(bad[:3])}) after epoch {epoch}; {kept}. "
                                  f"Lower optim.lr or check the data.")
 
 

@@ -1,0 +1,252 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftprop.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from ftprop.data import ArrayDataset
+from ftprop.engine import NonFiniteLossError, evaluate, lr_at, train
+from ftprop.runs import RunDirError, load_checkpoint, read_metrics, read_run
+
+SMALL = ["model.options.hidden=[32]", "train.batch_size=128", "train.tensorboard=false", "train.device=cpu"]
+
+
+def small_config(*extra: str, epochs: int = 3) -> Config:
+    return apply_overrides(Config(name="t"), SMALL + [f"train.epochs={epochs}", *extra])
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "train_images_per_s")} for r in rows]
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    cfg = small_config("model.options.dropout=0.2")  # dropout: the global RNG must be reproduced too
+    straight = train(cfg, tmp_path / "a", log=None)
+    two = apply_overrides(cfg, ["train.epochs=2"])
+    train(two, tmp_path / "b", log=None)
+    resumed = train(cfg, tmp_path / "b", resume=True, log=None)
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+    assert strip_times(straight.history) == strip_times(resumed.history)
+    assert strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl")) == strip_times(straight.history)
+    ck = load_checkpoint(tmp_path / "b")
+    assert ck["epoch"] == 3 and ck["step"] == 0
+
+
+def test_same_seed_same_numbers_other_seed_differs():
+    a = train(small_config(epochs=1), save=False, log=None)
+    b = train(small_config(epochs=1), save=False, log=None)
+    c = train(small_config("train.seed=1", epochs=1), save=False, log=None)
+    assert strip_times(a.history) == strip_times(b.history)
+    assert not states_equal(a.model.state_dict(), c.model.state_dict())
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ftprop.cli", *args]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _train_args(out: Path, epochs: int) -> list[str]:
+    return ["train", "--out", str(out), "--epochs", str(epochs), "--batch-size", "16", "--device", "cpu",
+            "--set", "model.options.hidden=[256,256]", "--set", "train.tensorboard=false", "--seed", "3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
+    """SIGKILL at an arbitrary moment, or SIGINT mid-epoch, then --resume: same weights as a straight run."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli(*_train_args(run, 3)), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside the second epoch
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0].decode()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, output
+        assert "resume with" in output
+    assert load_checkpoint(run)["epoch"] >= 1  # never a corrupt file
+    resumed = subprocess.run(_cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run(_cli(*_train_args(tmp_path / "straight", 3)), env=_env(), capture_output=True,
+                              text=True)
+    assert straight.returncode == 0, straight.stderr
+    a, b = load_checkpoint(run), load_checkpoint(tmp_path / "straight")
+    assert states_equal(a["model"], b["model"])
+    assert strip_times(read_metrics(run / "metrics.jsonl")) == strip_times(read_metrics(tmp_path / "straight" /
+                                                                                        "metrics.jsonl"))
+
+
+class PoisonedData(ArrayDataset):
+    """Yields a NaN input at (epoch 2, batch 3), as bad data or a blow-up would."""
+
+    calls = 0
+
+    def batches(self, batch_size, **kw):
+        PoisonedData.calls += 1
+        for i, (x, y) in enumerate(super().batches(batch_size, **kw)):
+            if PoisonedData.calls == 2 and i == 3:
+                x = x.clone()
+                x[0, 0] = float("nan")
+            yield x, y
+
+
+def _tiny_data(cls=ArrayDataset):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (256, 1, 4, 4), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 3, (256,), generator=gen)
+    make = lambda c: c("tiny", "train", images, labels, ["a", "b", "c"], [0.5], [0.25])
+    return {"train": make(cls), "test": make(ArrayDataset)}
+
+
+@pytest.mark.parametrize("activation, where", [("relu", "epoch 2, step 3"), ("sign", "after epoch 2")])
+def test_non_finite_training_stops_naming_where_and_keeps_checkpoint(tmp_path, activation, where):
+    """ReLU nets show NaN in the loss at once; sign units swallow it (sign(NaN) = -1), so NaN
+    weights are caught by the end-of-epoch parameter check."""
+    PoisonedData.calls = 0
+    cfg = small_config("train.batch_size=16", f"model.activation={activation}", epochs=3)
+    with pytest.raises(NonFiniteLossError, match=where) as err:
+        train(cfg, tmp_path / "r", data=_tiny_data(PoisonedData), log=None)
+    assert "checkpoint (epoch 1)" in str(err.value)
+    assert load_checkpoint(tmp_path / "r")["epoch"] == 1
+    assert len(read_metrics(tmp_path / "r" / "metrics.jsonl")) == 1
+
+
+def test_multistep_schedule_follows_the_paper():
+    cfg = config_from_dict({"optim": {"lr": 1.0}, "schedule": {"name": "multistep", "milestones": [200, 250]},
+                            "train": {"epochs": 300}})
+    lrs = {e: lr_at(cfg, e, 0, 10) for e in (1, 199, 200, 249, 250, 300)}
+    assert lrs == pytest.approx({1: 1.0, 199: 1.0, 200: 0.1, 249: 0.1, 250: 0.01, 300: 0.01})
+
+
+@pytest.mark.parametrize("name", ["cosine", "onecycle"])
+def test_smooth_schedules_peak_and_decay(name):
+    cfg = config_from_dict({"optim": {"lr": 1.0}, "schedule": {"name": name, "warmup_epochs": 2.0},
+                            "train": {"epochs": 10}})
+    lrs = [lr_at(cfg, e, s, 4) for e in range(1, 11) for s in range(4)]
+    assert max(lrs) == pytest.approx(1.0, abs=0.02)
+    assert lrs[-1] < 0.1 and lrs[0] < 0.1
+    peak = lrs.index(max(lrs))
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+
+
+def test_config_errors_name_the_closest_key():
+    with pytest.raises(ConfigError, match="Did you mean 'lr'"):
+        apply_overrides(Config(), ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="Did you mean 'optim'"):
+        config_from_dict({"optimizer": {"lr": 1}})
+    with pytest.raises(ConfigError, match="Choices: sgd, adam, adamw"):
+        apply_overrides(Config(), ["optim.name=adma"])
+    with pytest.raises(ConfigError, match="train.epochs must be int"):
+        apply_overrides(Config(), ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match="optim.lr must be > 0"):
+        apply_overrides(Config(), ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="needs a section"):
+        apply_overrides(Config(), ["lr=1"])
+    with pytest.raises(ConfigError, match="milestones"):
+        apply_overrides(Config(), ["schedule.name=multistep"])
+
+
+def test_impossible_combinations_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="full precision"):
+        train(small_config("model.activation=relu", "model.steps=3"), tmp_path / "x", log=None)
+    with pytest.raises(ValueError, match="takes no option"):
+        train(small_config("model.options.widths=[3]"), tmp_path / "y", log=None)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_resume_with_different_model_refused_and_no_silent_overwrite(tmp_path):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    with pytest.raises(RunDirError, match="model.activation: 'sign' != 'relu'"):
+        train(apply_overrides(cfg, ["model.activation=relu"]), tmp_path / "r", resume=True, log=None)
+    with pytest.raises(RunDirError, match="--force"):
+        train(cfg, tmp_path / "r", log=None)
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunDirError):
+        train(apply_overrides(cfg, ["model.activation=relu"]), tmp_path / "r", log=None)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    train(apply_overrides(cfg, ["model.activation=relu"]), tmp_path / "r", force=True, log=None)
+    assert read_run(tmp_path / "r").config.model.activation == "relu"
+
+
+def test_run_directory_contents_and_evaluate(tmp_path, capsys):
+    from ftprop.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--out", str(out), "--epochs", "2", "--activation", "staircase", "--loss", "sste",
+               "--set", "model.options.hidden=[32]", "--set", "train.tensorboard=false", "--device", "cpu",
+               "--eval-train"])
+    assert rc == 0
+    for name in ("config.toml", "environment.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png"):
+        assert (out / name).is_file(), name
+    cfg = load_config(out / "config.toml")
+    assert cfg.model.activation == "staircase" and cfg.model.loss == "sste"
+    env = json.loads((out / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_commit" in env
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_acc", "train_loss", "test_acc", "test_loss", "train_eval_acc", "best_test_acc"} <= set(rows[0])
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc"] == pytest.approx(rows[-1]["test_acc"])
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 1  # a clear error, not a traceback
+    assert "--force" in capsys.readouterr().err
+
+
+def test_report_table_and_plot_hold_the_numbers(tmp_path):
+    from ftprop.report import write_report
+
+    dirs = []
+    for act in ("sign", "relu"):
+        for seed in (0, 1):
+            d = tmp_path / f"{act}{seed}"
+            train(small_config(f"model.activation={act}", f"train.seed={seed}", epochs=2), d, log=None)
+            dirs.append(d)
+    md, png = write_report(dirs, tmp_path / "rep")
+    assert png.is_file() and png.stat().st_size > 1000
+    text = md.read_text()
+    rows = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["runs"] for r in rows] == [2, 2]
+    best = [max(m["test_acc"] for m in read_metrics(d / "metrics.jsonl")) for d in dirs[:2]]
+    mean = sum(best) / 2 * 100
+    assert rows[0]["best_mean"] == pytest.approx(mean / 100)
+    assert f"{mean:.2f} ± " in text
+    assert "mlp sign soft_hinge" in text and "mlp relu" in text
+
+
+def test_evaluate_matches_training_metrics():
+    result = train(small_config(epochs=1), save=False, log=None)
+    from ftprop.data import load_dataset
+
+    test = load_dataset("digits", split="test")
+    assert evaluate(result.model, test)["acc"] == pytest.approx(result.history[-1]["test_acc"])
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    from ftprop.demo import run_demo
+
+    rows = run_demo(tmp_path, epochs=1)
+    out = capsys.readouterr().out
+    assert [r["method"] for r in rows] == ["sign FTP-SH", "sign SSTE", "ReLU (full precision)"]
+    assert "| method | train acc (%) | test acc (%)" in out
+    assert (tmp_path / "curves.png").is_file()
+    assert all(r["test_acc"] > 0.5 for r in rows)  # one epoch already learns the digits
