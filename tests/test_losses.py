@@ -50,3 +50,16 @@ def test_unknown_loss_lists_valid_names():
         assert name in msg
     with pytest.raises(TypeError):
         get_loss(3)
+
+
+@pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.phi is not None])
+def test_symmetric_losses_have_grad_minus_t_phi(name):
+    """The fast update g * phi(z) rests on dL/dz(z, t) = -t * phi(z) with phi even."""
+    loss = LOSSES[name]
+    z = torch.linspace(-4, 4, 8001, dtype=torch.float64)
+    for tval in (-1.0, 1.0):
+        t = torch.full_like(z, tval)
+        torch.testing.assert_close(loss.grad(z, t), -t * loss.phi(z), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(loss.phi(z), loss.phi(-z), rtol=1e-14, atol=1e-15)
+    if loss.piecewise_constant:
+        assert set(loss.phi(z).unique().tolist()) <= {0.0, 1.0}

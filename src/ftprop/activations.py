@@ -65,7 +65,7 @@ class ThresholdUnit:
 
     def quantize(self, x: Tensor) -> Tensor:
         if self.kind == "sign":
-            return (x > 0).to(x.dtype) * 2 - 1
+            return (x > 0).to(x.dtype).mul_(2).sub_(1)
         if self.kind == "step" or self.steps == 1:
             return (x > 0).to(x.dtype)
         n = self.steps
@@ -73,27 +73,27 @@ class ThresholdUnit:
         return torch.ceil(x * (n - 1)).clamp(0, n) / n
 
     # ---- the layer loss in x-space ------------------------------------------------
-    def loss_grad(self, x: Tensor, t: Tensor) -> Tensor:
-        """dL/dz of this unit's layer loss at pre-activation x and target t."""
-        grad = self.loss.grad
+    def _over_steps(self, f, x: Tensor, mean: bool = True) -> Tensor:
+        """f of the layer-loss argument(s) of x: z itself, 2z - 1 (one soft unit over the
+        staircase), or each step's z - theta_i, summed (and averaged when ``mean``)."""
         if self.kind != "staircase" or self.steps == 1:
-            return grad(x, t)
-        if self.surrogate == "single":
-            # One soft unit over the whole staircase: [0, 1] is mapped onto [-1, 1].
-            return grad(2 * x - 1, t)
-        out = grad(x - self.thresholds[0], t)
+            return f(x)
+        if self.surrogate == "single":  # [0, 1] is mapped onto [-1, 1]
+            return f(2 * x - 1)
+        out = f(x - self.thresholds[0])
         for theta in self.thresholds[1:]:
-            out = out + grad(x - theta, t)
-        return out / self.steps
+            out = out + f(x - theta)
+        return out / self.steps if mean else out
+
+    def loss_grad(self, x: Tensor, t: Tensor) -> Tensor:
+        """dL/dz of this unit's layer loss at pre-activation x and target t (the definition)."""
+        return self._over_steps(lambda z: self.loss.grad(z, t), x)
 
     def loss_value(self, x: Tensor, t: Tensor) -> Tensor:
         """L(z, t) of this unit's layer loss (the function whose derivative is loss_grad)."""
-        value = self.loss.value
-        if self.kind != "staircase" or self.steps == 1:
-            return value(x, t)
-        if self.surrogate == "single":
-            return value(2 * x - 1, t) / 2  # d/dx of this is grad(2x - 1, t)
-        return sum(value(x - theta, t) for theta in self.thresholds) / self.steps
+        if self.kind == "staircase" and self.steps > 1 and self.surrogate == "single":
+            return self.loss.value(2 * x - 1, t) / 2  # d/dx of this is grad(2x - 1, t)
+        return self._over_steps(lambda z: self.loss.value(z, t), x)
 
     @cached_property
     def breakpoints(self) -> tuple[float, ...] | None:
@@ -108,6 +108,31 @@ class ThresholdUnit:
         else:
             pts = {b + theta for b in bps for theta in self.thresholds}
         return tuple(sorted(pts))
+
+    # ---- what backward needs ------------------------------------------------------
+    @cached_property
+    def saving(self) -> str:
+        """What forward keeps for backward, the least that gives the exact update:
+
+        ``none``   linear loss: the update is g (or sign(g)/B) -- nothing to keep;
+        ``count``  symmetric piecewise-constant loss (saturated hinge): phi in {0, 1} per
+                   step, kept as a uint8 count of the steps where it is 1;
+        ``phi``    symmetric smooth loss (soft hinge, ...): phi(z) itself, so backward is g * phi;
+        ``code``   other piecewise-constant losses (hinge, perceptron): a uint8 code of the
+                   interval of z between breakpoints, looked up in a table per target;
+        ``input``  other smooth losses (square, log): z itself.
+        """
+        loss = self.loss
+        if loss.phi is not None:
+            if loss.breakpoints == ():
+                return "none"
+            return "count" if loss.breakpoints is not None else "phi"
+        return "code" if loss.breakpoints is not None else "input"
+
+    @cached_property
+    def _count_scale(self) -> float:
+        per_step = self.kind == "staircase" and self.steps > 1 and self.surrogate == "per_step"
+        return 1.0 / self.steps if per_step else 1.0
 
     @cached_property
     def _code_table(self) -> tuple[tuple[float, ...], ...]:
@@ -130,14 +155,18 @@ class ThresholdUnit:
         x = torch.tensor(reps, dtype=torch.float64)
         return tuple(tuple(self.loss_grad(x, torch.full_like(x, t)).tolist()) for t in (-1.0, 0.0, 1.0))
 
-    # ---- what backward needs ------------------------------------------------------
     def save(self, x: Tensor) -> Tensor | None:
-        """What the backward pass keeps of x: nothing, a uint8 region code, or x itself."""
-        bps = self.breakpoints
-        if bps is None:
-            return x
-        if not bps:
+        """What the backward pass keeps of x (see :attr:`saving`)."""
+        mode = self.saving
+        if mode == "none":
             return None
+        if mode == "phi":
+            return self._over_steps(self.loss.phi, x)
+        if mode == "count":
+            return self._over_steps(lambda z: self.loss.phi(z).to(torch.uint8), x, mean=False)
+        if mode == "input":
+            return x
+        bps = self.breakpoints
         code = (x > bps[0]).to(torch.uint8) + (x >= bps[0]).to(torch.uint8)
         for b in bps[1:]:
             code += (x > b).to(torch.uint8)
@@ -145,21 +174,29 @@ class ThresholdUnit:
         return code
 
     def backward(self, saved: Tensor | None, g: Tensor, batch: int) -> Tensor:
-        """The FTPROP-MB update passed to the layer below, from the incoming gradient g."""
-        t = -torch.sign(g)  # the target heuristic; t = 0 where g = 0 (no target)
-        if self.breakpoints is None:
-            assert saved is not None
+        """The FTPROP-MB update passed to the layer below, from the incoming gradient g.
+
+        The target is t = -sign(g) (0 where g = 0: no target, no update). Symmetric losses
+        have dL/dz(z, t) = -t * phi(z), so the weighted update |g| * dL/dz is g * phi(z) and
+        the unweighted one sign(g) * phi(z) / B.
+        """
+        mode = self.saving
+        if mode in ("none", "phi", "count"):
+            scale = self._count_scale if mode == "count" else 1.0
+            if self.weighted:
+                out = g if saved is None else g * saved
+            else:
+                out = torch.sign(g) if saved is None else torch.sign(g) * saved
+                scale = scale / batch
+            return out * scale if scale != 1.0 else out
+        t = -torch.sign(g)  # the target heuristic
+        if mode == "input":
             d = self.loss_grad(saved.to(g.dtype), t)
         else:
             table = torch.tensor(self._code_table, dtype=g.dtype, device=g.device)
-            width = table.shape[1]
-            idx = (t + 1).to(torch.int64) * width
-            if saved is not None:
-                idx = idx + saved.to(torch.int64)
+            idx = (t + 1).to(torch.int64) * table.shape[1] + saved.to(torch.int64)
             d = table.view(-1)[idx]
-        if self.weighted:
-            return g.abs() * d
-        return d / batch
+        return g.abs() * d if self.weighted else d / batch
 
 
 class _HardThresholdFn(torch.autograd.Function):
@@ -170,7 +207,7 @@ class _HardThresholdFn(torch.autograd.Function):
         ctx.unit = unit
         ctx.batch = x.shape[0] if x.dim() > 0 else 1
         ctx.x_dtype = x.dtype
-        saved = unit.save(x)
+        saved = unit.save(x) if ctx.needs_input_grad[0] else None  # nothing kept in evaluation
         ctx.has_saved = saved is not None
         if saved is not None:
             ctx.save_for_backward(saved)

@@ -35,6 +35,10 @@ class LayerLoss:
 
     ``breakpoints`` lists the z values where dL/dz may jump, for either sign of t, when
     dL/dz is piecewise constant in z; it is None when dL/dz varies continuously.
+
+    ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
+    for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
+    piecewise-constant phi takes only the values 0 and 1.
     """
 
     name: str
@@ -44,6 +48,7 @@ class LayerLoss:
     breakpoints: tuple[float, ...] | None = None
     aliases: tuple[str, ...] = field(default=())
     note: str = ""
+    phi: Callable[[Tensor], Tensor] | None = None
 
     @property
     def piecewise_constant(self) -> bool:
@@ -67,6 +72,7 @@ _DEFS = [
         formula="L = -t*z",
         value=lambda z, t: -t * z,
         grad=lambda z, t: -t * torch.ones_like(z),
+        phi=torch.ones_like,
         breakpoints=(),
         note="weighted, this is the straight-through estimator (STE): backward passes g unchanged",
     ),
@@ -75,7 +81,10 @@ _DEFS = [
         aliases=("sste", "truncated_hinge"),
         formula="L = clamp(1 - t*z, 0, 2)",
         value=lambda z, t: (1 - t * z).clamp(0, 2),
-        grad=lambda z, t: -t * ((t * z > -1) & (t * z <= 1)).to(z.dtype),
+        # at the kinks tz = +-1 the subgradient 1[|z| <= 1] is taken: it keeps the loss
+        # symmetric and equals the reference code's SSTE rule everywhere
+        grad=lambda z, t: -t * (z.abs() <= 1).to(z.dtype),
+        phi=lambda z: (z.abs() <= 1).to(z.dtype),
         breakpoints=(-1.0, 1.0),
         note="weighted, this is the saturated STE (SSTE): g * 1[|z| <= 1]",
     ),
@@ -100,6 +109,7 @@ _DEFS = [
         formula="L = 1.5 - sign(tz) * integral_0^|tz| clamp(2 - |s|, 0, 1) ds",
         value=lambda z, t: _ramp_value(t * z),
         grad=lambda z, t: -t * (2 - z.abs()).clamp(0, 1),
+        phi=lambda z: (2 - z.abs()).clamp(0, 1),
         note="the saturated hinge with linear ramps at its corners (the reference's Ramp rule)",
     ),
     LayerLoss(
@@ -107,7 +117,8 @@ _DEFS = [
         aliases=("ftp_sh", "sh"),
         formula="L = tanh(-t*z) + 1",
         value=lambda z, t: torch.tanh(-t * z) + 1,
-        grad=lambda z, t: -t * (1 - torch.tanh(t * z).square()),
+        grad=lambda z, t: -t * (1 - torch.tanh(t * z) ** 2),
+        phi=lambda z: 1 - torch.tanh(z) ** 2,
         note="the paper's FTP-SH: weighted, backward is g * (1 - tanh(z)^2); not convex",
     ),
     LayerLoss(
@@ -115,6 +126,7 @@ _DEFS = [
         formula="L = sigmoid(-2*t*z)",
         value=lambda z, t: torch.sigmoid(-2 * t * z),
         grad=lambda z, t: -2 * t * torch.sigmoid(2 * t * z) * torch.sigmoid(-2 * t * z),
+        phi=lambda z: 2 * torch.sigmoid(2 * z) * torch.sigmoid(-2 * z),
         note="half the soft hinge: weighted backward is 0.5 * g * (1 - tanh(z)^2)",
     ),
     LayerLoss(
@@ -122,6 +134,7 @@ _DEFS = [
         formula=f"L = {LECUN_A} * tanh(-(2/3)*t*z) + 1",
         value=lambda z, t: LECUN_A * torch.tanh(-(2.0 / 3.0) * t * z) + 1,
         grad=lambda z, t: -t * (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * t * z).square()),
+        phi=lambda z: (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * z).square()),
         note="LeCun's scaled tanh (constant 1.7159; the reference code has 1.7519)",
     ),
     LayerLoss(
