@@ -81,9 +81,9 @@ class ArrayDataset:
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32 normalised, as a batched tensor op on their device."""
-        x = images.to(torch.float32) / self.scale
+        x = images.to(torch.float32, copy=True).div_(self.scale)  # in place on the copy: no extra buffers
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.mean.view(shape)) / self.std.view(shape)
+        return x.sub_(self.mean.view(shape)).div_(self.std.view(shape))
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
@@ -99,21 +99,24 @@ class ArrayDataset:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
-            images = self.images[idx]
+            images = self.images.index_select(0, idx)  # far faster than images[idx] on CPU
             if augment and self.augment == "crop_flip":
                 images = crop_flip(images, generator)
-            yield self.normalize(images), self.labels[idx]
+            yield self.normalize(images), self.labels.index_select(0, idx)
 
 
 def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
     """Pad-``pad`` random crop (zero padding) + random horizontal flip of a uint8 NCHW batch."""
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(images.device)
     flips = (torch.rand(n, generator=generator) < 0.5).to(images.device)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    rows = (torch.arange(h, device=images.device).view(1, h) + shifts[0].view(n, 1))  # (n, h)
-    cols = torch.arange(w, device=images.device).view(1, w)
-    cols = torch.where(flips.view(n, 1), w - 1 - cols, cols) + shifts[1].view(n, 1)  # (n, w)
-    bidx = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-    cidx = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-    return padded[bidx, cidx, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    # Rows: one index_select of whole padded rows; columns (shift + mirror): one gather along the
+    # width. Several times faster on CPU than a per-pixel 4-index gather, with identical results.
+    hp, wp = h + 2 * pad, w + 2 * pad
+    rows = (torch.arange(n * c, device=images.device).view(n, c, 1) * hp + shifts[0].view(n, 1, 1)
+            + torch.arange(h, device=images.device))  # (n, c, h): row numbers in padded viewed as (n*c*hp, wp)
+    out = padded.view(n * c * hp, wp).index_select(0, rows.view(-1)).view(n, c, h, wp)
+    cols = torch.arange(w, device=images.device)
+    cols = torch.where(flips.view(n, 1, 1, 1), w - 1 - cols, cols) + shifts[1].view(n, 1, 1, 1)  # (n, 1, 1, w)
+    return out.gather(3, cols.expand(n, c, h, w))

@@ -1,1 +1,160 @@
-"""Placeholder, filled in by the datasets work."""
+"""CIFAR-10 from its official python release (``cifar-10-batches-py/``), held as one uint8 tensor.
+
+The five training batches and the test batch are pickled dicts with keys ``data`` (uint8,
+N x 3072, each row the R, G and B planes of a 32x32 image) and ``labels``; ``batches.meta``
+names the classes. Keys are byte strings in the official files (Python 2 pickles) and str
+in some re-written copies: both are accepted. The pickles are read with a restricted
+unpickler that builds only numpy arrays and plain containers, so a tampered file cannot run
+code, and every array is checked (shape, dtype, label range) before it is used.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import register_dataset
+from .base import ArrayDataset, DatasetError
+from .download import fetch, missing_data_error, safe_extract_tar
+
+__all__ = ["load_cifar10", "MEAN", "STD", "CLASSES", "URL", "MD5"]
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE = "cifar-10-python.tar.gz"
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+META_FILE = "batches.meta"
+ROW = 3 * 32 * 32
+
+# PAPER.md section 8: per-channel mean and std of the training pixels in [0, 1].
+MEAN = (0.49139968, 0.48215841, 0.44653091)
+STD = (0.24703223, 0.24348513, 0.26158784)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# What the batch pickles may build: numpy arrays (as pickled by numpy 1.x and 2.x, and by
+# Python 2) and nothing else. Any other global in a file is a sign of a corrupt or hostile file.
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 protocol-2 pickles spell bytes
+    ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"), ("builtins", "object"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the pickle")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 renamed it; skip the shim's warning
+        return super().find_class(module, name)
+
+
+def _load_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (any unpickling failure means a corrupt file)
+        raise DatasetError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); delete "
+                           f"{path.parent} and fetch it again (--download), or re-run the script "
+                           f"that prepared it") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path} holds a {type(obj).__name__}, not the dict of a CIFAR-10 batch; "
+                           f"is --data-root pointing at the right folder?")
+    return obj
+
+
+def _get(d: dict, key: str, path: Path) -> Any:
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    keys = ", ".join(repr(k) for k in d)
+    raise DatasetError(f"{path} has no {key!r} entry (it has {keys}); not the CIFAR-10 python layout. "
+                       f"Delete {path.parent} and fetch it again (--download)")
+
+
+def _as_text(x: Any) -> str:
+    return x.decode("latin1") if isinstance(x, bytes) else str(x)
+
+
+def _read_meta(path: Path) -> tuple[list[str], int | None]:
+    meta = _load_pickle(path)
+    names = [_as_text(n) for n in _get(meta, "label_names", path)]
+    if len(names) < 2:
+        raise DatasetError(f"{path} lists {len(names)} class names; expected CIFAR-10's 10")
+    per_batch = None
+    for k in (b"num_cases_per_batch", "num_cases_per_batch"):
+        if k in meta:
+            per_batch = int(meta[k])
+    for k in (b"num_vis", "num_vis"):
+        if k in meta and int(meta[k]) != ROW:
+            raise DatasetError(f"{path} says images have {int(meta[k])} values; CIFAR-10's have {ROW}")
+    return names, per_batch
+
+
+def _read_batch(path: Path, num_classes: int, rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    batch = _load_pickle(path)
+    data, labels = _get(batch, "data", path), _get(batch, "labels", path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
+        what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DatasetError(f"{path}: 'data' is a {what}; the CIFAR-10 layout is uint8 N x {ROW}. "
+                           f"Delete {path.parent} and fetch it again (--download)")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DatasetError(f"{path}: 'labels' are not integers ({e})") from None
+    if labels.shape != (data.shape[0],):
+        raise DatasetError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}")
+    if rows is not None and data.shape[0] != rows:
+        raise DatasetError(f"{path}: {data.shape[0]} images, but batches.meta says {rows} per batch "
+                           f"(a truncated or mixed-up copy). Delete {path.parent} and fetch it again")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(f"{path}: labels range over {labels.min()}..{labels.max()}, outside "
+                           f"0..{num_classes - 1}")
+    return data, labels
+
+
+def _folder(root: Path) -> Path:
+    """``root/cifar-10-batches-py``, or ``root`` itself when it already is that folder."""
+    if not (root / FOLDER).is_dir() and (root / TEST_FILES[0]).is_file() and (root / META_FILE).is_file():
+        return root
+    return root / FOLDER
+
+
+@register_dataset("cifar10")
+def load_cifar10(root: Path, split: str = "train", download: bool = False) -> ArrayDataset:
+    """CIFAR-10 as uint8 (N, 3, 32, 32) with the paper's normalisation and crop+flip augmentation."""
+    root = Path(root)
+    folder = _folder(root)
+    files = TRAIN_FILES if split == "train" else TEST_FILES
+    needed = [folder / name for name in (META_FILE, *files)]
+    if not all(p.is_file() for p in needed):
+        if download:
+            archive = fetch(URL, root / ARCHIVE, MD5)
+            safe_extract_tar(archive, root)
+            folder = root / FOLDER
+            needed = [folder / name for name in (META_FILE, *files)]
+        missing = [p.name for p in needed if not p.is_file()]
+        if missing:
+            raise missing_data_error(
+                f"CIFAR-10 ({', '.join(missing)})", [folder],
+                f"Pass --download (download=True) to fetch {URL} into {root}, or --data-root a folder that "
+                f"holds {FOLDER}/ (the official python version)")
+    classes, per_batch = _read_meta(folder / META_FILE)
+    parts = [_read_batch(folder / name, len(classes), per_batch) for name in files]
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32))
+    return ArrayDataset("cifar10", split, images, torch.from_numpy(labels), classes, MEAN, STD,
+                        augment="crop_flip")
