@@ -11,12 +11,22 @@ from .activations import (
     hard_threshold,
     make_activation,
 )
+from .config import Config, load_config
+from .data import load_dataset
+from .engine import evaluate, train
 from .losses import LOSSES, LayerLoss, available_losses, get_loss
+from .models import build_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "Config",
+    "build_model",
+    "evaluate",
+    "load_config",
+    "load_dataset",
+    "train",
     "HardThreshold",
     "LOSSES",
     "LayerLoss",
