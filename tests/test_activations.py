@@ -194,3 +194,12 @@ def test_make_activation():
     assert isinstance(make_activation("sign"), Sign)
     x = torch.linspace(-2, 2, 9)
     assert torch.equal(SaturatedReLU()(x), x.clamp(0, 1))
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_no_graph_breaks_under_dynamo(loss):
+    """Every unit traces into one graph, so torch.compile can fuse its elementwise work."""
+    model = nn.Sequential(nn.Linear(6, 8), Sign(loss), nn.Linear(8, 8), Staircase(3, loss, surrogate="per_step"),
+                          nn.Linear(8, 2), Step(loss, weighted=False))
+    explanation = torch._dynamo.explain(model)(torch.randn(4, 6))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1

@@ -19,7 +19,6 @@ z (which breakpoint interval it lies in) rather than z itself; ``linear`` saves 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -56,9 +55,14 @@ class ThresholdUnit:
     steps: int = 1
     surrogate: str = "single"
 
+    def __post_init__(self) -> None:
+        # Derived constants, computed once here (functools.cached_property takes a lock that
+        # torch.compile cannot trace on Python 3.11).
+        for name in ("thresholds", "breakpoints", "saving", "count_scale", "code_table"):
+            object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
+
     # ---- forward -------------------------------------------------------------------
-    @cached_property
-    def thresholds(self) -> tuple[float, ...]:
+    def _compute_thresholds(self) -> tuple[float, ...]:
         if self.kind != "staircase" or self.steps == 1:
             return (0.0,)
         return tuple(i / (self.steps - 1) for i in range(self.steps))
@@ -95,8 +99,7 @@ class ThresholdUnit:
             return self.loss.value(2 * x - 1, t) / 2  # d/dx of this is grad(2x - 1, t)
         return self._over_steps(lambda z: self.loss.value(z, t), x)
 
-    @cached_property
-    def breakpoints(self) -> tuple[float, ...] | None:
+    def _compute_breakpoints(self) -> tuple[float, ...] | None:
         """x values where loss_grad may jump, if it is piecewise constant; else None."""
         bps = self.loss.breakpoints
         if bps is None:
@@ -110,8 +113,7 @@ class ThresholdUnit:
         return tuple(sorted(pts))
 
     # ---- what backward needs ------------------------------------------------------
-    @cached_property
-    def saving(self) -> str:
+    def _compute_saving(self) -> str:
         """What forward keeps for backward, the least that gives the exact update:
 
         ``none``   linear loss: the update is g (or sign(g)/B) -- nothing to keep;
@@ -129,16 +131,15 @@ class ThresholdUnit:
             return "count" if loss.breakpoints is not None else "phi"
         return "code" if loss.breakpoints is not None else "input"
 
-    @cached_property
-    def _count_scale(self) -> float:
+    def _compute_count_scale(self) -> float:
         per_step = self.kind == "staircase" and self.steps > 1 and self.surrogate == "per_step"
         return 1.0 / self.steps if per_step else 1.0
 
-    @cached_property
-    def _code_table(self) -> tuple[tuple[float, ...], ...]:
+    def _compute_code_table(self) -> tuple[tuple[float, ...], ...] | None:
         """dL/dz per (t + 1, region code), evaluated once at a representative point."""
         bps = self.breakpoints
-        assert bps is not None
+        if bps is None:
+            return None
         reps = []
         for code in range(2 * len(bps) + 1):
             j = code // 2
@@ -182,7 +183,7 @@ class ThresholdUnit:
         """
         mode = self.saving
         if mode in ("none", "phi", "count"):
-            scale = self._count_scale if mode == "count" else 1.0
+            scale = self.count_scale if mode == "count" else 1.0
             if self.weighted:
                 out = g if saved is None else g * saved
             else:
@@ -193,7 +194,7 @@ class ThresholdUnit:
         if mode == "input":
             d = self.loss_grad(saved.to(g.dtype), t)
         else:
-            table = torch.tensor(self._code_table, dtype=g.dtype, device=g.device)
+            table = torch.tensor(self.code_table, dtype=g.dtype, device=g.device)
             idx = (t + 1).to(torch.int64) * table.shape[1] + saved.to(torch.int64)
             d = table.view(-1)[idx]
         return g.abs() * d if self.weighted else d / batch
