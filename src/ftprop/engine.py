@@ -305,11 +305,12 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             if first and carry is not None:
                 torch.set_rng_state(carry["rng"])
                 loss_sum, correct, seen = (carry["loss_sum"].to(device), carry["correct"].to(device), carry["seen"])
+                seen_before = seen  # examples of this epoch trained before the resume
             else:
                 torch.manual_seed(_epoch_seed(t.seed, epoch))
                 loss_sum = torch.zeros((), device=device, dtype=torch.float64)
                 correct = torch.zeros((), device=device, dtype=torch.int64)
-                seen = 0
+                seen = seen_before = 0
             gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) + 1)
             batches = train_set.batches(t.batch_size, shuffle=True, augment=cfg.data.augment, generator=gen)
             bar = _progress_bar(show, steps_per_epoch, f"epoch {epoch}/{t.epochs}", initial=first)
@@ -338,7 +339,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                     dt = max(1e-9, time.perf_counter() - t0)
                     bar.update(step + 1 - bar.n)
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
-                                    img_s=f"{(seen - (carry['seen'] if first and carry else 0)) / dt:.0f}")
+                                    img_s=f"{(seen - seen_before) / dt:.0f}")
                 if step % 50 == 0 or step == steps_per_epoch - 1:
                     _check_finite(bad_step, epoch, run_dir, history)
                 if stopper.signal is not None:
@@ -366,7 +367,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 _eval_into(row, "train_eval", step_model, train_set, eval_bs, t)
             row["best_test_acc"] = max([h["test_acc"] for h in history] + [row["test_acc"]])
             row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
-            row["train_images_per_s"] = round(seen / max(train_time, 1e-9), 1)
+            row["train_images_per_s"] = round((seen - seen_before) / max(train_time, 1e-9), 1)
             history.append(row)
             if run_dir is not None:
                 if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopper.signal is not None:
