@@ -1,0 +1,344 @@
+"""Speed and memory of hard-threshold training against full-precision training.
+
+  step-time  training-step time of each activation / layer loss divided by the same network
+             with ReLU; one process, variants interleaved round by round, median of the
+             per-round ratios (robust to the machine's drift).
+  memory     bytes saved for backward per element by each activation unit, and the whole
+             network's saved bytes against the ReLU network's.
+  compile    torch.compile of the model (forward + backward graphs) for every model x
+             activation: same losses as eager, and the eager / compiled step-time ratio.
+
+Each writes JSON and markdown into benchmarks/results/ with the command, date, machine and
+versions. Examples:
+  python benchmarks/perf.py step-time --models mlp,convnet4 --batch 128
+  python benchmarks/perf.py memory
+  python benchmarks/perf.py compile --models mlp,convnet4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ftprop import LOSSES, build_model
+from ftprop.activations import HardThreshold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
+         "alexnet": (3, 224, 224), "resnet18": (3, 224, 224)}
+MODEL_OPTS = {"mlp": {"hidden": [1024, 1024]}}
+
+
+def variants(kind: str) -> list[tuple[str, dict]]:
+    """(label, build_model activation kwargs); the first is the ReLU baseline."""
+    out = [("relu", {"activation": "relu"}), ("saturated_relu", {"activation": "saturated_relu"})]
+    if kind == "quick":
+        return out + [("sign soft_hinge", {"activation": "sign", "loss": "soft_hinge"}),
+                      ("sign saturated_hinge", {"activation": "sign", "loss": "saturated_hinge"}),
+                      ("staircase3 soft_hinge", {"activation": "staircase", "loss": "soft_hinge"}),
+                      ("staircase3 saturated_hinge", {"activation": "staircase", "loss": "saturated_hinge"})]
+    for loss in LOSSES:
+        out.append((f"sign {loss}", {"activation": "sign", "loss": loss}))
+    for loss in LOSSES:
+        out.append((f"staircase3 {loss}", {"activation": "staircase", "loss": loss}))
+    out.append(("staircase3 per_step soft_hinge", {"activation": "staircase", "surrogate": "per_step"}))
+    out.append(("step soft_hinge", {"activation": "step"}))
+    out.append(("sign soft_hinge unweighted", {"activation": "sign", "weighted": False}))
+    return out
+
+
+def machine(device: torch.device) -> dict:
+    import numpy
+
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+            "command": "python " + " ".join(sys.argv)}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def make(model: str, kw: dict, num_classes: int, device, channels_last: bool) -> nn.Module:
+    torch.manual_seed(0)
+    m = build_model(model, num_classes=num_classes, input_shape=INPUT[model], **MODEL_OPTS.get(model, {}), **kw)
+    m = m.to(device)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def batch(model: str, n: int, num_classes: int, device, channels_last: bool):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, *INPUT[model], generator=g).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, num_classes, (n,), generator=g).to(device)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model, opt, x, y, bf16: bool) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    loss = F.cross_entropy(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def time_steps(model, opt, x, y, steps: int, bf16: bool, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, opt, x, y, bf16)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def settings(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def write(name: str, payload: dict, table: list[str], notes: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    m = payload["machine"]
+    head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
+            f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
+            f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`", ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(head + table + [""] + notes) + "\n")
+    print("\n".join(table + [""] + notes))
+
+
+# ---- step time -------------------------------------------------------------------------
+
+def cmd_step_time(args) -> None:
+    device = torch.device(args.device)
+    rows = []
+    for model in args.models.split(","):
+        vs = variants(args.variants if model in ("mlp", "convnet4") else "quick")
+        x, y = batch(model, args.batch, 10, device, args.channels_last)
+        built = []
+        for label, kw in vs:
+            m = make(model, kw, 10, device, args.channels_last)
+            opt = torch.optim.Adam(m.parameters(), 1e-4)
+            time_steps(m, opt, x, y, 2, args.bf16, device)  # warm-up
+            built.append((label, m, opt))
+        per_round: dict[str, list[float]] = {label: [] for label, _, _ in built}
+        for r in range(args.rounds):
+            order = built[r % len(built):] + built[:r % len(built)]  # rotate: no variant always first
+            for label, m, opt in order:
+                per_round[label].append(time_steps(m, opt, x, y, args.steps, args.bf16, device))
+        base = per_round["relu"]
+        for label in per_round:
+            ratios = [a / b for a, b in zip(per_round[label], base)]
+            rows.append({"model": model, "variant": label, "batch": args.batch,
+                         "median_ms": 1e3 * statistics.median(per_round[label]),
+                         "ratio_to_relu": statistics.median(ratios), "ratios": ratios})
+            print(f"{model:15s} {label:34s} {rows[-1]['median_ms']:9.2f} ms  x{rows[-1]['ratio_to_relu']:.3f}",
+                  flush=True)
+        del built
+    target = args.target
+    table = [f"| model | activation / layer loss | step (ms) | / ReLU step | target <= {target} |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ok = "base" if r["variant"] == "relu" else ("yes" if r["ratio_to_relu"] <= target else "**no**")
+        table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | {ok} |")
+    notes = [f"Batch {args.batch}, Adam, {args.rounds} rounds x {args.steps} steps per variant, variants interleaved "
+             f"and rotated every round; ratio = median over rounds of (variant step / ReLU step of the same round). "
+             f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}."]
+    write(args.name or f"step_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+          table, notes)
+
+
+# ---- memory --------------------------------------------------------------------------
+
+class SavedBytes:
+    """Counts the bytes of tensors saved for backward, once per storage."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.seen: set[tuple[int, int]] = set()
+
+    def pack(self, t: torch.Tensor):
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in self.seen:
+            self.seen.add(key)
+            self.total += t.untyped_storage().nbytes()
+        return t
+
+
+def activation_modules(model: nn.Module) -> list[nn.Module]:
+    kinds = (HardThreshold, nn.ReLU, nn.Hardtanh)
+    return [m for m in model.modules() if isinstance(m, kinds) or type(m).__name__ == "SaturatedReLU"]
+
+
+def measure_memory(model: nn.Module, x: torch.Tensor) -> tuple[int, float]:
+    """(network saved bytes, activation units' saved bytes per output element)."""
+    net = SavedBytes()
+    unit_bytes, unit_elems = [0], [0]
+    contexts = []
+
+    def pre(module, inp):
+        counter = SavedBytes()
+        ctx = torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t)
+        ctx.__enter__()
+        contexts.append((ctx, counter))
+
+    def post(module, inp, out):
+        ctx, counter = contexts.pop()
+        ctx.__exit__(None, None, None)
+        unit_bytes[0] += counter.total
+        unit_elems[0] += out.numel()
+        for key in counter.seen:  # the network total counts these too
+            if key not in net.seen:
+                net.seen.add(key)
+                net.total += key[1]
+
+    handles = []
+    for m in activation_modules(model):
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    with torch.autograd.graph.saved_tensors_hooks(net.pack, lambda t: t):
+        model(x)
+    for h in handles:
+        h.remove()
+    return net.total, unit_bytes[0] / max(1, unit_elems[0])
+
+
+def cmd_memory(args) -> None:
+    device = torch.device("cpu")
+    rows = []
+    for model in args.models.split(","):
+        x, _ = batch(model, args.batch, 10, device, False)
+        base = None
+        for label, kw in variants("all"):
+            m = make(model, kw, 10, device, False)
+            total, per_elem = measure_memory(m, x)
+            base = base if base is not None else total
+            rows.append({"model": model, "variant": label, "network_saved_MB": total / 2**20,
+                         "vs_relu": total / base, "unit_bytes_per_element": per_elem})
+            print(f"{model:15s} {label:34s} {total / 2**20:8.2f} MB x{total / base:.3f}  unit {per_elem:.2f} B/elem",
+                  flush=True)
+    table = ["| model | activation / layer loss | network saved (MB) | / ReLU net | unit bytes per element | target |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["variant"]
+        if v.startswith(("relu", "saturated")):
+            limit = None
+        else:
+            loss = v.split()[-1] if "unweighted" not in v else "soft_hinge"
+            limit = 1.0 if LOSSES[loss].piecewise_constant else 4.0
+        ok = "-" if limit is None else (f"<= {limit:g}: yes" if r["unit_bytes_per_element"] <= limit + 1e-9
+                                        else f"<= {limit:g}: **no**")
+        table.append(f"| {r['model']} | {v} | {r['network_saved_MB']:.2f} | {r['vs_relu']:.3f} | "
+                     f"{r['unit_bytes_per_element']:.2f} | {ok} |")
+    notes = [f"Batch {args.batch}, float32. Saved tensors are counted once per storage with "
+             "torch.autograd.graph.saved_tensors_hooks; a unit's bytes are those saved while its forward runs. "
+             "ReLU saves its output (4 B/element); the next layer also saves its input, the unit's output, in every "
+             "network alike."]
+    write("memory", {"machine": machine(device), "rows": rows, "args": settings(args)}, table, notes)
+
+
+# ---- compile -------------------------------------------------------------------------
+
+def cmd_compile(args) -> None:
+    device = torch.device(args.device)
+    rows = []
+    for model in args.models.split(","):
+        n = args.batch if model in args.speed_models.split(",") else 4
+        x, y = batch(model, n, 10, device, False)
+        for label, kw in variants("quick"):
+            eager = make(model, kw, 10, device, False)
+            comp = make(model, kw, 10, device, False)
+            opt_e = torch.optim.Adam(eager.parameters(), 1e-4)
+            opt_c = torch.optim.Adam(comp.parameters(), 1e-4)
+            cmodel = torch.compile(comp)
+            t0 = time.perf_counter()
+            lc = [train_step(cmodel, opt_c, x, y, False).item()]
+            compile_s = time.perf_counter() - t0
+            le = [train_step(eager, opt_e, x, y, False).item()]
+            for _ in range(2):
+                lc.append(train_step(cmodel, opt_c, x, y, False).item())
+                le.append(train_step(eager, opt_e, x, y, False).item())
+            same = all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(lc, le))
+            row = {"model": model, "variant": label, "batch": n, "compile_s": compile_s, "losses_match": same,
+                   "eager_losses": le, "compiled_losses": lc}
+            if model in args.speed_models.split(","):
+                te, tc = [], []
+                for _ in range(args.rounds):
+                    te.append(time_steps(eager, opt_e, x, y, args.steps, False, device))
+                    tc.append(time_steps(cmodel, opt_c, x, y, args.steps, False, device))
+                row["eager_ms"] = 1e3 * statistics.median(te)
+                row["compiled_ms"] = 1e3 * statistics.median(tc)
+                row["speedup"] = statistics.median([a / b for a, b in zip(te, tc)])
+            rows.append(row)
+            print(f"{model:15s} {label:30s} compile {compile_s:6.1f}s match {same} "
+                  + (f"speed-up x{row['speedup']:.2f}" if "speedup" in row else ""), flush=True)
+            torch._dynamo.reset()
+    table = ["| model | activation / layer loss | batch | compiles, same losses as eager | compile time (s) | "
+             "eager step (ms) | compiled step (ms) | speed-up |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sp = (f"{r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | x{r['speedup']:.2f}" if "speedup" in r
+              else "- | - | -")
+        table.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {'yes' if r['losses_match'] else '**no**'} | "
+                     f"{r['compile_s']:.1f} | {sp} |")
+    notes = ["torch.compile(model) (default inductor backend) compiles the forward and backward graphs; the "
+             "optimizer step stays eager. Losses of the first 3 steps from the same initial weights are compared "
+             "(relative tolerance 1e-3). Speed-up = median over rounds of eager step / compiled step."]
+    write(args.name or f"compile_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+          table, notes)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("step-time")
+    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
+    s.add_argument("--variants", default="all", choices=["all", "quick"], help="for mlp and convnet4")
+    s.add_argument("--batch", type=int, default=128)
+    s.add_argument("--rounds", type=int, default=7)
+    s.add_argument("--steps", type=int, default=3)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--bf16", action="store_true")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--target", type=float, default=1.10)
+    s.add_argument("--name")
+    s.set_defaults(func=cmd_step_time)
+    s = sub.add_parser("memory")
+    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
+    s.add_argument("--batch", type=int, default=128)
+    s.set_defaults(func=cmd_memory)
+    s = sub.add_parser("compile")
+    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18")
+    s.add_argument("--speed-models", default="mlp,convnet4")
+    s.add_argument("--batch", type=int, default=128)
+    s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--steps", type=int, default=3)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--name")
+    s.set_defaults(func=cmd_compile)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
