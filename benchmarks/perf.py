@@ -34,7 +34,7 @@ from torch import nn
 from ftprop import LOSSES, build_model
 from ftprop.activations import HardThreshold
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
          "alexnet": (3, 224, 224), "resnet18": (3, 224, 224)}
 MODEL_OPTS = {"mlp": {"hidden": [1024, 1024]}}

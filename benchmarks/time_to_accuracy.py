@@ -1,0 +1,92 @@
+"""Time to accuracy on CIFAR-10: epochs and wall time until a recipe's test accuracy reaches a target.
+
+The target defaults to the paper's convnet4 sign FTP-SH number (81.3%, recalled: PAPER.md
+§10.1) minus the 2.5-point penalty that ../shared/data/README.md expects of its JPEG copy of
+CIFAR-10 (quality 75: "about 2-3 points below published numbers"), i.e. 78.8%.
+
+  python benchmarks/time_to_accuracy.py --config configs/recipes/cifar10_convnet4_sign_fast.toml \
+      --data-root ~/.cache/ftprop-data [--epochs N] [--device cuda] [--name NAME]
+
+Writes benchmarks/results/<name>.json and .md; the run directory goes to runs/<name>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ftprop.config import apply_overrides, load_config
+from ftprop.engine import train
+from ftprop.runs import environment
+
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
+PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
+JPEG_PENALTY = 2.5
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/recipes/cifar10_convnet4_sign_fast.toml")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--device", default=None)
+    p.add_argument("--target", type=float, default=PAPER_CONVNET4_SIGN_FTPSH - JPEG_PENALTY)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--name", default=None)
+    p.add_argument("--resume", action="store_true", help="continue runs/<name> if it exists")
+    args = p.parse_args()
+
+    cfg = load_config(args.config)
+    extra = [f"data.root={json.dumps(args.data_root)}"] + args.overrides
+    if args.epochs:
+        extra.append(f"train.epochs={args.epochs}")
+    if args.device:
+        extra.append(f"train.device={json.dumps(args.device)}")
+    cfg = apply_overrides(cfg, extra)
+    name = args.name or f"time_to_accuracy_{cfg.name}"
+    run_dir = Path("runs") / name
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, resume=args.resume and (run_dir / "config.toml").is_file(), force=not args.resume)
+    wall = time.perf_counter() - t0
+    hist = result.history
+    elapsed, reached = 0.0, None
+    for h in hist:
+        elapsed += h["epoch_time_s"]
+        h["elapsed_s"] = round(elapsed, 1)
+        if reached is None and 100 * h["test_acc"] >= args.target:
+            reached = h
+    env = environment(next(result.model.parameters()).device)
+    payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": "python " + " ".join(sys.argv),
+               "config": args.config, "overrides": extra, "target_pct": args.target, "environment": env,
+               "reached_epoch": reached["epoch"] if reached else None,
+               "reached_after_s": reached["elapsed_s"] if reached else None,
+               "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
+               "epochs": hist[-1]["epoch"], "wall_s": round(wall, 1), "history": hist}
+    when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    lines = [f"# Time to accuracy: {cfg.name}", "",
+             f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
+             f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
+             f"{env['cpu_count']} CPU cores; git {env['git_commit']}",
+             f"- target: {args.target:.1f}% test top-1 (paper's convnet4 sign FTP-SH {PAPER_CONVNET4_SIGN_FTPSH}%, "
+             f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
+             f"- **reached: {when}**"
+             f"; best {100 * payload['best_test_acc']:.2f}%, final {100 * payload['final_test_acc']:.2f}% "
+             f"after {payload['epochs']} epochs (the paper: 300 epochs)", "",
+             "| epoch | lr | train acc (%) | test acc (%) | elapsed (s) |", "|---|---|---|---|---|"]
+    for h in hist:
+        lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} | "
+                     f"{h['elapsed_s']} |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
