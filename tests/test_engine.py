@@ -40,6 +40,8 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl")) == strip_times(straight.history)
     ck = load_checkpoint(tmp_path / "b")
     assert ck["epoch"] == 3 and ck["step"] == 0
+    env = json.loads((tmp_path / "b" / "environment.json").read_text())
+    assert [r["after_epoch"] for r in env["resumed"]] == [2]  # where the run started, and each resume
 
 
 def test_same_seed_same_numbers_other_seed_differs():

@@ -279,7 +279,12 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     if run_dir is not None:
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
-        atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
+        env, env_path = environment(device), run_dir / "environment.json"
+        if resume and env_path.is_file():  # keep where the run started; list each resume
+            first = json.loads(env_path.read_text())
+            first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step})
+            env = first
+        atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     tb = _tensorboard(run_dir) if run_dir is not None and cfg.train.tensorboard else None
 

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+from test_data import write_cifar  # the tiny official-layout CIFAR-10 generator
+
+from ftprop.cli import main
+from ftprop.reproduce import COLS, PAPER_TABLE1, ROWS, cell_config, plan, run_table1
+
+# PAPER.md §9.2: (optimiser, lr, batch, epochs, milestones, weight decay per column kind)
+PAPER_92 = {
+    "convnet4": ("adam", 2.5e-4, 64, 300, [200, 250], {"sign": 5e-4, "qrelu": 5e-4, "full": 5e-4}),
+    "convnet8": ("adam", 1e-3, 64, 300, [200, 250], {"sign": 5e-4, "qrelu": 5e-4, "full": 5e-4}),
+    "alexnet": ("adam", 1e-4, 128, 80, [56, 64], {"sign": 5e-6, "qrelu": 5e-5, "full": 5e-4}),
+    "resnet18": ("sgd", 0.1, 256, 90, [30, 60], {"sign": 5e-7, "qrelu": 1e-5, "full": 1e-4}),
+}
+
+
+@pytest.mark.parametrize("row", ROWS)
+@pytest.mark.parametrize("col", COLS)
+def test_every_cell_has_the_papers_hyper_parameters(row, col):
+    cfg = cell_config(row, col)
+    opt, lr, batch, epochs, milestones, wd = PAPER_92[row]
+    kind = col.split("_")[0] if col.startswith(("sign", "qrelu")) else "full"
+    assert (cfg.model.name, cfg.optim.name, cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs) == (
+        row, opt, lr, batch, epochs)
+    assert cfg.schedule.name == "multistep" and cfg.schedule.milestones == milestones and cfg.schedule.gamma == 0.1
+    assert cfg.optim.weight_decay == wd[kind]
+    assert cfg.train.seed == 468412397
+    act = {"sign": "sign", "qrelu": "staircase", "relu": "relu", "satrelu": "saturated_relu"}[col.split("_")[0]]
+    assert cfg.model.activation == act
+    if col.endswith("sste"):
+        assert cfg.model.loss == "saturated_hinge"
+    if col.endswith("ftpsh"):
+        assert cfg.model.loss == "soft_hinge" and cfg.model.weighted in (None, True)
+    if act == "staircase":  # the README defect: ResNet-18's "3-bit" qReLU ran with steps = 5
+        assert cfg.model.steps == (5 if row == "resnet18" else 3)
+
+
+def test_missing_data_skips_cells_with_a_note(tmp_path):
+    runs, notes = plan(data_root=None, imagenet_root=None)
+    assert runs == []
+    assert any("convnet4" in n and "--data-root" in n for n in notes)
+    assert any("alexnet" in n and "--imagenet-root" in n for n in notes)
+    runs, notes = plan(rows="convnet4", data_root=str(tmp_path / "nowhere"))
+    assert runs == [] and "does not exist" in notes[0]
+    with pytest.raises(ValueError, match="unknown row"):
+        plan(rows="vgg16")
+
+
+def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
+    write_cifar(tmp_path / "data")
+    runs, notes = plan(rows="convnet4", cols="sign_ftpsh,relu", epochs=1, seeds=2, data_root=str(tmp_path / "data"),
+                       device="cpu")
+    assert [(r, c, k) for r, c, k, _ in runs] == [("convnet4", "sign_ftpsh", 0), ("convnet4", "sign_ftpsh", 1),
+                                                  ("convnet4", "relu", 0), ("convnet4", "relu", 1)]
+    assert runs[1][3].train.seed == runs[0][3].train.seed + 1
+    path = run_table1(tmp_path / "out", runs, notes, log=lambda m: None)
+    text = path.read_text()
+    assert "recalled, unconfirmed" in text
+    cells = json.loads((tmp_path / "out" / "table1.json").read_text())["cells"]
+    ftpsh = cells["convnet4-sign_ftpsh"]
+    assert len(ftpsh["ours_best"]) == 2 and ftpsh["paper_recalled"] == PAPER_TABLE1["convnet4"][1]
+    assert f"/ {PAPER_TABLE1['convnet4'][4]} /" in text  # the ReLU cell beside the paper's number
+    # a second call reuses the finished runs instead of training again
+    path = run_table1(tmp_path / "out", runs, notes, log=lambda m: None)
+    assert path.read_text() == text
+    assert main(["reproduce", "table1", "--rows", "convnet4", "--data-root", str(tmp_path / "data"),
+                 "--dry-run"]) == 0
+    assert "convnet4-qrelu_ftpsh" in capsys.readouterr().out
