@@ -307,6 +307,18 @@ def test_same_seed_same_batches_with_augmentation(cifar_root):
     assert not torch.equal(plain, augmented)  # augment=True does change the pixels
 
 
+def test_start_skips_batches_with_the_same_randomness(cifar_root):
+    ds = load_dataset("cifar10", cifar_root, "train")
+
+    def run(start):
+        gen = torch.Generator().manual_seed(5)
+        return list(ds.batches(7, shuffle=True, augment=True, generator=gen, start=start))
+
+    full, rest = run(0), run(3)
+    assert len(rest) == len(full) - 3
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(full[3:], rest))
+
+
 def test_crop_flip_only_shifts_and_flips():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(1, 256, (24, 3, 12, 10), generator=gen, dtype=torch.uint8)
@@ -556,6 +568,18 @@ def test_imagefolder_shuffle_covers_each_once(folder_root):
     where = [next(j for j in range(len(ds)) if torch.equal(s, ordered[j])) for s in shuffled]
     assert sorted(where) == list(range(len(ds))) and where != list(range(len(ds)))
     assert labels.tolist() == ds.labels[where].tolist()
+
+
+def test_imagefolder_start_skips_batches(folder_root):
+    ds = load_folder(folder_root, "train")
+
+    def run(start):
+        gen = torch.Generator().manual_seed(2)
+        return list(ds.batches(3, shuffle=True, augment=True, generator=gen, start=start))
+
+    full, rest = run(0), run(2)
+    assert len(rest) == len(full) - 2
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(full[2:], rest))
 
 
 def test_imagefolder_val_split_and_to(folder_root):

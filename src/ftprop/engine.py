@@ -317,13 +317,12 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 correct = torch.zeros((), device=device, dtype=torch.int64)
                 seen = seen_before = 0
             gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) + 1)
-            batches = train_set.batches(t.batch_size, shuffle=True, augment=cfg.data.augment, generator=gen)
+            batches = train_set.batches(t.batch_size, shuffle=True, augment=cfg.data.augment, generator=gen,
+                                        start=first)  # a resumed epoch skips what it already trained
             bar = _progress_bar(show, steps_per_epoch, f"epoch {epoch}/{t.epochs}", initial=first)
             bad_step = torch.full((), -1, device=device, dtype=torch.int64)
             step = 0
-            for step, (x, y) in enumerate(batches):
-                if step < first:  # fast-forward a resumed epoch: same data, same randomness
-                    continue
+            for step, (x, y) in enumerate(batches, start=first):
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

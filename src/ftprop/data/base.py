@@ -1,8 +1,9 @@
 """The dataset contract the training engine relies on, and the in-memory implementation.
 
 A dataset has ``name``, ``split``, ``classes``, ``num_classes``, ``input_shape`` (C, H, W) or
-(D,), ``len()``, and ``batches(batch_size, shuffle=, augment=, generator=, drop_last=)`` which
-yields ``(x, y)``: x float32 normalised on the dataset's device, y int64 class indices.
+(D,), ``device``, ``len()``, ``to(device)``, ``subset(indices, split)`` and
+``batches(batch_size, shuffle=, augment=, generator=, drop_last=, start=)`` which yields
+``(x, y)``: x float32 normalised on the dataset's device, y int64 class indices.
 
 Small datasets are :class:`ArrayDataset`: the whole split is one uint8 tensor on the
 training device, batched by index; augmentation and normalisation are batched tensor ops on
@@ -89,19 +90,28 @@ class ArrayDataset:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (x, y) batches; randomness (order, crops, flips) comes only from ``generator``."""
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (x, y) batches; randomness (order, crops, flips) comes only from ``generator``.
+
+        ``start`` skips that many batches at no cost, with the same randomness for the rest
+        (a run resumed mid-epoch continues with the very batches it would have seen).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.device)
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
+        # one seed per epoch from the generator, then one generator per batch: skippable
+        aug_seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if augment and self.augment else None
+        for b, first in enumerate(range(0, stop, batch_size)):
+            if b < start:
+                continue
+            idx = order[first : first + batch_size]
             images = self.images.index_select(0, idx)  # far faster than images[idx] on CPU
-            if augment and self.augment == "crop_flip":
-                images = crop_flip(images, generator)
+            if aug_seed is not None:
+                images = crop_flip(images, torch.Generator().manual_seed(aug_seed + b))
             yield self.normalize(images), self.labels.index_select(0, idx)
 
 

@@ -100,14 +100,14 @@ class _Decode(Dataset):
 class _BatchItems:
     """The batch sampler: lists of ``(index, base_seed)`` items, built lazily batch by batch."""
 
-    def __init__(self, order: list[int], seed: int | None, batch_size: int, stop: int) -> None:
-        self.order, self.seed, self.batch_size, self.stop = order, seed, batch_size, stop
+    def __init__(self, order: list[int], seed: int | None, batch_size: int, stop: int, start: int = 0) -> None:
+        self.order, self.seed, self.batch_size, self.stop, self.start = order, seed, batch_size, stop, start
 
     def __len__(self) -> int:
-        return -(-self.stop // self.batch_size)
+        return max(0, -(-self.stop // self.batch_size) - self.start)
 
     def __iter__(self):
-        for s in range(0, self.stop, self.batch_size):
+        for s in range(self.start * self.batch_size, self.stop, self.batch_size):
             yield [(i, self.seed) for i in self.order[s : min(s + self.batch_size, self.stop)]]
 
 
@@ -183,15 +183,17 @@ class ImageFolderDataset:
         return self.normalize(out[0].unsqueeze(0).to(self.device))[0], out[1]
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (x, y) batches on the dataset's device; randomness comes only from ``generator``."""
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (x, y) batches on the dataset's device; randomness comes only from ``generator``.
+        ``start`` skips that many batches without decoding them."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self)
         order = (torch.randperm(n, generator=generator) if shuffle else torch.arange(n)).tolist()
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if augment else None
         stop = n - n % batch_size if drop_last else n
-        batch_items = _BatchItems(order, seed, batch_size, stop)
+        batch_items = _BatchItems(order, seed, batch_size, stop, start)
         cuda = self.device.type == "cuda"
         loader = DataLoader(self._decode, batch_sampler=batch_items, num_workers=self.workers, collate_fn=_collate,
                             pin_memory=cuda)
