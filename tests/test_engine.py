@@ -252,3 +252,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "| method | train acc (%) | test acc (%)" in out
     assert (tmp_path / "curves.png").is_file()
     assert all(r["test_acc"] > 0.5 for r in rows)  # one epoch already learns the digits
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager(tmp_path):
+    """train.compile compiles the model and the optimiser update; same learning as eager."""
+    eager = train(small_config(epochs=2), save=False, log=None)
+    compiled = train(small_config("train.compile=true", epochs=2), tmp_path / "c", log=None)
+    for a, b in zip(eager.history, compiled.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
+    resumed = train(small_config("train.compile=true", epochs=3), tmp_path / "c", resume=True, log=None)
+    assert len(resumed.history) == 3  # the tensor learning rate survives the checkpoint

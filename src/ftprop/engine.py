@@ -288,7 +288,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     tb = _tensorboard(run_dir) if run_dir is not None and cfg.train.tensorboard else None
 
-    step_model = torch.compile(model) if cfg.train.compile else model
+    step_model, optimizer_step = model, optimizer.step
+    if cfg.train.compile:
+        # The whole step: forward and backward graphs, and the optimiser's update (fused
+        # elementwise work; a tensor learning rate changes without recompiling).
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        step_model, optimizer_step = torch.compile(model), torch.compile(optimizer.step)
     t = cfg.train
     eval_bs = t.eval_batch_size or 4 * t.batch_size
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
@@ -325,7 +331,10 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             for step, (x, y) in enumerate(batches, start=first):
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    if isinstance(group["lr"], torch.Tensor):
+                        group["lr"].fill_(lr)
+                    else:
+                        group["lr"] = lr
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
@@ -333,7 +342,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 loss = F.cross_entropy(out.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                optimizer_step()
                 loss = loss.detach()
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
                 loss_sum += loss.double() * y.shape[0]
