@@ -1,0 +1,198 @@
+"""``solve(X, T, hidden, method=...)``: does a sign network of this architecture reproduce T?
+
+Three methods answer it:
+
+* ``"ftprop"``: the exact target search of :mod:`.search` (sound, complete without a budget),
+  guided by a short FTPROP-MB run (``heuristic="mb"``) or by nothing (``"none"``) or by
+  given hidden targets.
+* ``"milp"``: the big-M MILP of :mod:`.milp` (HiGHS); an independent cross-check.
+* ``"mb"``: FTPROP-MB gradient training with restarts (:mod:`.mb`); never says "infeasible".
+
+Every "feasible" answer carries weights that a float64 forward pass has checked on X.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from .lp import NumericalTrouble, separable
+from .mb import MBTrainer, mb_hint, train_mb
+from .milp import solve_milp
+from .network import SolveResult, check_problem, dedupe, fits, forward
+from .search import Hint, SearchStats, search_targets
+
+__all__ = ["solve", "METHODS"]
+
+METHODS = ("ftprop", "milp", "mb")
+DEFAULT_MB_TIME = 60.0  # "mb" needs a budget: it cannot stop by itself on an infeasible problem
+# ftprop with heuristic="mb" (see _solve_ftprop): the search without hints gets 3% of the budget
+# (2 s without one); then each round trains FTPROP-MB and searches with its hint for ROUND_SHARE of
+# the budget each, doubling every round (without a budget: 2 s of training, then an unbounded search).
+PROBE_SHARE, PROBE_TIME = 0.03, 2.0
+ROUND_SHARE, MB_TIME = 0.03, 2.0
+
+
+def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One LP per unit on the full data: the network that realises a feasible target setting."""
+    layers = [x, *hidden_targets, t]
+    weights = []
+    for d in range(1, len(layers)):
+        ws, bs = [], []
+        for u in range(layers[d].shape[1]):
+            sep = separable(layers[d - 1], layers[d][:, u])
+            if not sep.separable:
+                raise NumericalTrouble(f"layer {d} unit {u}: the found target is not separable on the full data")
+            ws.append(sep.weight)
+            bs.append(sep.bias)
+        weights.append((np.array(ws), np.array(bs)))
+    return weights
+
+
+def _as_hint(heuristic, m: int, hidden: list[int]) -> Hint:
+    if isinstance(heuristic, Hint):
+        return heuristic
+    arrays = [np.asarray(h, dtype=np.float64) for h in heuristic]
+    if len(arrays) != len(hidden) or any(a.shape != (m, w) for a, w in zip(arrays, hidden)):
+        raise ValueError("heuristic must be 'mb', 'none', or one (examples x width) array of suggested "
+                         f"±1 targets per hidden layer {hidden}")
+    return Hint(arrays)
+
+
+def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None, node_limit: int | None = None, *,
+          heuristic="mb", seed: int = 0,
+          weight_bound: float | None = None, threads: int | None = None) -> SolveResult:
+    """Find weights of a sign network with hidden widths ``hidden`` that maps every row of X to
+    the same row of T, or prove that none exists.
+
+    X: (m, n) real; T: (m, k) in {-1, +1}; hidden: [n_1, ..., n_{L-1}] (``[]`` = one layer).
+    method: "ftprop" (exact search), "milp" (HiGHS MILP) or "mb" (FTPROP-MB training).
+    time_limit (seconds) / node_limit (search nodes; MILP branch-and-bound nodes; mb steps):
+    the budget; when it runs out the answer is "unknown", never a guess.
+    heuristic (ftprop): "mb" (a short search without hints, 3% of the budget; then rounds of
+    FTPROP-MB training, each followed by the search with candidates ordered by the trained
+    network's outputs and gradient-sign targets), "none", or suggested hidden targets (one
+    (m, n_d) ±1 array per hidden layer).
+    weight_bound (milp): bound on |w|; default exact (Muroga) bounds where they exist.
+    threads (milp): HiGHS threads (default: HiGHS' own choice).
+    seed: seeds FTPROP-MB and the search's randomised restarts.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
+        raise ValueError(f"node_limit must be an integer >= 1, got {node_limit!r}")
+    x, t, hidden = check_problem(X, T, hidden)
+    t0 = time.perf_counter()
+    result = SolveResult("unknown", method, hidden)
+    base = {"nodes": 0, "lp_calls": 0, "cache_hits": 0, "examples": len(x)}
+
+    xu, tu, _, inverse, clash = dedupe(x, t)
+    base["distinct_examples"] = len(xu)
+    if clash is not None:
+        i, j = clash
+        result.status = "infeasible"
+        result.message = f"examples {i} and {j} have the same input and different targets: no function fits"
+        result.stats = {**base, "seconds": time.perf_counter() - t0}
+        return result
+
+    try:
+        if method == "mb":
+            limit = DEFAULT_MB_TIME if time_limit is None and node_limit is None else time_limit
+            out = train_mb(xu, tu, hidden, time_limit=np.inf if limit is None else limit, max_steps=node_limit,
+                           seed=seed)
+            result.stats = {**base, "nodes": out.steps, "steps": out.steps, "restarts": out.restarts,
+                            "best_errors": out.errors}
+            if out.fitted:
+                result.weights = out.weights
+                result.message = f"FTPROP-MB fitted T after {out.steps} steps, {out.restarts} restarts"
+            else:
+                result.message = (f"budget spent after {out.steps} steps, {out.restarts} restarts; best network "
+                                  f"got {out.errors} output entries wrong (mb cannot prove infeasibility)")
+        elif method == "milp":
+            out = solve_milp(xu, tu, hidden, time_limit=time_limit, node_limit=node_limit, weight_bound=weight_bound,
+                             threads=threads)
+            result.stats = {**base, **out["stats"]}
+            result.message = out["message"]
+            result.status = out["status"] if out["status"] != "feasible" else "unknown"
+            result.weights = out["weights"]
+        else:
+            _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, seed, t0, base)
+    except NumericalTrouble as exc:
+        result.status, result.weights = "unknown", None
+        result.message = f"numerical trouble, no answer: {exc}"
+        result.stats = {**base, **result.stats}
+
+    # Soundness: a network is only reported after a float64 forward pass on all of X.
+    if result.weights is not None:
+        if fits(result.weights, x, t):
+            result.status = "feasible"
+            result.hidden_targets = forward(result.weights, x, all_layers=True)[:-1]
+        else:
+            result.status, result.weights = "unknown", None
+            result.message = "a candidate network failed the float64 check on X (numerical trouble): " + result.message
+    result.stats["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, seed, t0, base):
+    """The exact search. With heuristic="mb": first a short search without hints (small
+    instances, quick infeasibility proofs); then rounds of FTPROP-MB training (one resumed
+    trainer) followed by the search with its candidates ordered by the trained network, each
+    round twice as long as the last. All searches share their LP caches."""
+    hint = None
+    mb_stats: dict = {}
+    shared: dict = {}
+    stats = SearchStats()
+    elapsed = lambda: time.perf_counter() - t0
+    remaining = lambda: None if time_limit is None else max(0.0, time_limit - elapsed())
+    finish = lambda status, targets, message: _finish_ftprop(result, xu, tu, status, targets, message, stats, base,
+                                                             mb_stats)
+    if isinstance(heuristic, str):
+        if heuristic not in ("mb", "none"):
+            raise ValueError(f"heuristic must be 'mb', 'none' or suggested hidden targets, got {heuristic!r}")
+        if heuristic == "mb" and hidden:
+            probe_time = PROBE_TIME if time_limit is None else max(0.2, PROBE_SHARE * time_limit)
+            probe_nodes = None if node_limit is None else max(1, node_limit // 4)
+            status, targets, message, _ = search_targets(xu, tu, hidden, time_limit=probe_time, node_limit=probe_nodes,
+                                                         seed=seed, shared=shared, stats=stats)
+            if status in ("feasible", "infeasible") or (node_limit is not None and stats.nodes >= node_limit):
+                return finish(status, targets, message)
+            trainer = MBTrainer(xu, tu, hidden, seed=seed)
+            span = MB_TIME if time_limit is None else ROUND_SHARE * time_limit
+            for rnd in itertools.count():
+                out = trainer.run(span if time_limit is None else min(span, remaining()))
+                mb_stats = {"mb_steps": out.steps, "mb_restarts": out.restarts, "mb_seconds": out.seconds,
+                            "mb_fitted": out.fitted, "mb_errors": out.errors, "mb_rounds": rnd + 1}
+                hint = mb_hint(out, xu, tu)
+                if time_limit is None:
+                    break  # then the complete search below, without a budget
+                search_time = remaining() if out.fitted else min(span, remaining())
+                status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=search_time,
+                                                             node_limit=node_limit, seed=seed + rnd + 1,
+                                                             shared=shared, stats=stats)
+                if status != "unknown" or remaining() <= 0 or (node_limit is not None and stats.nodes >= node_limit):
+                    if status == "unknown":
+                        message = f"budget spent after {stats.nodes} nodes and {rnd + 1} FTPROP-MB rounds"
+                    return finish(status, targets, message)
+                span *= 2
+    elif heuristic is not None:
+        hint = _as_hint(heuristic, len(xu), hidden)
+    status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=remaining(),
+                                                 node_limit=node_limit, seed=seed + 1, shared=shared, stats=stats)
+    return finish(status, targets, message)
+
+
+def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) -> None:
+    result.stats = {**base, "nodes": s.nodes, "lp_calls": s.lp_calls, "cache_hits": s.cache_hits,
+                    "candidates": s.candidates, "reused_separators": s.reused_separators,
+                    "contradictions": s.contradictions, "backtracks": s.backtracks, "deepest": s.deepest,
+                    "hint_rows_taken": s.hint_rows_taken, **s.extra, **mb_stats}
+    result.message = message
+    if status == "feasible":
+        result.weights = _weights_from_targets(xu, tu, targets)
+    else:
+        result.status = status

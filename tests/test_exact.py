@@ -1,0 +1,318 @@
+"""Algorithm 1 made exact (ftprop.exact): LP separability, target search, MILP cross-check, CLI."""
+
+import functools
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ftprop import Sign
+from ftprop.cli import main
+from ftprop.exact import (
+    SolveResult,
+    digits,
+    feasibility_report,
+    forward,
+    load_weights,
+    make_problem,
+    parity,
+    planted,
+    separable,
+    solve,
+    xor,
+)
+from ftprop.exact.network import dedupe
+from ftprop.exact.search import luby, search_targets
+
+
+def check_feasible(res: SolveResult, x, t):
+    assert res.status == "feasible", res.message
+    assert np.array_equal(forward(res.weights, x), np.asarray(t, dtype=float).reshape(len(x), -1))
+    widths = [w.shape[0] for w, _ in res.weights]
+    assert widths[:-1] == res.hidden
+
+
+# ---- separability LP ------------------------------------------------------------------------
+
+def test_separable_returns_margin_certificate():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3)) * [1.0, 1000.0, 1e-3]  # badly scaled columns
+    w_true = np.array([1.0, -0.001, 500.0])
+    t = np.where(x @ w_true + 0.2 > 0, 1.0, -1.0)
+    sep = separable(x, t)
+    assert sep and sep.margin > 0.5
+    assert np.all(t * (x @ sep.weight + sep.bias) > 0)
+
+
+def test_separable_xor_has_hull_witness():
+    x, t = xor()
+    sep = separable(x, t[:, 0])
+    assert not sep
+    lam = sep.witness
+    assert np.all(lam >= 0)
+    pos, neg = t[:, 0] > 0, t[:, 0] < 0
+    assert lam[pos].sum() == pytest.approx(1) and lam[neg].sum() == pytest.approx(1)
+    assert np.allclose(lam[pos] @ x[pos], lam[neg] @ x[neg])
+
+
+def test_separable_duplicates_constants_contradictions_and_ignored():
+    x = np.array([[0.0, 5.0], [0.0, 5.0], [1.0, 5.0], [2.0, 5.0]])  # duplicate row, constant column
+    assert separable(x, [1, 1, -1, -1])
+    bad = separable(x, [1, -1, -1, -1])  # rows 0 and 1: same input, different targets
+    assert not bad and "contradictory" in bad.reason
+    assert separable(x, [1, 0, -1, -1])  # target 0: example ignored
+    assert separable(x, [1, 1, 1, 1]) and separable(np.zeros((0, 2)), [])
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        separable(x, [2, 1, 1, 1])
+
+
+# ---- the acceptance problems ------------------------------------------------------------------
+
+def test_xor_two_hidden_units_is_solved_and_verified():
+    x, t = xor()
+    res = solve(x, t, hidden=[2], method="ftprop")
+    check_feasible(res, x, t)
+    assert set(res.stats) >= {"nodes", "lp_calls", "cache_hits", "seconds"}
+    assert len(res.hidden_targets) == 1 and res.hidden_targets[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("method", ["ftprop", "milp"])
+def test_xor_one_hidden_unit_is_proved_infeasible(method):
+    x, t = xor()
+    res = solve(x, t, hidden=[1], method=method)
+    assert res.status == "infeasible" and res.weights is None
+
+
+def test_parity3_three_hidden_units_is_solved():
+    x, t = parity(3)
+    check_feasible(solve(x, t, hidden=[3]), x, t)
+
+
+def test_deeper_and_wider_architectures():
+    x, t = parity(3)
+    check_feasible(solve(x, t, hidden=[3, 2], heuristic="none"), x, t)
+    x, t = planted(5, 24, [3, 2], n_outputs=2, seed=1)
+    check_feasible(solve(x, t, hidden=[3, 2], heuristic="none", time_limit=20), x, t)
+
+
+def test_no_hidden_layer_is_a_perceptron():
+    x, t = xor()
+    assert solve(x, t, hidden=[]).status == "infeasible"
+    check_feasible(solve(x, np.where(x[:, :1] + x[:, 1:] > 0, 1.0, -1.0), hidden=[]), x,
+                   np.where(x[:, :1] + x[:, 1:] > 0, 1.0, -1.0))
+
+
+def _random_instance(rng):
+    n = int(rng.integers(2, 5))
+    m = int(rng.integers(4, min(2**n, 10) + 1))
+    codes = rng.choice(2**n, size=m, replace=False)
+    x = (((codes[:, None] >> np.arange(n)) & 1) * 2 - 1).astype(float)
+    t = rng.choice([-1.0, 1.0], size=(m, int(rng.integers(1, 3))))
+    hidden = [[1], [2], [3], [2, 1]][int(rng.integers(4))]
+    return x, t, hidden
+
+
+def test_search_and_milp_agree_on_30_random_instances():
+    rng = np.random.default_rng(2024)
+    seen = {"feasible": 0, "infeasible": 0}
+    for _ in range(30):
+        x, t, hidden = _random_instance(rng)
+        a = solve(x, t, hidden, method="ftprop", heuristic="none", time_limit=20)
+        b = solve(x, t, hidden, method="milp", time_limit=20)
+        assert a.status == b.status, (x.tolist(), t.tolist(), hidden, a.status, b.status)
+        seen[a.status] += 1
+        if a.feasible:
+            check_feasible(a, x, t)
+            check_feasible(b, x, t)
+    assert seen["feasible"] >= 5 and seen["infeasible"] >= 5, seen
+
+
+def _brute_force(x, t, hidden):
+    """Every hidden target setting, every unit checked by the public LP: an independent oracle."""
+    xu, tu, _, _, clash = dedupe(x, t)
+    if clash:
+        return "infeasible"
+    m = len(xu)
+
+    @functools.lru_cache(None)
+    def sep(inp, shape, col):
+        return separable(np.frombuffer(inp).reshape(shape), np.frombuffer(col)).separable
+
+    for bits in itertools.product((-1.0, 1.0), repeat=m * sum(hidden)):
+        layers, o = [xu], 0
+        for h in hidden:
+            layers.append(np.array(bits[o:o + m * h]).reshape(m, h))
+            o += m * h
+        layers.append(tu)
+        if all(sep(np.ascontiguousarray(layers[d - 1]).tobytes(), layers[d - 1].shape,
+                   np.ascontiguousarray(layers[d][:, u]).tobytes())
+               for d in range(1, len(layers)) for u in range(layers[d].shape[1])):
+            return "feasible"
+    return "infeasible"
+
+
+def test_search_matches_brute_force_on_real_valued_inputs():
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        m, n = int(rng.integers(3, 6)), int(rng.integers(1, 3))
+        x = rng.standard_normal((m, n))
+        t = rng.choice([-1.0, 1.0], size=(m, 1))
+        hidden = [[1], [2], [1, 1]][int(rng.integers(3))]
+        assert solve(x, t, hidden, heuristic="none").status == _brute_force(x, t, hidden)
+
+
+def test_backjumping_and_restarts_do_not_change_answers():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        x, t, hidden = _random_instance(rng)
+        xu, tu, _, _, clash = dedupe(x, t)
+        if clash:
+            continue
+        plain = search_targets(xu, tu, hidden, restarts=False)[0]
+        assert search_targets(xu, tu, hidden, restarts=True, base_cutoff=2)[0] == plain
+
+
+def test_luby_sequence():
+    assert [luby(i) for i in range(1, 16)] == [1, 1, 2, 1, 1, 2, 4, 1, 1, 2, 1, 1, 2, 4, 8]
+
+
+# ---- budgets -----------------------------------------------------------------------------------
+
+def test_budget_gives_unknown_never_a_wrong_answer():
+    x, t = parity(4)
+    res = solve(x, t, hidden=[2], method="ftprop", heuristic="none", node_limit=3)
+    assert res.status == "unknown" and res.weights is None and res.stats["nodes"] <= 3
+    res = solve(x, t, hidden=[4], method="milp", node_limit=1, time_limit=0.05)
+    assert res.status in ("unknown", "feasible")
+    if res.feasible:
+        check_feasible(res, x, t)
+    x, t = xor()
+    res = solve(x, t, hidden=[1], method="mb", time_limit=0.3)
+    assert res.status == "unknown" and "cannot prove" in res.message
+
+
+def test_mb_method_fits_xor():
+    x, t = xor()
+    check_feasible(solve(x, t, hidden=[3], method="mb", time_limit=20, seed=1), x, t)
+
+
+def test_search_uses_given_hint():
+    x, t, w = planted(4, 12, [2], seed=3, return_weights=True)
+    hint = [forward(w[:1], x)]
+    res = solve(x, t, hidden=[2], heuristic=hint)
+    check_feasible(res, x, t)
+    assert res.stats["nodes"] == len(dedupe(x, t)[0]) and res.stats["hint_rows_taken"] > 0
+
+
+def test_milp_on_real_inputs_reports_bounded_infeasibility_as_unknown():
+    x = np.array([[0.0], [0.3], [0.7], [1.0]])
+    t = np.array([[1.0], [-1.0], [1.0], [-1.0]])  # needs two hidden units: with one, infeasible
+    assert solve(x, t, hidden=[1], method="ftprop", heuristic="none").status == "infeasible"
+    res = solve(x, t, hidden=[1], method="milp")
+    assert res.status == "unknown" and res.stats.get("bounded_infeasible")
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, match", [
+    ((np.zeros((3, 2)), np.ones((4, 1)), [2]), "3 examples but T has 4"),
+    ((np.zeros((3, 2)), np.array([[1.0], [0.0], [1.0]]), [2]), "only -1 and \\+1"),
+    ((np.zeros((3, 2)), np.array([[1.0], [2.0], [1.0]]), [2]), "only -1 and \\+1"),
+    ((np.zeros((0, 2)), np.zeros((0, 1)), [2]), "empty"),
+    ((np.zeros((3, 2)), np.ones((3, 1)), [0]), "widths must be integers >= 1"),
+    ((np.zeros((3, 2)), np.ones((3, 1)), [2, -1]), "widths must be integers >= 1"),
+    ((np.zeros((3, 2, 2)), np.ones((3, 1)), [2]), "2-D"),
+    ((np.array([[np.nan, 1.0]]), np.ones((1, 1)), [1]), "NaN"),
+])
+def test_bad_input_gets_a_clear_error(args, match):
+    with pytest.raises(ValueError, match=match):
+        solve(*args)
+
+
+def test_bad_method_and_budget():
+    x, t = xor()
+    with pytest.raises(ValueError, match="unknown method"):
+        solve(x, t, [2], method="sat")
+    with pytest.raises(ValueError, match="time_limit"):
+        solve(x, t, [2], time_limit=0)
+    with pytest.raises(ValueError, match="node_limit"):
+        solve(x, t, [2], node_limit=0)
+
+
+def test_contradictory_examples_are_infeasible_at_once():
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    t = np.array([[1.0], [-1.0], [1.0]])
+    for method in ("ftprop", "milp", "mb"):
+        res = solve(x, t, [3], method=method, time_limit=1)
+        assert res.status == "infeasible" and "same input" in res.message
+
+
+# ---- generators, report, CLI ----------------------------------------------------------------------
+
+def test_generators():
+    x, t = parity(4)
+    assert x.shape == (16, 4) and t.shape == (16, 1) and set(np.unique(t)) == {-1.0, 1.0}
+    assert np.array_equal(xor()[1], parity(2)[1])
+    x, t, w = planted(6, 30, [3, 2], n_outputs=2, seed=0, return_weights=True)
+    assert x.shape == (30, 6) and t.shape == (30, 2) and np.array_equal(forward(w, x), t)
+    x, t = digits(20, classes=(3, 8), pool=2, seed=0)
+    assert x.shape == (20, 16) and set(np.unique(x)) <= {-1.0, 1.0} and t.shape == (20, 1)
+    x, t = digits(30, classes=(0, 1, 2), pool=4)
+    assert x.shape == (30, 4) and t.shape == (30, 3)
+    assert make_problem("parity:3")[2] == [3] and make_problem("planted:4,10,2-2,1")[2] == [2, 2]
+    with pytest.raises(ValueError, match="bad problem spec"):
+        make_problem("parity:x")
+    with pytest.raises(ValueError, match="unknown problem"):
+        make_problem("mnist")
+
+
+def test_feasibility_report_on_sign_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.BatchNorm1d(6), Sign(), nn.Linear(6, 5), Sign(),
+                          nn.Linear(5, 3))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rep = feasibility_report(model, (x, y))
+    assert [lay.units for lay in rep.layers] == [6, 5]
+    assert [lay.input_width for lay in rep.layers] == [8, 6]
+    assert all(0.0 <= f <= 1.0 for f in rep.fractions)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BN stats untouched
+    assert all(p.grad is None for p in model.parameters())
+    assert "| layer |" in rep.table()
+    with pytest.raises(ValueError, match="labels"):
+        feasibility_report(model, x)
+    with pytest.raises(ValueError, match="no hard-threshold"):
+        feasibility_report(nn.Sequential(nn.Linear(8, 3)), x, y)
+
+
+def test_cli_solve(tmp_path, capsys):
+    assert main(["solve", "--data", "xor", "--hidden", "1", "--no-save"]) == 0
+    out = capsys.readouterr().out
+    assert "INFEASIBLE" in out and "LP calls" in out and "cache hits" in out
+    path = tmp_path / "net.npz"
+    assert main(["solve", "--data", "parity:3", "--method", "ftprop", "--time-limit", "20", "--save", str(path)]) == 0
+    assert "FEASIBLE" in capsys.readouterr().out
+    x, t = parity(3)
+    assert np.array_equal(forward(load_weights(path), x), t)
+    csv = tmp_path / "d.csv"
+    np.savetxt(csv, np.hstack(xor()), delimiter=",")
+    assert main(["solve", "--data", str(csv), "--hidden", "2", "--method", "milp", "--json", "--no-save"]) == 0
+    assert '"status": "feasible"' in capsys.readouterr().out
+    assert main(["solve", "--data", "nope:3"]) == 2
+    assert "unknown problem" in capsys.readouterr().err
+    assert main(["solve", "--data", str(csv)]) == 2
+    assert "--hidden is required" in capsys.readouterr().err
+
+
+def test_plain_linprog_fallback_gives_the_same_answers(monkeypatch):
+    """Without SciPy's private HiGHS binding the LPs go through linprog (no Farkas rays)."""
+    from ftprop.exact import lp
+
+    monkeypatch.setattr(lp, "_hc", None)
+    x, t = xor()
+    assert solve(x, t, [1], heuristic="none").status == "infeasible"
+    assert not separable(x, t[:, 0])
+    x, t = parity(3)
+    check_feasible(solve(x, t, [3], heuristic="none"), x, t)
