@@ -64,7 +64,7 @@ def _env() -> dict:
 
 
 def _train_args(out: Path, epochs: int) -> list[str]:
-    return ["train", "--out", str(out), "--epochs", str(epochs), "--batch-size", "16", "--device", "cpu",
+    return ["train", "--out", str(out), "--epochs", str(epochs), "--batch-size", "4", "--device", "cpu",
             "--set", "model.options.hidden=[256,256]", "--set", "train.tensorboard=false", "--seed", "3"]
 
 
@@ -77,7 +77,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside the second epoch
+    time.sleep(0.1)  # somewhere inside the second epoch (an epoch is 360 steps)
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0].decode()
     if sig == signal.SIGINT:
