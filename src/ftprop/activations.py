@@ -68,13 +68,13 @@ class ThresholdUnit:
         return tuple(i / (self.steps - 1) for i in range(self.steps))
 
     def quantize(self, x: Tensor) -> Tensor:
-        if self.kind == "sign":
-            return (x > 0).to(x.dtype).mul_(2).sub_(1)
-        if self.kind == "step" or self.steps == 1:
-            return (x > 0).to(x.dtype)
+        if self.kind in ("sign", "step") or self.steps == 1:
+            out = torch.empty_like(x)
+            torch.gt(x, 0, out=out)  # straight to x's dtype: a bool tensor's .to() is slow on CPU
+            return out.mul_(2).sub_(1) if self.kind == "sign" else out
         n = self.steps
-        # (1/n) * sum_i 1[x > i/(n-1)], written as the reference does: three elementwise ops.
-        return torch.ceil(x * (n - 1)).clamp(0, n) / n
+        # (1/n) * sum_i 1[x > i/(n-1)], written as the reference does, in place after one copy
+        return (x * (n - 1)).ceil_().clamp_(0, n).div_(n)
 
     # ---- the layer loss in x-space ------------------------------------------------
     def _over_steps(self, f, x: Tensor, mean: bool = True) -> Tensor:
@@ -83,7 +83,7 @@ class ThresholdUnit:
         if self.kind != "staircase" or self.steps == 1:
             return f(x)
         if self.surrogate == "single":  # [0, 1] is mapped onto [-1, 1]
-            return f(2 * x - 1)
+            return f((2 * x).sub_(1))
         out = f(x - self.thresholds[0])
         for theta in self.thresholds[1:]:
             out = out + f(x - theta)
