@@ -264,3 +264,16 @@ def test_compiled_training_step_matches_eager(tmp_path):
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
     resumed = train(small_config("train.compile=true", epochs=3), tmp_path / "c", resume=True, log=None)
     assert len(resumed.history) == 3  # the tensor learning rate survives the checkpoint
+
+
+def test_tensorboard_scalars_written_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(small_config("train.tensorboard=true", epochs=2), tmp_path / "r", log=None)
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    history = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    test_acc = [e.value for e in acc.Scalars("test_acc")]
+    assert [e.step for e in acc.Scalars("test_acc")] == [1, 2]
+    assert test_acc == pytest.approx([h["test_acc"] for h in history], abs=1e-6)
