@@ -4,7 +4,7 @@
 # Usage: bash benchmarks/fashion_mnist_mlp.sh [EPOCHS]   (from the repository root)
 set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # threads sleep, not spin, when the 2 cores are shared
-EPOCHS=${1:-20}
+EPOCHS=${1:-15}
 DATA=${FTPROP_FASHION:-../shared/data}
 RUNS=${FTPROP_RUNS:-runs/bench-fashion-mnist-mlp}
 OUT=benchmarks/results/fashion_mnist_mlp
