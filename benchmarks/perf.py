@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -273,28 +274,45 @@ class CompiledStep(nn.Module):
         return self.model(x)
 
 
+def gradients_match(model: str, kw: dict, x, y, device) -> bool:
+    """The compiled forward and backward graphs compute what eager does: one step from the same
+    weights (and dropout masks) in float64, where float rounding cannot push a pre-activation
+    across a threshold, gives the same loss and gradients."""
+    eager, comp = (make(model, kw, 10, device, False).double() for _ in range(2))
+    out = []
+    for m in (eager, torch.compile(comp)):
+        torch.manual_seed(0)
+        loss = F.cross_entropy(m(x.double()), y)
+        loss.backward()
+        out.append(loss.item())
+    if abs(out[0] - out[1]) > 1e-9 * max(1.0, abs(out[0])):
+        return False
+    return all(torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-9 * max(1.0, p.grad.abs().max().item()))
+               for p, q in zip(eager.parameters(), comp.parameters()))
+
+
 def cmd_compile(args) -> None:
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True  # compiled dropout draws the same numbers as eager
     device = torch.device(args.device)
     rows = []
     for model in args.models.split(","):
         n = args.batch if model in args.speed_models.split(",") else 4
         x, y = batch(model, n, 10, device, False)
         for label, kw in variants("quick"):
-            eager = make(model, kw, 10, device, False)
-            comp = make(model, kw, 10, device, False)
+            same = gradients_match(model, kw, x, y, device)
+            torch._dynamo.reset()
+            eager, comp = (make(model, kw, 10, device, False) for _ in range(2))
             opt_e = torch.optim.Adam(eager.parameters(), 1e-4)
             opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4))
             cmodel = CompiledStep(comp, opt_c)
             t0 = time.perf_counter()
             lc = [train_step(cmodel, opt_c, x, y, False).item()]
             compile_s = time.perf_counter() - t0
-            le = [train_step(eager, opt_e, x, y, False).item()]
-            for _ in range(2):
-                lc.append(train_step(cmodel, opt_c, x, y, False).item())
-                le.append(train_step(eager, opt_e, x, y, False).item())
-            same = all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(lc, le))
-            row = {"model": model, "variant": label, "batch": n, "compile_s": compile_s, "losses_match": same,
-                   "eager_losses": le, "compiled_losses": lc}
+            lc += [train_step(cmodel, opt_c, x, y, False).item() for _ in range(2)]
+            row = {"model": model, "variant": label, "batch": n, "compile_s": compile_s, "gradients_match": same,
+                   "compiled_step_finite": all(math.isfinite(v) for v in lc), "compiled_losses": lc}
             if model in args.speed_models.split(","):
                 te, tc = [], []
                 for _ in range(args.rounds):
@@ -304,20 +322,30 @@ def cmd_compile(args) -> None:
                 row["compiled_ms"] = 1e3 * statistics.median(tc)
                 row["speedup"] = statistics.median([a / b for a, b in zip(te, tc)])
             rows.append(row)
-            print(f"{model:15s} {label:30s} compile {compile_s:6.1f}s match {same} "
+            print(f"{model:15s} {label:30s} compile {compile_s:6.1f}s gradients match {same} "
                   + (f"speed-up x{row['speedup']:.2f}" if "speedup" in row else ""), flush=True)
             torch._dynamo.reset()
-    table = ["| model | activation / layer loss | batch | compiles, same losses as eager | compile time (s) | "
-             "eager step (ms) | compiled step (ms) | speed-up |", "|---|---|---|---|---|---|---|---|"]
+    table = ["| model | activation / layer loss | batch | same loss and gradients as eager (float64) | "
+             "compiled step runs (3 steps, finite) | compile time (s) | "
+             "eager step (ms) | compiled step (ms) | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = (f"{r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | x{r['speedup']:.2f}" if "speedup" in r
               else "- | - | -")
-        table.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {'yes' if r['losses_match'] else '**no**'} | "
+        same, runs = ("yes" if r[k] else "**no**" for k in ("gradients_match", "compiled_step_finite"))
+        table.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {same} | {runs} | "
                      f"{r['compile_s']:.1f} | {sp} |")
+    cold = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES") == "1"
     notes = ["torch.compile (default inductor backend) of the model (forward and backward graphs) and of the "
              "Adam update (with a tensor learning rate, as the engine's train.compile does). "
-             "Losses of the first 3 steps from the same initial weights are compared "
-             "(relative tolerance 1e-3). Speed-up = median over rounds of eager step / compiled step."]
+             "Correctness: one forward + backward in float64 from the same weights and dropout masks (inductor's "
+             "fallback_random) gives the eager loss (1e-9 relative) and gradients (1e-6 relative); in float32 a "
+             "network of threshold units is chaotic (rounding that differs between kernels puts a pre-activation on "
+             "the other side of a threshold), and compiled Adam computes its bias correction from a float32 step "
+             "count (updates differ by ~7e-6 relative), so float32 losses are recorded in the JSON but not compared. "
+             "Speed-up = median over rounds of eager step / compiled step. Compile time = the "
+             "first compiled step, with inductor's caches "
+             + ("disabled (TORCHINDUCTOR_FORCE_DISABLE_CACHES=1): cold." if cold
+                else "enabled: warm if an earlier run compiled the same graph.")]
     write(args.name or f"compile_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 
