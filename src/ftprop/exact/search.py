@@ -195,6 +195,11 @@ def search_targets(x: np.ndarray, t: np.ndarray, hidden: list[int], hint: Hint |
             return status, targets, message, stats
 
 
+def _decode(codes: np.ndarray, width: int) -> np.ndarray:
+    """Integer codes -> rows of ±1 (bit j of a code is unit j's output)."""
+    return ((codes[:, None] >> np.arange(width)) & 1) * 2.0 - 1.0
+
+
 def _mask_indices(mask: int) -> np.ndarray:
     s = bin(mask)[:1:-1]
     return np.flatnonzero(np.frombuffer(s.encode(), dtype=np.uint8) == 49)
@@ -253,66 +258,52 @@ class TargetSearch:
         self.stats.lp_calls += 1
         return conflict_lp(rows[:, :-1], targets)
 
-    def _check1(self, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
-        """Layer 1: separator of examples ``pos`` vs ``neg`` (bit masks over example positions,
-        z-space [w, b]); or None and a mask of examples whose targets already conflict."""
+    def _separator(self, cache: dict, prefix: tuple, pos: int, neg: int, ncols: int,
+                   rows_of) -> tuple[np.ndarray | None, int]:
+        """Cached separator of items ``pos`` vs ``neg`` (bit masks), with rows_of(indices) giving
+        their LP rows ([inputs, 1]); or None and a mask of items whose targets already conflict.
+        A problem and its mirror (classes swapped) share one cache entry."""
         flip = pos > neg
-        key = (neg, pos) if flip else (pos, neg)
-        hit = self.cache1.get(key)
+        if flip:
+            pos, neg = neg, pos
+        key = (*prefix, pos, neg)
+        hit = cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
             sol, conflict = hit
         else:
-            ip, ineg = _mask_indices(key[0]), _mask_indices(key[1])
             conflict = 0
-            if len(ip) == 0 or len(ineg) == 0:
-                sol = np.zeros(self.z.shape[1])
-                sol[-1] = 1.0 if len(ineg) == 0 else -1.0
+            if pos == 0 or neg == 0:
+                sol = np.zeros(ncols)
+                sol[-1] = 1.0 if neg == 0 else -1.0
             else:
-                idx = np.concatenate([ip, ineg])
-                tt = np.concatenate([np.ones(len(ip)), -np.ones(len(ineg))])
-                sol, support = self._lp(self.z[idx], tt)
-                for e in idx[support]:
-                    conflict |= 1 << int(e)
-            self.cache1[key] = (sol, conflict)
+                ia, ib = _mask_indices(pos), _mask_indices(neg)
+                items = np.concatenate([ia, ib])
+                sol, support = self._lp(rows_of(items), np.concatenate([np.ones(len(ia)), -np.ones(len(ib))]))
+                for i in items[support]:
+                    conflict |= 1 << int(i)
+            cache[key] = (sol, conflict)
         if sol is None:
             return None, conflict
         return (-sol if flip else sol), 0
 
-    def _codes(self, width: int, mask: int) -> np.ndarray:
-        idx = _mask_indices(mask)
-        return ((idx[:, None] >> np.arange(width)) & 1) * 2.0 - 1.0
+    def _check1(self, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
+        """Layer 1: separator of examples ``pos`` vs ``neg`` (bit masks over example positions,
+        z-space [w, b]); or None and a mask of examples whose targets already conflict."""
+        return self._separator(self.cache1, (), pos, neg, self.z.shape[1], lambda idx: self.z[idx])
 
     def _check_code(self, width: int, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
         """Layers >= 2: separator of ±1 codes ``pos`` vs ``neg`` (bit masks over codes), or None
         and a mask of codes that already conflict."""
-        flip = pos > neg
-        key = (width, neg, pos) if flip else (width, pos, neg)
-        hit = self.cache_code.get(key)
-        if hit is not None:
-            self.stats.cache_hits += 1
-            sol, conflict = hit
-        else:
-            conflict = 0
-            if key[1] == 0 or key[2] == 0:
-                sol = np.zeros(width + 1)
-                sol[-1] = 1.0 if key[2] == 0 else -1.0
-            else:
-                ia, ib = _mask_indices(key[1]), _mask_indices(key[2])
-                codes = np.concatenate([ia, ib])
-                rows = np.hstack([((codes[:, None] >> np.arange(width)) & 1) * 2.0 - 1.0, np.ones((len(codes), 1))])
-                sol, support = self._lp(rows, np.concatenate([np.ones(len(ia)), -np.ones(len(ib))]))
-                for c in codes[support]:
-                    conflict |= 1 << int(c)
-            self.cache_code[key] = (sol, conflict)
-        if sol is None:
-            return None, conflict
-        return (-sol if flip else sol), 0
+        def rows_of(codes: np.ndarray) -> np.ndarray:
+            return np.hstack([_decode(codes, width), np.ones((len(codes), 1))])
+
+        return self._separator(self.cache_code, (width,), pos, neg, width + 1, rows_of)
 
     def _decode_row(self, width: int, code: int) -> np.ndarray:
         row = self._decoded.get((width, code))
         if row is None:
-            row = np.append(((code >> np.arange(width)) & 1) * 2.0 - 1.0, 1.0)
+            row = np.append(_decode(np.array([code]), width)[0], 1.0)
             self._decoded[(width, code)] = row
         return row
 
