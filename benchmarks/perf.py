@@ -298,13 +298,13 @@ def cmd_compile(args) -> None:
     device = torch.device(args.device)
     rows = []
     for model in args.models.split(","):
-        n = args.batch if model in args.speed_models.split(",") else 4
+        timed = model in args.speed_models.split(",")
+        n = args.batch if timed else 4
         x, y = batch(model, n, 10, device, False)
         for label, kw in variants("quick"):
             same = gradients_match(model, kw, x, y, device)
             torch._dynamo.reset()
-            eager, comp = (make(model, kw, 10, device, False) for _ in range(2))
-            opt_e = torch.optim.Adam(eager.parameters(), 1e-4)
+            comp = make(model, kw, 10, device, False)
             opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4))
             cmodel = CompiledStep(comp, opt_c)
             t0 = time.perf_counter()
@@ -313,7 +313,9 @@ def cmd_compile(args) -> None:
             lc += [train_step(cmodel, opt_c, x, y, False).item() for _ in range(2)]
             row = {"model": model, "variant": label, "batch": n, "compile_s": compile_s, "gradients_match": same,
                    "compiled_step_finite": all(math.isfinite(v) for v in lc), "compiled_losses": lc}
-            if model in args.speed_models.split(","):
+            if timed:
+                eager = make(model, kw, 10, device, False)
+                opt_e = torch.optim.Adam(eager.parameters(), 1e-4)
                 te, tc = [], []
                 for _ in range(args.rounds):
                     te.append(time_steps(eager, opt_e, x, y, args.steps, False, device))
