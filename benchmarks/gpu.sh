@@ -1,51 +1,74 @@
 #!/usr/bin/env bash
 # The GPU measurements, in one script for a CUDA machine with PyTorch installed and no internet:
-#   bash benchmarks/gpu.sh [CIFAR]     (from the repository root; about 6 minutes on one H100)
+#   bash benchmarks/gpu.sh [CIFAR [--sweep]]     (from the repository root; under 8 minutes on one H200)
 # CIFAR: a folder holding cifar-10-batches-py/, or the cifar10-jpeg.tar.gz of ../shared/data (it
-# is converted with prepare_cifar10.py, next to it or in the same folder); without it the
-# time-to-accuracy run is skipped. Results go to $FTPROP_RESULTS (default: $OUT if set, else
-# benchmarks/results): JSON + markdown per measurement, and a short table at the end.
+# is converted with the prepare_cifar10.py beside it); without it the
+# time-to-accuracy runs are skipped. --sweep: afterwards, the recipe variants of
+# benchmarks/sweeps/convnet4_sign_fast.txt side by side, until the time budget is spent.
+# Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
+# and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script.
 set -uo pipefail
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
-export FTPROP_RESULTS=${FTPROP_RESULTS:-${OUT:-benchmarks/results}}
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
 mkdir -p "$FTPROP_RESULTS"
 PY=${PYTHON:-python3}
 CIFAR=${1:-}
+SWEEP=${2:-}
+BUDGET=${GPU_BUDGET_S:-480}
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+left() { echo $((BUDGET - SECONDS)); }
+stage() { echo; echo "=== $1 (at ${SECONDS}s of ${BUDGET}s)"; }
 
-# 1. step time of hard-threshold training / ReLU training (target <= 1.05), fp32 then bf16 + channels-last
-timeout 200 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
-    --variants quick --rounds 5 --steps 5 --target 1.05 --name step_time_cuda
+# 0. the CUDA paths are correct (tests/test_cuda.py is skipped on machines without a GPU)
+stage "CUDA tests"
+timeout 90 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -3
+
+# 1. step time of hard-threshold training / ReLU training (target <= 1.05): fp32 with every layer
+#    loss, then bf16 autocast + channels-last with the 6 main variants
+stage "step time, fp32"
 timeout 150 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
-    --variants quick --rounds 5 --steps 5 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
+    --variants all --rounds 5 --steps 4 --target 1.05 --name step_time_cuda
+stage "step time, bf16 + channels-last"
+timeout 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
 
-# 2. time to accuracy of the fast CIFAR-10 recipe (30 epochs)
+# 2. time to accuracy of the fast CIFAR-10 recipe (30 epochs), alone on the GPU
 if [ -n "$CIFAR" ]; then
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
         dir=$(mktemp -d)
-        prep=$(dirname "$CIFAR")/prepare_cifar10.py
+        prep=$(dirname "$CIFAR")/prepare_cifar10.py  # it reads the tarball beside itself
         [ -f "$prep" ] || prep=../shared/data/prepare_cifar10.py
-        (cd "$(dirname "$CIFAR")" && $PY "$(realpath "$prep")" "$dir") || exit 1
+        $PY "$prep" "$dir" || exit 1
         CIFAR=$dir
     fi
-    timeout 240 $PY benchmarks/time_to_accuracy.py --device cuda --data-root "$CIFAR" \
-        --name time_to_accuracy_cuda --set train.tensorboard=false
+    stage "time to accuracy"
+    [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
+        --data-root "$CIFAR" --name time_to_accuracy_cuda --set train.tensorboard=false | grep -v "^ *[0-9]*%|"
+    if [ "$SWEEP" = "--sweep" ] && [ "$(left)" -gt 60 ]; then
+        stage "recipe sweep"
+        $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name recipe_sweep_cuda \
+            --variants-file benchmarks/sweeps/convnet4_sign_fast.txt --deadline $(( $(left) - 20 ))
+    fi
 fi
 
 # 3. the short table
+stage "summary"
 $PY - <<'PYEOF'
 import json, os, pathlib
 res = pathlib.Path(os.environ["FTPROP_RESULTS"])
 for name in ("step_time_cuda", "step_time_cuda_bf16_cl"):
     f = res / f"{name}.json"
     if f.is_file():
-        print(f"\n{name}: step time / ReLU step time (target <= 1.05)")
-        for r in json.loads(f.read_text())["rows"]:
-            print(f"  {r['model']:10s} {r['variant']:28s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
+        rows = json.loads(f.read_text())["rows"]
+        worst = max(rows, key=lambda r: r["ratio_to_relu"])
+        print(f"\n{name}: step time / ReLU step time (target <= 1.05); worst {worst['model']} {worst['variant']}")
+        for r in rows:
+            if "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
+                print(f"  {r['model']:10s} {r['variant']:30s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
 f = res / "time_to_accuracy_cuda.json"
 if f.is_file():
     d = json.loads(f.read_text())
     print(f"\ntime to {d['target_pct']:.1f}%: epoch {d['reached_epoch']} after {d['reached_after_s']} s; "
-          f"best {100 * d['best_test_acc']:.2f}% in {d['epochs']} epochs")
+          f"best {100 * d['best_test_acc']:.2f}% in {d['epochs']} epochs ({d['wall_s']} s)")
 PYEOF

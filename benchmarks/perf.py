@@ -133,9 +133,11 @@ def write(name: str, payload: dict, table: list[str], notes: list[str]) -> None:
 
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
     rows = []
     for model in args.models.split(","):
-        vs = variants(args.variants if model in ("mlp", "convnet4") else "quick")
+        kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
+        vs = variants(kind)
         x, y = batch(model, args.batch, 10, device, args.channels_last)
         built = []
         for label, kw in vs:
@@ -357,7 +359,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("step-time")
     s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
-    s.add_argument("--variants", default="all", choices=["all", "quick"], help="for mlp and convnet4")
+    s.add_argument("--variants", default="auto", choices=["auto", "all", "quick"],
+                   help="auto: all for mlp and convnet4, quick (6) for the larger models")
     s.add_argument("--batch", type=int, default=128)
     s.add_argument("--rounds", type=int, default=7)
     s.add_argument("--steps", type=int, default=3)

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ftprop.config import apply_overrides, load_config
-from ftprop.engine import train
-from ftprop.runs import environment
+from ftprop.engine import TrainingStopped, train
+from ftprop.runs import read_metrics
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
@@ -51,25 +51,31 @@ def main() -> None:
     name = args.name or f"time_to_accuracy_{cfg.name}"
     run_dir = Path("runs") / name
     t0 = time.perf_counter()
-    result = train(cfg, run_dir, resume=args.resume and (run_dir / "config.toml").is_file(), force=not args.resume)
+    stopped = None
+    try:
+        hist = train(cfg, run_dir, resume=args.resume and (run_dir / "config.toml").is_file(),
+                     force=not args.resume).history
+    except TrainingStopped as e:  # SIGTERM/SIGINT (e.g. a time limit): report the epochs done
+        hist, stopped = read_metrics(run_dir / "metrics.jsonl"), str(e)
+        if not hist:
+            raise SystemExit(f"{e}: no epoch finished, nothing to report") from None
     wall = time.perf_counter() - t0
-    hist = result.history
     elapsed, reached = 0.0, None
     for h in hist:
         elapsed += h["epoch_time_s"]
         h["elapsed_s"] = round(elapsed, 1)
         if reached is None and 100 * h["test_acc"] >= args.target:
             reached = h
-    env = environment(next(result.model.parameters()).device)
+    env = json.loads((run_dir / "environment.json").read_text())
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + " ".join(sys.argv),
                "config": args.config, "overrides": extra, "target_pct": args.target, "environment": env,
                "reached_epoch": reached["epoch"] if reached else None,
                "reached_after_s": reached["elapsed_s"] if reached else None,
                "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
-               "epochs": hist[-1]["epoch"], "wall_s": round(wall, 1), "history": hist}
+               "epochs": hist[-1]["epoch"], "stopped": stopped, "wall_s": round(wall, 1), "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
@@ -79,7 +85,8 @@ def main() -> None:
              f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
              f"- **reached: {when}**"
              f"; best {100 * payload['best_test_acc']:.2f}%, final {100 * payload['final_test_acc']:.2f}% "
-             f"after {payload['epochs']} epochs (the paper: 300 epochs)", "",
+             f"after {payload['epochs']} epochs (the paper: 300 epochs)"
+             + (f"; **stopped early**: {stopped}" if stopped else ""), "",
              "| epoch | lr | train acc (%) | test acc (%) | elapsed (s) |", "|---|---|---|---|---|"]
     for h in hist:
         lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} | "

@@ -38,7 +38,9 @@ class LayerLoss:
 
     ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
     for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
-    piecewise-constant phi takes only the values 0 and 1.
+    piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask). ``tanh_phi = (a, c)`` says that
+    phi(z) = c * (1 - tanh(a*z)^2): a unit then saves tanh(a*z) and its backward is one
+    fused ``tanh_backward`` kernel (g * (1 - y^2)) instead of four elementwise passes.
     """
 
     name: str
@@ -49,6 +51,7 @@ class LayerLoss:
     aliases: tuple[str, ...] = field(default=())
     note: str = ""
     phi: Callable[[Tensor], Tensor] | None = None
+    tanh_phi: tuple[float, float] | None = None  # (a, c) when phi(z) = c * (1 - tanh(a*z)^2)
 
     @property
     def piecewise_constant(self) -> bool:
@@ -90,7 +93,7 @@ _DEFS = [
         # at the kinks tz = +-1 the subgradient 1[|z| <= 1] is taken: it keeps the loss
         # symmetric and equals the reference code's SSTE rule everywhere
         grad=lambda z, t: -t * (z.abs() <= 1).to(z.dtype),
-        phi=lambda z: (z.abs() <= 1).to(z.dtype),
+        phi=lambda z: z.abs() <= 1,
         breakpoints=(-1.0, 1.0),
         note="weighted, this is the saturated STE (SSTE): g * 1[|z| <= 1]",
     ),
@@ -125,6 +128,7 @@ _DEFS = [
         value=lambda z, t: torch.tanh(-t * z) + 1,
         grad=lambda z, t: -t * (1 - torch.tanh(t * z) ** 2),
         phi=_sech2,
+        tanh_phi=(1.0, 1.0),
         note="the paper's FTP-SH: weighted, backward is g * (1 - tanh(z)^2); not convex",
     ),
     LayerLoss(
@@ -133,6 +137,7 @@ _DEFS = [
         value=lambda z, t: torch.sigmoid(-2 * t * z),
         grad=lambda z, t: -2 * t * torch.sigmoid(2 * t * z) * torch.sigmoid(-2 * t * z),
         phi=lambda z: 2 * torch.sigmoid(2 * z) * torch.sigmoid(-2 * z),
+        tanh_phi=(1.0, 0.5),
         note="half the soft hinge: weighted backward is 0.5 * g * (1 - tanh(z)^2)",
     ),
     LayerLoss(
@@ -141,6 +146,7 @@ _DEFS = [
         value=lambda z, t: LECUN_A * torch.tanh(-(2.0 / 3.0) * t * z) + 1,
         grad=lambda z, t: -t * (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * t * z).square()),
         phi=lambda z: (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * z).square()),
+        tanh_phi=(2.0 / 3.0, LECUN_A * 2.0 / 3.0),
         note="LeCun's scaled tanh (constant 1.7159; the reference code has 1.7519)",
     ),
     LayerLoss(

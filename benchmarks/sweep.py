@@ -1,0 +1,140 @@
+"""Run variants of a recipe side by side (one process each) and tabulate their accuracy.
+
+Each variant is a name and config overrides; every variant runs the recipe through
+``time_to_accuracy.py`` in its own process, so several share one GPU (or the CPU cores) at
+once. When ``--deadline`` seconds have passed, unfinished runs are stopped and reported with the
+epochs they completed, so a sweep always leaves a table.
+
+  python benchmarks/sweep.py --data-root DIR --device cuda --name recipe_sweep_cuda \\
+      --variant "base" --variant "lr2e-3: optim.lr=2e-3" --variant "seed1: train.seed=1"
+  python benchmarks/sweep.py --data-root DIR --variants-file benchmarks/sweeps/convnet4_sign_fast.txt
+
+Writes <results>/<name>.json and .md (results: $FTPROP_RESULTS or benchmarks/results); the
+runs go to runs/<name>/<variant>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'name: key=value key=value' (or just 'name', the recipe unchanged) -> (name, overrides)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise SystemExit(f"variant name {name!r}: use letters, digits, '.', '_' and '-' only")
+    overrides = rest.split()
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise SystemExit(f"variant {name!r}: overrides are key=value, got {bad}")
+    return name, overrides
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/recipes/cifar10_convnet4_sign_fast.toml")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--device", default=None)
+    p.add_argument("--variant", action="append", default=[], help="'name: key=value ...'")
+    p.add_argument("--variants-file", help="one variant per line ('#' starts a comment)")
+    p.add_argument("--jobs", type=int, default=0, help="runs at once (0: all)")
+    p.add_argument("--deadline", type=float, default=0, help="seconds; then stop what is still running")
+    p.add_argument("--name", default="recipe_sweep")
+    args = p.parse_args()
+    lines = list(args.variant)
+    if args.variants_file:
+        lines += [ln for ln in Path(args.variants_file).read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    if not lines:
+        raise SystemExit("no variants: give --variant or --variants-file")
+    variants = [parse_variant(v) for v in lines]
+    names = [n for n, _ in variants]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"variant names must differ: {names}")
+    runs = Path("runs") / args.name
+    runs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
+    jobs = args.jobs or len(variants)
+    pending, running, done = list(variants), {}, {}
+    t0 = time.time()
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, over = pending.pop(0)
+            cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
+                   "--data-root", args.data_root, "--name", f"{args.name}/{name}",
+                   "--set", "train.tensorboard=false"]
+            cmd += [a for o in over for a in ("--set", o)]
+            if args.device:
+                cmd += ["--device", args.device]
+            log = open(runs / f"{name}.log", "w")
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+        time.sleep(1)
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is not None:
+                done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
+                del running[name]
+        if args.deadline and time.time() - t0 > args.deadline:
+            for name, (proc, start) in running.items():
+                proc.kill()
+                proc.wait()
+                done[name] = {"returncode": "stopped at the deadline", "wall_s": round(time.time() - start, 1)}
+            for name, _ in pending:
+                done[name] = {"returncode": "not started before the deadline", "wall_s": 0}
+            running, pending = {}, []
+
+    rows = []
+    for name, over in variants:
+        hist = read_history(runs / name / "metrics.jsonl")
+        row = {"variant": name, "overrides": over, **done[name], "epochs_done": len(hist)}
+        if hist:
+            best = max(hist, key=lambda h: h["test_acc"])
+            row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],
+                       final_train_acc=hist[-1]["train_acc"],
+                       mean_epoch_s=round(sum(h["epoch_time_s"] for h in hist) / len(hist), 2),
+                       test_acc_by_epoch=[round(h["test_acc"], 4) for h in hist])
+        rows.append(row)
+    env_file = next(runs.glob("*/environment.json"), None)
+    payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": "python " + " ".join(sys.argv), "config": args.config, "jobs_at_once": jobs,
+               "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    e = payload["environment"] or {}
+    lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
+             f"- recipe: `{args.config}`; {jobs} runs at once, each in its own process",
+             f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
+             f"{e.get('cpu_count')} CPU cores", "",
+             "| variant | overrides | epochs | best test % (epoch) | final test % | final train % | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "best_test_acc" in r:
+            lines.append(f"| {r['variant']} | {' '.join(r['overrides']) or '(recipe)'} | {r['epochs_done']} | "
+                         f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
+                         f"{100 * r['final_train_acc']:.2f} | {r['mean_epoch_s']} |")
+        else:
+            lines.append(f"| {r['variant']} | {' '.join(r['overrides'])} | 0 | - | - | - | {r['returncode']} |")
+    lines += ["", "Epoch times are of runs sharing the device; compare them only within this table."]
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

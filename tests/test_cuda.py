@@ -1,0 +1,57 @@
+"""The CUDA paths: skipped where no GPU is visible (CI), run by benchmarks/gpu.sh on a GPU machine."""
+
+import pytest
+import torch
+
+from ftprop import LOSSES, Sign, Staircase, Step, build_model
+from ftprop.config import Config, apply_overrides
+from ftprop.engine import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def fwd_bwd(module, x, g):
+    x = x.clone().requires_grad_()
+    y = module(x)
+    y.backward(g)
+    return y.detach(), x.grad
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("weighted", [True, False])
+def test_units_on_gpu_match_cpu(name, weighted):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 33, generator=gen) * 2
+    x[0, :4] = torch.tensor([0.0, -0.0, 1.0, -1.0])  # sign(0) = -1 and the kinks
+    g = torch.randn(64, 33, generator=gen)
+    g[1, :5] = 0.0
+    for module in (Sign(name, weighted), Step(name, weighted), Staircase(3, name, weighted),
+                   Staircase(5, name, weighted, surrogate="per_step")):
+        y_cpu, d_cpu = fwd_bwd(module, x, g)
+        y_gpu, d_gpu = fwd_bwd(module, x.cuda(), g.cuda())
+        assert torch.equal(y_gpu.cpu(), y_cpu), module
+        torch.testing.assert_close(d_gpu.cpu(), d_cpu, rtol=1e-5, atol=1e-6, msg=str(module))
+
+
+@pytest.mark.parametrize("model", ["convnet4", "convnet8", "resnet18_cifar"])
+def test_bf16_channels_last_step_on_gpu(model):
+    torch.manual_seed(0)
+    m = build_model(model, num_classes=10, input_shape=(3, 32, 32), activation="sign").cuda()
+    m = m.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (16,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = m(x)
+    loss = torch.nn.functional.cross_entropy(out.float(), y)
+    loss.backward()
+    grads = [p.grad for p in m.parameters()]
+    assert torch.isfinite(loss) and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    assert any(gr.abs().sum() > 0 for gr in grads[:-2])  # the update reaches below the last layer
+
+
+def test_training_on_gpu_learns_digits(tmp_path):
+    cfg = apply_overrides(Config(name="gpu"), ["train.device=cuda", "train.epochs=5", "train.batch_size=64",
+                                               "train.tensorboard=false", "model.options.hidden=[128]"])
+    result = train(cfg, tmp_path / "run", log=None)
+    assert next(result.model.parameters()).is_cuda
+    assert result.history[-1]["test_acc"] > 0.85
