@@ -80,7 +80,7 @@ def main() -> None:
             name, over = pending.pop(0)
             cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
                    "--data-root", args.data_root, "--name", f"{args.name}/{name}",
-                   "--set", "train.tensorboard=false"]
+                   "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=10"]
             cmd += [a for o in over for a in ("--set", o)]
             if args.device:
                 cmd += ["--device", args.device]
