@@ -172,6 +172,61 @@ def cmd_step_time(args) -> None:
           table, notes)
 
 
+# ---- profile ---------------------------------------------------------------------------
+
+def _inside_aten_op(event) -> bool:
+    p = event.cpu_parent
+    while p is not None:
+        if p.name.startswith("aten::"):
+            return True
+        p = p.cpu_parent
+    return False
+
+
+def cmd_profile(args) -> None:
+    """Where a step's time goes: GPU kernel time vs wall time, kernels and top-level ops per step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    wanted = args.variants.split(",")
+    chosen = [v for v in variants("all") if v[0] in wanted]
+    if len(chosen) != len(wanted):
+        raise SystemExit(f"unknown variant among {wanted}; known: {[v[0] for v in variants('all')]}")
+    rows = []
+    for model in args.models.split(","):
+        x, y = batch(model, args.batch, 10, device, False)
+        for label, kw in chosen:
+            m = make(model, kw, 10, device, False)
+            opt = torch.optim.Adam(m.parameters(), 1e-4)
+            time_steps(m, opt, x, y, 3, False, device)  # warm-up (and cudnn's kernel choice)
+            wall = statistics.median(time_steps(m, opt, x, y, 1, False, device) for _ in range(args.steps))
+            with profile(activities=acts) as prof:
+                time_steps(m, opt, x, y, args.steps, False, device)
+            events = prof.events()
+            gpu = [e for e in events if e.device_type == DeviceType.CUDA]
+            ops = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")
+                   and not _inside_aten_op(e)]
+            rows.append({"model": model, "variant": label, "batch": args.batch, "wall_ms": 1e3 * wall,
+                         "gpu_busy_ms": sum(e.time_range.elapsed_us() for e in gpu) / 1e3 / args.steps,
+                         "kernels_per_step": len(gpu) / args.steps, "top_level_ops_per_step": len(ops) / args.steps})
+            r = rows[-1]
+            print(f"{model:10s} {label:28s} wall {r['wall_ms']:7.2f} ms  GPU busy {r['gpu_busy_ms']:7.2f} ms  "
+                  f"kernels {r['kernels_per_step']:6.0f}  ops {r['top_level_ops_per_step']:6.0f}", flush=True)
+    table = ["| model | activation / layer loss | wall step (ms) | GPU kernels busy (ms) | kernels / step | "
+             "top-level ops / step |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['model']} | {r['variant']} | {r['wall_ms']:.2f} | {r['gpu_busy_ms']:.2f} | "
+                     f"{r['kernels_per_step']:.0f} | {r['top_level_ops_per_step']:.0f} |")
+    notes = [f"Batch {args.batch}, Adam, float32, eager. Wall = median of {args.steps} synchronised single steps; "
+             "GPU busy = summed kernel time per step under torch.profiler. Wall well above GPU busy means the "
+             "step is bound by the host (Python and kernel launches), not by the GPU."]
+    write(args.name or f"profile_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+          table, notes)
+
+
 # ---- memory --------------------------------------------------------------------------
 
 class SavedBytes:
@@ -303,8 +358,9 @@ def cmd_compile(args) -> None:
         timed = model in args.speed_models.split(",")
         n = args.batch if timed else 4
         x, y = batch(model, n, 10, device, False)
-        for label, kw in variants("quick"):
-            same = gradients_match(model, kw, x, y, device)
+        chosen = [v for v in variants("all") if v[0] in args.variants.split(",")]
+        for label, kw in chosen:
+            same = gradients_match(model, kw, x, y, device) if args.check else None
             torch._dynamo.reset()
             comp = make(model, kw, 10, device, False)
             opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4))
@@ -331,11 +387,17 @@ def cmd_compile(args) -> None:
             torch._dynamo.reset()
     table = ["| model | activation / layer loss | batch | same loss and gradients as eager (float64) | "
              "compiled step runs (3 steps, finite) | compile time (s) | "
-             "eager step (ms) | compiled step (ms) | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+             "eager step (ms) | compiled step (ms) | speed-up | compiled / compiled ReLU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    relu_ms = {r["model"]: r["compiled_ms"] for r in rows if r["variant"] == "relu" and "compiled_ms" in r}
     for r in rows:
-        sp = (f"{r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | x{r['speedup']:.2f}" if "speedup" in r
-              else "- | - | -")
-        same, runs = ("yes" if r[k] else "**no**" for k in ("gradients_match", "compiled_step_finite"))
+        if r["model"] in relu_ms and "compiled_ms" in r:
+            r["compiled_vs_relu"] = r["compiled_ms"] / relu_ms[r["model"]]
+        sp = (f"{r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | x{r['speedup']:.2f} | "
+              + (f"{r['compiled_vs_relu']:.3f}" if "compiled_vs_relu" in r else "-")) if "speedup" in r \
+            else "- | - | - | -"
+        same, runs = ({True: "yes", False: "**no**", None: "not checked"}[r[k]]
+                      for k in ("gradients_match", "compiled_step_finite"))
         table.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {same} | {runs} | "
                      f"{r['compile_s']:.1f} | {sp} |")
     cold = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES") == "1"
@@ -370,6 +432,14 @@ def main() -> None:
     s.add_argument("--target", type=float, default=1.10)
     s.add_argument("--name")
     s.set_defaults(func=cmd_step_time)
+    s = sub.add_parser("profile")
+    s.add_argument("--models", default="convnet8")
+    s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
+    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--name")
+    s.set_defaults(func=cmd_profile)
     s = sub.add_parser("memory")
     s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
     s.add_argument("--batch", type=int, default=128)
@@ -377,6 +447,8 @@ def main() -> None:
     s = sub.add_parser("compile")
     s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18")
     s.add_argument("--speed-models", default="mlp,convnet4")
+    s.add_argument("--variants", default=",".join(label for label, _ in variants("quick")))
+    s.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 gradient check")
     s.add_argument("--batch", type=int, default=128)
     s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--steps", type=int, default=3)
