@@ -178,6 +178,30 @@ def test_torch_compile_cpu():
         torch.testing.assert_close(p.grad, w)
 
 
+def test_compiled_units_equal_eager_for_every_loss():
+    """One compiled network holding a unit of every loss (after a max-pool, whose fused kernel
+    once broke the uint8 view of masks on CUDA): same outputs and gradients as eager, in float64."""
+    torch.manual_seed(0)
+    units = [Sign(name) for name in sorted(LOSSES)]
+    units += [Staircase(3, "hinge"), Staircase(3, "ramp", surrogate="per_step")]
+    layers: list[nn.Module] = [nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2)]
+    for u in units:
+        layers += [u, nn.Conv2d(4, 4, 3, padding=1)]
+    model = nn.Sequential(*layers).double()
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    results = []
+    for m in (model, torch.compile(model)):
+        model.zero_grad()
+        out = m(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out_e, grads_e), (out_c, grads_c) = results
+    torch.testing.assert_close(out_c, out_e)
+    assert any(g.abs().sum() > 0 for g in grads_e[:2])  # the update reaches the first layer
+    for gc, ge in zip(grads_c, grads_e):
+        torch.testing.assert_close(gc, ge)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="steps >= 1"):
         Staircase(0)

@@ -246,8 +246,12 @@ def _sign_by_where(x: Tensor) -> Tensor:
 
 
 def _as_bytes(mask: Tensor) -> Tensor:
-    """A 0/1 tensor as uint8; a bool mask is reinterpreted in place (no copy)."""
-    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask.to(torch.uint8)
+    """A 0/1 tensor as uint8; a bool mask is reinterpreted in place (no copy) in eager mode.
+    Compiled graphs convert instead: inductor fuses the conversion into the kernel that makes
+    the mask, and its CUDA lowering of a bool -> uint8 view fails (torch 2.11)."""
+    if mask.dtype == torch.bool and not torch.compiler.is_compiling():
+        return mask.view(torch.uint8)
+    return mask.to(torch.uint8)
 
 
 class _HardThresholdFn(torch.autograd.Function):
