@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements, in one script for a CUDA machine with PyTorch installed and no internet:
-#   bash benchmarks/gpu.sh [CIFAR [--sweep]]     (from the repository root; under 8 minutes on one H200)
+#   bash benchmarks/gpu.sh [CIFAR [--sweep]]     (from the repository root; about 5 minutes on one H200, 8 with --sweep)
 # CIFAR: a folder holding cifar-10-batches-py/, or the cifar10-jpeg.tar.gz of ../shared/data (it
 # is converted with the prepare_cifar10.py beside it); without it the
 # time-to-accuracy runs are skipped. --sweep: afterwards, the recipe variants of
@@ -33,7 +33,15 @@ stage "step time, bf16 + channels-last"
 timeout 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
     --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
 
-# 2. time to accuracy of the fast CIFAR-10 recipe (30 epochs), alone on the GPU
+# 2. where the time goes (host-bound or GPU-bound), and torch.compile's step time against compiled ReLU
+stage "profile"
+timeout 90 $PY benchmarks/perf.py profile --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
+    --variants "relu,sign linear,sign soft_hinge,sign saturated_hinge" --name profile_cuda
+stage "torch.compile"
+timeout 150 $PY benchmarks/perf.py compile --device cuda --models convnet8 --speed-models convnet8 --batch 256 \
+    --variants "relu,sign soft_hinge,sign saturated_hinge" --no-check --rounds 5 --steps 5 --name compile_cuda
+
+# 3. time to accuracy of the fast CIFAR-10 recipe (30 epochs), alone on the GPU
 if [ -n "$CIFAR" ]; then
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
         dir=$(mktemp -d)
@@ -52,7 +60,7 @@ if [ -n "$CIFAR" ]; then
     fi
 fi
 
-# 3. the short table
+# 4. the short table
 stage "summary"
 $PY - <<'PYEOF'
 import json, os, pathlib
@@ -66,6 +74,13 @@ for name in ("step_time_cuda", "step_time_cuda_bf16_cl"):
         for r in rows:
             if "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
                 print(f"  {r['model']:10s} {r['variant']:30s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
+f = res / "compile_cuda.json"
+if f.is_file():
+    print("\ncompile_cuda: compiled step / compiled ReLU step")
+    for r in json.loads(f.read_text())["rows"]:
+        if "compiled_ms" in r:
+            print(f"  {r['model']:10s} {r['variant']:30s} {r['compiled_ms']:8.2f} ms  x{r.get('compiled_vs_relu', 0):.3f}"
+                  f"  (eager {r['eager_ms']:.2f} ms)")
 f = res / "time_to_accuracy_cuda.json"
 if f.is_file():
     d = json.loads(f.read_text())

@@ -145,15 +145,18 @@ def cmd_step_time(args) -> None:
             opt = torch.optim.Adam(m.parameters(), 1e-4)
             time_steps(m, opt, x, y, 2, args.bf16, device)  # warm-up
             built.append((label, m, opt))
+        # enough steps per timing window that the timer and one-off stalls stay small against it
+        _, m0, opt0 = built[0]
+        steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
         per_round: dict[str, list[float]] = {label: [] for label, _, _ in built}
         for r in range(args.rounds):
-            order = built[r % len(built):] + built[:r % len(built)]  # rotate: no variant always first
-            for label, m, opt in order:
-                per_round[label].append(time_steps(m, opt, x, y, args.steps, args.bf16, device))
+            first = r * len(built) // args.rounds  # rotate, spreading the starts over all variants
+            for label, m, opt in built[first:] + built[:first]:
+                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device))
         base = per_round["relu"]
         for label in per_round:
             ratios = [a / b for a, b in zip(per_round[label], base)]
-            rows.append({"model": model, "variant": label, "batch": args.batch,
+            rows.append({"model": model, "variant": label, "batch": args.batch, "steps_per_window": steps,
                          "median_ms": 1e3 * statistics.median(per_round[label]),
                          "ratio_to_relu": statistics.median(ratios), "ratios": ratios})
             print(f"{model:15s} {label:34s} {rows[-1]['median_ms']:9.2f} ms  x{rows[-1]['ratio_to_relu']:.3f}",
@@ -165,8 +168,10 @@ def cmd_step_time(args) -> None:
     for r in rows:
         ok = "base" if r["variant"] == "relu" else ("yes" if r["ratio_to_relu"] <= target else "**no**")
         table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | {ok} |")
-    notes = [f"Batch {args.batch}, Adam, {args.rounds} rounds x {args.steps} steps per variant, variants interleaved "
-             f"and rotated every round; ratio = median over rounds of (variant step / ReLU step of the same round). "
+    notes = [f"Batch {args.batch}, Adam, {args.rounds} rounds per variant of at least {args.steps} steps and "
+             f"{args.min_window:g} s each (steps per model in the JSON), variants interleaved and rotated every round; "
+             f"ratio = median over rounds of (variant step / ReLU step of the same round). saturated_relu (no ftprop "
+             f"code) shows the noise floor. "
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}."]
     write(args.name or f"step_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
@@ -425,7 +430,8 @@ def main() -> None:
                    help="auto: all for mlp and convnet4, quick (6) for the larger models")
     s.add_argument("--batch", type=int, default=128)
     s.add_argument("--rounds", type=int, default=7)
-    s.add_argument("--steps", type=int, default=3)
+    s.add_argument("--steps", type=int, default=3, help="at least this many steps per timing window")
+    s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
     s.add_argument("--device", default="cpu")
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")

@@ -42,6 +42,20 @@ def test_weighted_soft_hinge_is_tanh_derivative(xg):
     assert torch.all(got[g == 0] == 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tanh_losses_below_float64(dtype):
+    """Below float64 the CPU computes tanh as 2 * sigmoid(2z) - 1 (faster there): same update
+    to float32 (bfloat16) precision."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 50, generator=gen) * 3
+    g = torch.randn(64, 50, generator=gen)
+    tol = {torch.float32: 1e-6, torch.bfloat16: 2e-2}[dtype]
+    for name, a, c in (("soft_hinge", 1.0, 1.0), ("sigmoid", 1.0, 0.5), ("lecun_tanh", 2 / 3, 1.7159 * 2 / 3)):
+        got = grad_through(Sign(name), x.to(dtype), g.to(dtype)).double()
+        want = g.double() * c * (1 - torch.tanh(a * x.double()) ** 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=tol * g.abs().max().item(), msg=name)
+
+
 def test_weighted_saturated_hinge_is_sste(xg):
     x, g = xg
     x[1, :4] = torch.tensor([1.0, -1.0, 1.0, -1.0])  # the kinks: the subgradient is the SSTE's 1[|x| <= 1]

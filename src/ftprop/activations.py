@@ -176,8 +176,7 @@ class ThresholdUnit:
         if mode == "none":
             return None
         if mode == "tanh":
-            a = self.loss.tanh_phi[0]
-            return self._over_steps(lambda z: torch.tanh(z if a == 1.0 else a * z), x)
+            return self._over_steps(lambda z: _tanh(z, self.loss.tanh_phi[0]), x)
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
@@ -185,10 +184,13 @@ class ThresholdUnit:
         if mode == "input":
             return x
         # code = #{b < x} + #{b <= x}: 2j strictly inside the j-th interval, 2j + 1 on breakpoint j
-        bps = _constant(self.breakpoints, x)
-        code = torch.bucketize(x, bps, out_int32=True)
-        code += torch.bucketize(x, bps, out_int32=True, right=True)
-        return code.to(torch.uint8)
+        # (bool masks summed as bytes: bucketize and bool -> int conversions are far slower on CPU)
+        code = _as_bytes(x > self.breakpoints[0])
+        code = code + _as_bytes(x >= self.breakpoints[0])
+        for b in self.breakpoints[1:]:
+            code += _as_bytes(x > b)
+            code += _as_bytes(x >= b)
+        return code
 
     def backward(self, saved: Tensor | None, g: Tensor, batch: int) -> Tensor:
         """The FTPROP-MB update passed to the layer below, from the incoming gradient g.
@@ -219,8 +221,10 @@ class ThresholdUnit:
         # code: t = -1 where g > 0 and t = +1 where g < 0, so |g| * dL/dz(t, code) is g times the entry
         # of signed_table at [g < 0, code] (the t = +1 row negated), and 0 where g = 0
         width = len(self.signed_table) // 2
-        idx = (g < 0).to(torch.int64).mul_(width).add_(saved)
-        d = _constant(self.signed_table, g)[idx]
+        idx = torch.empty(g.shape, dtype=torch.int32, device=g.device)
+        torch.lt(g, 0, out=idx)  # straight to int32: a bool -> int conversion is slow on CPU
+        idx.mul_(width).add_(saved)
+        d = torch.index_select(_constant(self.signed_table, g), 0, idx.view(-1)).view(g.shape)
         return g * d if self.weighted else torch.sign(g).mul_(d).div_(batch)
 
 
@@ -236,6 +240,14 @@ def _constant(values: float | tuple[float, ...], like: Tensor) -> Tensor:
     if t is None:
         t = _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
     return t
+
+
+def _tanh(z: Tensor, a: float) -> Tensor:
+    """tanh(a*z). On CPU, below float64, as 2 * sigmoid(2a*z) - 1 in place: 3x faster there than
+    torch.tanh, and within 2e-7 of it (so 1 - y^2 is within 4e-7)."""
+    if z.device.type == "cpu" and z.dtype != torch.float64 and not torch.compiler.is_compiling():
+        return (z * (2.0 * a)).sigmoid_().mul_(2).sub_(1)
+    return torch.tanh(z if a == 1.0 else a * z)
 
 
 def _sign_by_where(x: Tensor) -> Tensor:
