@@ -177,6 +177,47 @@ def cmd_step_time(args) -> None:
           table, notes)
 
 
+# ---- unit time -------------------------------------------------------------------------
+
+def cmd_unit_time(args) -> None:
+    """Forward and backward time of one activation module on one tensor, against ReLU's."""
+    from ftprop import make_activation
+
+    device = torch.device(args.device)
+    shape = tuple(int(v) for v in args.shape.split("x"))
+    x0 = torch.randn(*shape, device=device)
+    g0 = torch.randn(*shape, device=device)
+    chosen = [(label, make_activation(kw["activation"], **{k: v for k, v in kw.items() if k != "activation"}))
+              for label, kw in variants(args.variants)]
+    times = {label: ([], []) for label, _ in chosen}
+    for r in range(args.rounds):
+        for label, mod in chosen[r % len(chosen):] + chosen[:r % len(chosen)]:
+            x = x0.clone().requires_grad_()
+            sync(device)
+            t0 = time.perf_counter()
+            y = mod(x)
+            sync(device)
+            t1 = time.perf_counter()
+            y.backward(g0)
+            sync(device)
+            times[label][0].append(t1 - t0)
+            times[label][1].append(time.perf_counter() - t1)
+    rows = []
+    for label, (fw, bw) in times.items():
+        rows.append({"variant": label, "shape": list(shape), "forward_ms": 1e3 * statistics.median(fw),
+                     "backward_ms": 1e3 * statistics.median(bw)})
+    base = rows[0]["forward_ms"] + rows[0]["backward_ms"]
+    table = ["| activation / layer loss | forward (ms) | backward (ms) | total / ReLU's |", "|---|---|---|---|"]
+    for r in rows:
+        r["ratio_to_relu"] = (r["forward_ms"] + r["backward_ms"]) / base
+        table.append(f"| {r['variant']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | {r['ratio_to_relu']:.2f} |")
+    notes = [f"One module on a {args.shape} float32 tensor (fresh copy each time, so allocation is included), "
+             f"medians of {args.rounds} interleaved rounds. This is the units' own cost; in a network it is diluted by "
+             "the convolutions and matrix products (see step-time)."]
+    write(args.name or f"unit_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+          table, notes)
+
+
 # ---- profile ---------------------------------------------------------------------------
 
 def _inside_aten_op(event) -> bool:
@@ -438,6 +479,13 @@ def main() -> None:
     s.add_argument("--target", type=float, default=1.10)
     s.add_argument("--name")
     s.set_defaults(func=cmd_step_time)
+    s = sub.add_parser("unit-time")
+    s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")
+    s.add_argument("--variants", default="all", choices=["all", "quick"])
+    s.add_argument("--rounds", type=int, default=30)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--name")
+    s.set_defaults(func=cmd_unit_time)
     s = sub.add_parser("profile")
     s.add_argument("--models", default="convnet8")
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")

@@ -205,7 +205,7 @@ class ThresholdUnit:
             if not self.weighted:
                 g, c = torch.sign(g), c / batch
             out = torch.ops.aten.tanh_backward(g, saved)  # g * (1 - y^2) in one pass
-            return out * c if c != 1.0 else out
+            return out.mul_(c) if c != 1.0 else out
         if mode in ("none", "phi", "count"):
             scale = self.count_scale if mode == "count" else 1.0
             if self.weighted:
