@@ -54,6 +54,9 @@ def test_tanh_losses_below_float64(dtype):
         got = grad_through(Sign(name), x.to(dtype), g.to(dtype)).double()
         want = g.double() * c * (1 - torch.tanh(a * x.double()) ** 2)
         torch.testing.assert_close(got, want, rtol=0, atol=tol * g.abs().max().item(), msg=name)
+        got = grad_through(Staircase(3, name), x.to(dtype), g.to(dtype)).double()  # at 2x - 1
+        want = g.double() * c * (1 - torch.tanh(a * (2 * x.double() - 1)) ** 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=2 * tol * g.abs().max().item(), msg=f"staircase {name}")
 
 
 def test_weighted_saturated_hinge_is_sste(xg):

@@ -175,8 +175,9 @@ class ThresholdUnit:
         mode = self.saving
         if mode == "none":
             return None
-        if mode == "tanh":
-            return self._over_steps(lambda z: _tanh(z, self.loss.tanh_phi[0]), x)
+        if mode == "tanh":  # one evaluation: of x itself, or of 2x - 1 for the staircase's single surrogate
+            a = self.loss.tanh_phi[0]
+            return _tanh(x, 2.0 * a, a) if self.kind == "staircase" and self.steps > 1 else _tanh(x, a)
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
@@ -242,12 +243,16 @@ def _constant(values: float | tuple[float, ...], like: Tensor) -> Tensor:
     return t
 
 
-def _tanh(z: Tensor, a: float) -> Tensor:
-    """tanh(a*z). On CPU, below float64, as 2 * sigmoid(2a*z) - 1 in place: 3x faster there than
-    torch.tanh, and within 2e-7 of it (so 1 - y^2 is within 4e-7)."""
-    if z.device.type == "cpu" and z.dtype != torch.float64 and not torch.compiler.is_compiling():
-        return (z * (2.0 * a)).sigmoid_().mul_(2).sub_(1)
-    return torch.tanh(z if a == 1.0 else a * z)
+def _tanh(x: Tensor, a: float, b: float = 0.0) -> Tensor:
+    """tanh(a*x - b) in one new tensor. On CPU, below float64, as 2 * sigmoid(2(a*x - b)) - 1 in
+    place: 3x faster there than torch.tanh, and within 2e-7 of it (so 1 - y^2 is within 4e-7)."""
+    if x.device.type == "cpu" and x.dtype != torch.float64 and not torch.compiler.is_compiling():
+        u = torch.mul(x, 2.0 * a)
+        return (u.sub_(2.0 * b) if b else u).sigmoid_().mul_(2).sub_(1)
+    if a == 1.0 and not b:
+        return torch.tanh(x)
+    u = torch.mul(x, a)
+    return (u.sub_(b) if b else u).tanh_()
 
 
 def _sign_by_where(x: Tensor) -> Tensor:
