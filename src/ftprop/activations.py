@@ -178,6 +178,14 @@ class ThresholdUnit:
         if mode == "tanh":  # one evaluation: of x itself, or of 2x - 1 for the staircase's single surrogate
             a = self.loss.tanh_phi[0]
             return _tanh(x, 2.0 * a, a) if self.kind == "staircase" and self.steps > 1 else _tanh(x, a)
+        if mode == "phi" and self.loss.tanh_phi is not None:  # per-step staircase of a tanh-based loss
+            a, c = self.loss.tanh_phi
+            out = None
+            for theta in self.thresholds:  # 1 - tanh(u)^2 = 4 s (1 - s), s = sigmoid(2u): in place, per step
+                s = torch.sub(x, theta).mul_(2.0 * a).sigmoid_()
+                s.addcmul_(s, s, value=-1.0)
+                out = s if out is None else out.add_(s)
+            return out.mul_(4.0 * c / self.steps)
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
