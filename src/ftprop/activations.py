@@ -58,7 +58,7 @@ class ThresholdUnit:
     def __post_init__(self) -> None:
         # Derived constants, computed once here (functools.cached_property takes a lock that
         # torch.compile cannot trace on Python 3.11).
-        for name in ("thresholds", "breakpoints", "saving", "count_scale", "code_table", "signed_table"):
+        for name in ("thresholds", "breakpoints", "saving", "count_scale", "signed_table"):
             object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
 
     # ---- forward -------------------------------------------------------------------
@@ -143,8 +143,9 @@ class ThresholdUnit:
         per_step = self.kind == "staircase" and self.steps > 1 and self.surrogate == "per_step"
         return 1.0 / self.steps if per_step else 1.0
 
-    def _compute_code_table(self) -> tuple[tuple[float, ...], ...] | None:
-        """dL/dz per (t + 1, region code), evaluated once at a representative point."""
+    def _compute_signed_table(self) -> tuple[float, ...] | None:
+        """dL/dz(t = -1, code) for every region code, then -dL/dz(t = +1, code), each evaluated
+        once at a representative point of the region (see :meth:`backward`)."""
         bps = self.breakpoints
         if bps is None:
             return None
@@ -162,13 +163,8 @@ class ThresholdUnit:
             else:
                 reps.append((bps[j - 1] + bps[j]) / 2)
         x = torch.tensor(reps, dtype=torch.float64)
-        return tuple(tuple(self.loss_grad(x, torch.full_like(x, t)).tolist()) for t in (-1.0, 0.0, 1.0))
-
-    def _compute_signed_table(self) -> tuple[float, ...] | None:
-        """dL/dz(t = -1, code) for every code, then -dL/dz(t = +1, code): see :meth:`backward`."""
-        if self.code_table is None:
-            return None
-        return self.code_table[0] + tuple(-v for v in self.code_table[2])
+        grad = (self.loss_grad(x, torch.full_like(x, t)).tolist() for t in (-1.0, 1.0))
+        return tuple(next(grad)) + tuple(-v for v in next(grad))
 
     def save(self, x: Tensor) -> Tensor | None:
         """What the backward pass keeps of x (see :attr:`saving`)."""

@@ -38,9 +38,9 @@ class LayerLoss:
 
     ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
     for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
-    piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask). ``tanh_phi = (a, c)`` says that
-    phi(z) = c * (1 - tanh(a*z)^2): a unit then saves tanh(a*z) and its backward is one
-    fused ``tanh_backward`` kernel (g * (1 - y^2)) instead of four elementwise passes.
+    piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask).
+    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit then saves
+    tanh(a*z) and its backward is one fused ``tanh_backward`` kernel (g * (1 - y^2)).
     """
 
     name: str
