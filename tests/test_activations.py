@@ -195,7 +195,9 @@ def test_torch_compile_cpu():
         torch.testing.assert_close(p.grad, w)
 
 
-def test_compiled_units_equal_eager_for_every_loss():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_compiled_units_equal_eager_for_every_loss(device):
     """One compiled network holding a unit of every loss (after a max-pool, whose fused kernel
     once broke the uint8 view of masks on CUDA): same outputs and gradients as eager, in float64."""
     torch.manual_seed(0)
@@ -204,8 +206,8 @@ def test_compiled_units_equal_eager_for_every_loss():
     layers: list[nn.Module] = [nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2)]
     for u in units:
         layers += [u, nn.Conv2d(4, 4, 3, padding=1)]
-    model = nn.Sequential(*layers).double()
-    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    model = nn.Sequential(*layers).double().to(device)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64, device=device)
     results = []
     for m in (model, torch.compile(model)):
         model.zero_grad()
