@@ -6,44 +6,71 @@
 # time-to-accuracy runs are skipped. --sweep: afterwards, the recipe variants of
 # benchmarks/sweeps/convnet4_sign_fast.txt side by side, until the time budget is spent.
 # Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
-# and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script.
+# and a short table at the end. GPU_BUDGET_S (default 480) bounds the time-to-accuracy and sweep
+# stages. GPU_STAGES picks stages (default "tests step bf16 graph profile compile tta"; add
+# "sweep", or pass --sweep); SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
 mkdir -p "$FTPROP_RESULTS"
 PY=${PYTHON:-python3}
 CIFAR=${1:-}
-SWEEP=${2:-}
+SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
+SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
+STAGES=${GPU_STAGES:-tests step bf16 graph profile compile tta}
+[ "${2:-}" = "--sweep" ] && STAGES="$STAGES sweep"
 BUDGET=${GPU_BUDGET_S:-480}
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 left() { echo $((BUDGET - SECONDS)); }
 stage() { echo; echo "=== $1 (at ${SECONDS}s of ${BUDGET}s)"; }
 
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+
 # 0. the CUDA paths are correct (tests/test_cuda.py is skipped on machines without a GPU)
-stage "CUDA tests"
-timeout 90 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-    "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss" 2>&1 | tail -3
+if want tests; then
+    stage "CUDA tests"
+    timeout 90 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss" 2>&1 | tail -3
+fi
 
-# 1. step time of hard-threshold training / ReLU training (target <= 1.05): fp32 with every layer
-#    loss, then bf16 autocast + channels-last with the 6 main variants
-stage "step time, fp32"
-timeout 150 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
-    --variants all --rounds 5 --steps 4 --target 1.05 --name step_time_cuda
-stage "step time, bf16 + channels-last"
-timeout 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
-    --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
+# 1. step time of hard-threshold training / ReLU training (target <= 1.05): eager fp32 with every
+#    layer loss; eager bf16 autocast + channels-last with the 6 main variants; and every step
+#    replayed from a CUDA graph (the GPU's work alone, without the host's)
+if want step; then
+    stage "step time, fp32"
+    timeout 150 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+        --variants all --rounds 5 --steps 4 --target 1.05 --name step_time_cuda
+fi
+if want bf16; then
+    stage "step time, bf16 + channels-last"
+    timeout 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+        --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
+fi
+if want graph; then
+    stage "step time, CUDA graphs"
+    timeout 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+        --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --name step_time_cuda_graph
+fi
 
-# 2. where the time goes (host-bound or GPU-bound), and torch.compile's step time against compiled ReLU
-stage "profile"
-timeout 90 $PY benchmarks/perf.py profile --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
-    --variants "relu,sign linear,sign soft_hinge,sign saturated_hinge" --name profile_cuda
-stage "torch.compile"
-timeout 150 $PY benchmarks/perf.py compile --device cuda --models convnet8 --speed-models convnet8 --batch 256 \
-    --variants "relu,sign soft_hinge,sign saturated_hinge" --no-check --rounds 5 --steps 5 --name compile_cuda
+# 2. where the time goes (host-bound or GPU-bound), and torch.compile with CUDA graphs
+#    (mode reduce-overhead: fused unit kernels and no host work per step) against compiled ReLU
+if want profile; then
+    stage "profile"
+    timeout 90 $PY benchmarks/perf.py profile --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
+        --variants "relu,sign linear,sign soft_hinge,sign saturated_hinge" --name profile_cuda
+fi
+if want compile; then
+    for model in convnet8 resnet18; do
+        stage "torch.compile, $model"
+        timeout 150 $PY benchmarks/perf.py compile --device cuda --models $model --speed-models $model \
+            --batch 256 --variants "relu,sign soft_hinge,sign saturated_hinge,sign hinge,staircase3 soft_hinge" \
+            --mode reduce-overhead --no-check --rounds 5 --steps 5 --name compile_cuda_$model
+    done
+fi
 
 # 3. time to accuracy of the fast CIFAR-10 recipe (30 epochs), alone on the GPU
-if [ -n "$CIFAR" ]; then
+if [ -n "$CIFAR" ] && { want tta || want sweep; }; then
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
         dir=$(mktemp -d)
         prep=$(dirname "$CIFAR")/prepare_cifar10.py  # it reads the tarball beside itself
@@ -51,13 +78,12 @@ if [ -n "$CIFAR" ]; then
         $PY "$prep" "$dir" || exit 1
         CIFAR=$dir
     fi
-    stage "time to accuracy"
-    [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
+    want tta && stage "time to accuracy" && [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
         --data-root "$CIFAR" --name time_to_accuracy_cuda --set train.tensorboard=false | grep -v "^ *[0-9]*%|"
-    if [ "$SWEEP" = "--sweep" ] && [ "$(left)" -gt 60 ]; then
+    if want sweep && [ "$(left)" -gt 60 ]; then
         stage "recipe sweep"
-        $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name recipe_sweep_cuda \
-            --variants-file benchmarks/sweeps/convnet4_sign_fast.txt --deadline $(( $(left) - 20 ))
+        $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name "$SWEEP_NAME" \
+            --variants-file "$SWEEP_FILE" --deadline $(( $(left) - 20 ))
     fi
 fi
 
@@ -66,7 +92,7 @@ stage "summary"
 $PY - <<'PYEOF'
 import json, os, pathlib
 res = pathlib.Path(os.environ["FTPROP_RESULTS"])
-for name in ("step_time_cuda", "step_time_cuda_bf16_cl"):
+for name in ("step_time_cuda", "step_time_cuda_bf16_cl", "step_time_cuda_graph"):
     f = res / f"{name}.json"
     if f.is_file():
         rows = json.loads(f.read_text())["rows"]
@@ -75,9 +101,8 @@ for name in ("step_time_cuda", "step_time_cuda_bf16_cl"):
         for r in rows:
             if "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
                 print(f"  {r['model']:10s} {r['variant']:30s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
-f = res / "compile_cuda.json"
-if f.is_file():
-    print("\ncompile_cuda: compiled step / compiled ReLU step")
+for f in sorted(res.glob("compile_cuda_*.json")):
+    print(f"\n{f.stem}: compiled step / compiled ReLU step")
     for r in json.loads(f.read_text())["rows"]:
         if "compiled_ms" in r:
             print(f"  {r['model']:10s} {r['variant']:30s} {r['compiled_ms']:8.2f} ms  x{r.get('compiled_vs_relu', 0):.3f}"

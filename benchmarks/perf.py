@@ -96,6 +96,11 @@ def sync(device) -> None:
 
 
 def train_step(model, opt, x, y, bf16: bool) -> torch.Tensor:
+    if isinstance(model, GraphedStep):
+        model.graph.replay()
+        return model.loss
+    if isinstance(model, CompiledStep) and model.cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x)
     loss = F.cross_entropy(out.float(), y)
@@ -103,6 +108,29 @@ def train_step(model, opt, x, y, bf16: bool) -> torch.Tensor:
     loss.backward()
     model.step() if isinstance(model, CompiledStep) else opt.step()
     return loss
+
+
+class GraphedStep:
+    """A whole training step (forward, backward, Adam update) captured once in a CUDA graph and
+    replayed: no Python and no kernel launches per step, so a step costs the GPU's work alone.
+    This is how host-bound training is run fast (PyTorch's whole-network capture); the optimiser
+    must be made with capturable=True."""
+
+    def __init__(self, model: nn.Module, opt, x, y, bf16: bool) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (cudnn's kernel choice, the units' cached constants)
+            for _ in range(3):
+                train_step(model, opt, x, y, bf16)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)  # backward inside the capture then writes (not adds) the gradients
+        with torch.cuda.graph(self.graph):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                out = model(x)
+            self.loss = F.cross_entropy(out.float(), y)
+            self.loss.backward()
+            opt.step()
 
 
 def time_steps(model, opt, x, y, steps: int, bf16: bool, device) -> float:
@@ -133,6 +161,8 @@ def write(name: str, payload: dict, table: list[str], notes: list[str]) -> None:
 
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        raise SystemExit("--cuda-graph replays CUDA graphs: it needs --device cuda")
     torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
     rows = []
     for model in args.models.split(","):
@@ -142,7 +172,9 @@ def cmd_step_time(args) -> None:
         built = []
         for label, kw in vs:
             m = make(model, kw, 10, device, args.channels_last)
-            opt = torch.optim.Adam(m.parameters(), 1e-4)
+            opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
+            if args.cuda_graph:
+                m = GraphedStep(m, opt, x, y, args.bf16)
             time_steps(m, opt, x, y, 2, args.bf16, device)  # warm-up
             built.append((label, m, opt))
         # enough steps per timing window that the timer and one-off stalls stay small against it
@@ -172,7 +204,9 @@ def cmd_step_time(args) -> None:
              f"{args.min_window:g} s each (steps per model in the JSON), variants interleaved and rotated every round; "
              f"ratio = median over rounds of (variant step / ReLU step of the same round). saturated_relu (no ftprop "
              f"code) shows the noise floor. "
-             f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}."]
+             f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
+             + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
+                "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
     write(args.name or f"step_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 
@@ -368,10 +402,11 @@ class CompiledStep(nn.Module):
     """The model compiled (forward + backward graphs) with its optimiser's update compiled too,
     as the engine does with train.compile; train_step calls the compiled update."""
 
-    def __init__(self, model: nn.Module, opt) -> None:
+    def __init__(self, model: nn.Module, opt, mode: str | None = None) -> None:
         super().__init__()
-        self.model = torch.compile(model)
-        self.step = torch.compile(opt.step)
+        self.model = torch.compile(model, mode=mode)
+        self.step = torch.compile(opt.step, mode=mode)
+        self.cudagraphs = mode == "reduce-overhead"
 
     def forward(self, x):
         return self.model(x)
@@ -409,8 +444,10 @@ def cmd_compile(args) -> None:
             same = gradients_match(model, kw, x, y, device) if args.check else None
             torch._dynamo.reset()
             comp = make(model, kw, 10, device, False)
-            opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4))
-            cmodel = CompiledStep(comp, opt_c)
+            graphs = args.mode == "reduce-overhead" and device.type == "cuda"
+            opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4, device=device if graphs else "cpu"),
+                                     capturable=graphs)
+            cmodel = CompiledStep(comp, opt_c, args.mode)
             t0 = time.perf_counter()
             lc = [train_step(cmodel, opt_c, x, y, False).item()]
             compile_s = time.perf_counter() - t0
@@ -447,8 +484,8 @@ def cmd_compile(args) -> None:
         table.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {same} | {runs} | "
                      f"{r['compile_s']:.1f} | {sp} |")
     cold = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES") == "1"
-    notes = ["torch.compile (default inductor backend) of the model (forward and backward graphs) and of the "
-             "Adam update (with a tensor learning rate, as the engine's train.compile does). "
+    notes = [f"torch.compile (inductor, mode {args.mode or 'default'}) of the model (forward and backward graphs) "
+             "and of the Adam update (with a tensor learning rate, as the engine's train.compile does). "
              "Correctness: one forward + backward in float64 from the same weights and dropout masks (inductor's "
              "fallback_random) gives the eager loss (1e-9 relative) and gradients (1e-6 relative); in float32 a "
              "network of threshold units is chaotic (rounding that differs between kernels puts a pre-activation on "
@@ -477,6 +514,7 @@ def main() -> None:
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--target", type=float, default=1.10)
+    s.add_argument("--cuda-graph", action="store_true", help="replay each whole step from a CUDA graph")
     s.add_argument("--name")
     s.set_defaults(func=cmd_step_time)
     s = sub.add_parser("unit-time")
@@ -507,6 +545,8 @@ def main() -> None:
     s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--steps", type=int, default=3)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode; reduce-overhead replays CUDA graphs")
     s.add_argument("--name")
     s.set_defaults(func=cmd_compile)
     args = p.parse_args()

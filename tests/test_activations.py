@@ -140,10 +140,13 @@ def test_staircase_surrogates(xg):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("shape", [(7, 5), (4, 3, 6, 6), (9,)])
-@pytest.mark.parametrize("name", ["soft_hinge", "saturated_hinge", "linear"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_shapes_and_dtypes(dtype, shape, name):
+    """Output and update keep x's shape and dtype, for every saving mode (the backward returns
+    what it computes from g and the saved tensor without a final cast)."""
     x = torch.randn(shape).to(dtype).requires_grad_()
-    for module in (Sign(name), Staircase(3, name)):
+    for module in (Sign(name), Sign(name, weighted=False), Staircase(3, name),
+                   Staircase(3, name, surrogate="per_step")):
         y = module(x)
         assert y.shape == x.shape and y.dtype == dtype
         (gx,) = torch.autograd.grad(y.sum(), x)
