@@ -182,7 +182,7 @@ def test_autocast_bf16_cpu():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_torch_compile_cpu():
+def test_torch_compile_cpu(cpu_inductor):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 12), Sign("sste"), nn.Linear(12, 12), Staircase(3), nn.Linear(12, 3))
     x = torch.randn(10, 6)
@@ -200,9 +200,11 @@ def test_torch_compile_cpu():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
-def test_compiled_units_equal_eager_for_every_loss(device):
+def test_compiled_units_equal_eager_for_every_loss(device, request):
     """One compiled network holding a unit of every loss (after a max-pool, whose fused kernel
     once broke the uint8 view of masks on CUDA): same outputs and gradients as eager, in float64."""
+    if device == "cpu":
+        request.getfixturevalue("cpu_inductor")
     torch.manual_seed(0)
     units = [Sign(name) for name in sorted(LOSSES)]
     units += [Staircase(3, "hinge"), Staircase(3, "ramp", surrogate="per_step")]

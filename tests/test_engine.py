@@ -255,7 +255,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compiled_training_step_matches_eager(tmp_path):
+def test_compiled_training_step_matches_eager(tmp_path, cpu_inductor):
     """train.compile compiles the model and the optimiser update; same learning as eager."""
     eager = train(small_config(epochs=2), save=False, log=None)
     compiled = train(small_config("train.compile=true", epochs=2), tmp_path / "c", log=None)
