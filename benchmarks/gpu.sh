@@ -38,7 +38,7 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 if want tests; then
     stage "CUDA tests"
     # (the CPU side of the compiled test runs in CI; -rfEs names what failed or skipped)
-    within 150 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py \
+    within 200 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py \
         "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss[cuda]" 2>&1 | tail -8
 fi
 

@@ -164,6 +164,10 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["lr=1"])
     with pytest.raises(ConfigError, match="milestones"):
         apply_overrides(Config(), ["schedule.name=multistep"])
+    with pytest.raises(ConfigError, match="Did you mean 'reduce-overhead'"):
+        apply_overrides(Config(), ["train.compile=true", "train.compile_mode=reduce_overhead"])
+    with pytest.raises(ConfigError, match="needs train.compile = true"):
+        apply_overrides(Config(), ["train.compile_mode=max-autotune"])
 
 
 def test_impossible_combinations_refused_before_anything_runs(tmp_path):
@@ -212,6 +216,8 @@ def test_run_directory_contents_and_evaluate(tmp_path, capsys):
     assert result["acc"] == pytest.approx(rows[-1]["test_acc"])
     assert main(["train", "--out", str(out), "--epochs", "1"]) == 1  # a clear error, not a traceback
     assert "--force" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--compile-mode", "reduce-overhead"]) == 2  # usage
+    assert "needs train.compile = true" in capsys.readouterr().err
 
 
 def test_report_table_and_plot_hold_the_numbers(tmp_path):
@@ -255,14 +261,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compiled_training_step_matches_eager(tmp_path, cpu_inductor):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])  # on a CPU the latter has no CUDA graphs
+def test_compiled_training_step_matches_eager(tmp_path, cpu_inductor, mode):
     """train.compile compiles the model and the optimiser update; same learning as eager."""
     eager = train(small_config(epochs=2), save=False, log=None)
-    compiled = train(small_config("train.compile=true", epochs=2), tmp_path / "c", log=None)
+    opts = ["train.compile=true", f"train.compile_mode={mode}"]
+    compiled = train(small_config(*opts, epochs=2), tmp_path / "c", log=None)
     for a, b in zip(eager.history, compiled.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
-    resumed = train(small_config("train.compile=true", epochs=3), tmp_path / "c", resume=True, log=None)
+    resumed = train(small_config(*opts, epochs=3), tmp_path / "c", resume=True, log=None)
     assert len(resumed.history) == 3  # the tensor learning rate survives the checkpoint
 
 

@@ -42,7 +42,7 @@ _FLAGS = {
     "batch_size": "train.batch_size", "lr": "optim.lr", "optimizer": "optim.name", "weight_decay": "optim.weight_decay",
     "momentum": "optim.momentum", "schedule": "schedule.name", "milestones": "schedule.milestones",
     "seed": "train.seed", "device": "train.device", "bf16": "train.bf16", "channels_last": "train.channels_last",
-    "compile": "train.compile", "eval_train": "train.eval_train", "name": "name",
+    "compile": "train.compile", "compile_mode": "train.compile_mode", "eval_train": "train.eval_train", "name": "name",
 }
 
 
@@ -76,7 +76,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu, cuda")
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     g.add_argument("--channels-last", action="store_true", default=None)
-    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training step (model and optimiser update)")
+    g.add_argument("--compile-mode", help="with --compile: default, reduce-overhead (CUDA graphs on a GPU), "
+                   "max-autotune, max-autotune-no-cudagraphs")
     g.add_argument("--eval-train", action="store_true", default=None,
                    help="also evaluate the training set each epoch (exact generalisation gap)")
 

@@ -26,6 +26,8 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
+# torch.compile modes; reduce-overhead and max-autotune also replay CUDA graphs on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (CUDA; allowed on CPU)
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode (with compile = true); see COMPILE_MODES
     eval_train: bool = False  # also evaluate the training set in eval mode every epoch (exact gap)
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     tensorboard: bool = True  # when the tensorboard package is installed
@@ -229,6 +232,9 @@ def validate(cfg: Config) -> None:
     _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
     _one_of("train.device", cfg.train.device, DEVICES)
+    _one_of("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
+    if cfg.train.compile_mode != "default" and not cfg.train.compile:
+        raise ConfigError(f"train.compile_mode = {cfg.train.compile_mode!r} needs train.compile = true")
     t, o, s = cfg.train, cfg.optim, cfg.schedule
     checks = [
         (t.epochs >= 1, "train.epochs must be >= 1"),

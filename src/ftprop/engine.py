@@ -80,15 +80,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
-    """The paper's optimisers: weight decay on every parameter (BN and biases included)."""
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that replay CUDA graphs
+
+
+def build_optimizer(params, cfg: Config, capturable: bool = False) -> torch.optim.Optimizer:
+    """The paper's optimisers: weight decay on every parameter (BN and biases included).
+    ``capturable``: Adam/AdamW keep their step counts on the device, as CUDA graphs need."""
     o = cfg.optim
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                weight_decay=o.weight_decay)
     if o.name == "adam":  # coupled L2, as the reference code
-        return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                capturable=capturable)
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                             capturable=capturable)
 
 
 def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -259,7 +265,9 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     model = build_from_config(cfg, train_set.num_classes, train_set.input_shape).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
+    graphs = cfg.train.compile and cfg.train.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
+    optimizer = build_optimizer(model.parameters(), cfg, capturable=graphs)
 
     run_dir, state = (None, None)
     if save:
@@ -291,10 +299,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     step_model, optimizer_step = model, optimizer.step
     if cfg.train.compile:
         # The whole step: forward and backward graphs, and the optimiser's update (fused
-        # elementwise work; a tensor learning rate changes without recompiling).
+        # elementwise work; a tensor learning rate changes without recompiling). On a GPU the
+        # modes in CUDA_GRAPH_MODES also replay CUDA graphs: no host work per step, which is
+        # what a small network on a fast GPU is bound by (benchmarks/results/compile_cuda_*.md).
         for group in optimizer.param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
-        step_model, optimizer_step = torch.compile(model), torch.compile(optimizer.step)
+        mode = cfg.train.compile_mode
+        step_model, optimizer_step = torch.compile(model, mode=mode), torch.compile(optimizer.step, mode=mode)
     t = cfg.train
     eval_bs = t.eval_batch_size or 4 * t.batch_size
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
@@ -337,16 +348,18 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                         group["lr"] = lr
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
+                if graphs:  # a new step: the graphs may now overwrite the last step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
                 loss = F.cross_entropy(out.float(), y)
+                correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer_step()
                 loss = loss.detach()
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
                 loss_sum += loss.double() * y.shape[0]
-                correct += (out.detach().argmax(1) == y).sum()
                 seen += y.shape[0]
                 if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
                     dt = max(1e-9, time.perf_counter() - t0)
@@ -373,11 +386,12 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 break
             row = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch),
                    "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-            _eval_into(row, "test", step_model, test_set, eval_bs, t)
+            eval_model = model if graphs else step_model  # CUDA graphs are kept for the training step
+            _eval_into(row, "test", eval_model, test_set, eval_bs, t)
             if "val" in splits:
-                _eval_into(row, "val", step_model, splits["val"], eval_bs, t)
+                _eval_into(row, "val", eval_model, splits["val"], eval_bs, t)
             if t.eval_train:
-                _eval_into(row, "train_eval", step_model, train_set, eval_bs, t)
+                _eval_into(row, "train_eval", eval_model, train_set, eval_bs, t)
             row["best_test_acc"] = max([h["test_acc"] for h in history] + [row["test_acc"]])
             row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
             row["train_images_per_s"] = round((seen - seen_before) / max(train_time, 1e-9), 1)
