@@ -21,6 +21,7 @@ SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
 STAGES=${GPU_STAGES:-tests step graph compile tta}
 [ "${2:-}" = "--sweep" ] && STAGES="$STAGES sweep"
 BUDGET=${GPU_BUDGET_S:-480}
+export GPU_SH_START=$(date +%s)
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 left() { echo $((BUDGET - SECONDS)); }
@@ -83,7 +84,7 @@ if [ -n "$CIFAR" ] && { want tta || want sweep; }; then
         dir=$(mktemp -d)
         prep=$(dirname "$CIFAR")/prepare_cifar10.py  # it reads the tarball beside itself
         [ -f "$prep" ] || prep=../shared/data/prepare_cifar10.py
-        $PY "$prep" "$dir" || exit 1
+        within 120 $PY "$prep" "$dir" || exit 1
         CIFAR=$dir
     fi
     want tta && stage "time to accuracy" && [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
@@ -100,23 +101,30 @@ stage "summary"
 $PY - <<'PYEOF'
 import json, os, pathlib
 res = pathlib.Path(os.environ["FTPROP_RESULTS"])
+start = float(os.environ["GPU_SH_START"])
+
+
+def fresh(f):  # written by this run: a skipped or cut stage must not show older results
+    return f.is_file() and f.stat().st_mtime >= start
+
+
 for name in ("step_time_cuda", "step_time_cuda_bf16_cl", "step_time_cuda_graph"):
     f = res / f"{name}.json"
-    if f.is_file():
+    if fresh(f):
         rows = json.loads(f.read_text())["rows"]
         worst = max(rows, key=lambda r: r["ratio_to_relu"])
         print(f"\n{name}: step time / ReLU step time (target <= 1.05); worst {worst['model']} {worst['variant']}")
         for r in rows:
             if "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
                 print(f"  {r['model']:10s} {r['variant']:30s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
-for f in sorted(res.glob("compile_cuda_*.json")):
+for f in sorted(filter(fresh, res.glob("compile_cuda_*.json"))):
     print(f"\n{f.stem}: compiled step / compiled ReLU step")
     for r in json.loads(f.read_text())["rows"]:
         if "compiled_ms" in r:
             print(f"  {r['model']:10s} {r['variant']:30s} {r['compiled_ms']:8.2f} ms  x{r.get('compiled_vs_relu', 0):.3f}"
                   f"  (eager {r['eager_ms']:.2f} ms)")
 f = res / "time_to_accuracy_cuda.json"
-if f.is_file():
+if fresh(f):
     d = json.loads(f.read_text())
     print(f"\ntime to {d['target_pct']:.1f}%: epoch {d['reached_epoch']} after {d['reached_after_s']} s; "
           f"best {100 * d['best_test_acc']:.2f}% in {d['epochs']} epochs ({d['wall_s']} s)")

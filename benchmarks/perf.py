@@ -117,6 +117,9 @@ class GraphedStep:
     must be made with capturable=True."""
 
     def __init__(self, model: nn.Module, opt, x, y, bf16: bool) -> None:
+        # the graph writes into these tensors' memory on every replay (BN running statistics,
+        # parameters, optimiser state, inputs): they must outlive it
+        self.model, self.opt, self.x, self.y = model, opt, x, y
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (cudnn's kernel choice, the units' cached constants)

@@ -7,7 +7,6 @@ import torch
 from ftprop import LOSSES, Sign, Staircase, Step, build_model
 from ftprop.config import Config, apply_overrides
 from ftprop.engine import train
-from ftprop.runs import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -60,18 +59,28 @@ def test_training_on_gpu_learns_digits(tmp_path):
 
 
 
-def test_compiled_training_with_cuda_graphs_on_gpu(tmp_path):
-    """train.compile_mode = reduce-overhead: the compiled step replays CUDA graphs (capturable Adam,
-    step outputs read before the update); it learns as eager does, and resumes."""
+@pytest.mark.parametrize("optim", [["optim.name=adam"], ["optim.name=sgd", "optim.lr=0.05"]])
+def test_compiled_training_with_cuda_graphs_on_gpu(tmp_path, monkeypatch, optim):
+    """train.compile_mode = reduce-overhead: the compiled step is recorded and replayed as CUDA
+    graphs (none skipped), learns as eager does, and resumes. SGD's momentum buffers are made
+    before the first graph; Adam is capturable."""
+    from torch._dynamo.utils import counters
+    from torch._inductor.cudagraph_trees import CUDAGraphTreeManager
+
+    recorded = []
+    record = CUDAGraphTreeManager.record_function
+    monkeypatch.setattr(CUDAGraphTreeManager, "record_function",
+                        lambda self, *a, **k: recorded.append(1) or record(self, *a, **k))
     opts = ["train.device=cuda", "train.epochs=3", "train.batch_size=64", "train.tensorboard=false",
-            "model.options.hidden=[128]"]
+            "model.options.hidden=[128]", *optim]
     eager = train(apply_overrides(Config(name="e"), opts), save=False, log=None)
     graphed = ["train.compile=true", "train.compile_mode=reduce-overhead"]
+    counters.clear()
     result = train(apply_overrides(Config(name="g"), opts + graphed), tmp_path / "run", log=None)
-    assert load_checkpoint(tmp_path / "run")["optimizer"]["param_groups"][0]["capturable"]
+    assert recorded and counters["inductor"]["cudagraph_skips"] == 0
     for a, b in zip(eager.history, result.history):
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.03)
     assert result.history[-1]["test_acc"] > 0.85
-    resumed = train(apply_overrides(Config(name="g"), opts[:1] + ["train.epochs=4"] + opts[2:] + graphed),
-                    tmp_path / "run", resume=True, log=None)
-    assert len(resumed.history) == 4
+    resumed = train(apply_overrides(Config(name="g"), opts + graphed + ["train.epochs=4"]), tmp_path / "run",
+                    resume=True, log=None)
+    assert len(resumed.history) == 4 and resumed.history[-1]["test_acc"] > 0.85

@@ -285,3 +285,45 @@ def test_tensorboard_scalars_written_when_installed(tmp_path):
     test_acc = [e.value for e in acc.Scalars("test_acc")]
     assert [e.step for e in acc.Scalars("test_acc")] == [1, 2]
     assert test_acc == pytest.approx([h["test_acc"] for h in history], abs=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_buffers_made_before_the_first_step_change_nothing(nesterov):
+    """CUDA-graph training makes SGD's momentum buffers up front (zeros); the steps are identical."""
+    from ftprop.engine import _make_momentum_buffers
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(5, 3)
+    x, y = torch.randn(8, 5), torch.randn(8, 3)
+    params = []
+    for early in (False, True):
+        m = torch.nn.Linear(5, 3)
+        m.load_state_dict(base.state_dict())
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
+        if early:
+            _make_momentum_buffers(opt)
+        for _ in range(3):
+            opt.zero_grad()
+            ((m(x) - y) ** 2).sum().backward()
+            opt.step()
+        params.append([p.detach().clone() for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*params))
+
+
+def test_optimizer_state_of_a_compiled_gpu_run_loads_for_eager_training():
+    """A compiled run saves a tensor learning rate, and on a GPU capturable=True; resuming it
+    without compilation (or on a CPU) gets a float rate and capturable=False, and steps."""
+    from ftprop.engine import _load_optimizer_state
+
+    m = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    saved["param_groups"][0].update(lr=torch.tensor(0.5), capturable=True)
+    fresh = torch.optim.Adam(m.parameters(), lr=1e-3)
+    _load_optimizer_state(fresh, saved, capturable=False)
+    group = fresh.param_groups[0]
+    assert group["lr"] == 0.5 and isinstance(group["lr"], float) and group["capturable"] is False
+    fresh.step()  # a capturable=True group would refuse to step on the CPU
+    assert fresh.state[m.weight]["step"].item() == 2

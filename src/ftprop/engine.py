@@ -97,6 +97,36 @@ def build_optimizer(params, cfg: Config, capturable: bool = False) -> torch.opti
                              capturable=capturable)
 
 
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, capturable: bool) -> None:
+    """A checkpoint's optimiser state, loaded for this run however the saving run stepped: the
+    learning rate comes back as a float (a compiled run keeps a tensor; the loop sets it every
+    step) and Adam's ``capturable`` as this run needs it (a compiled run on a GPU saves True)."""
+    groups = []
+    for group in saved["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+        if "capturable" in group:
+            group["capturable"] = capturable
+        groups.append(group)
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
+def _make_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """SGD makes its momentum buffers in its first step; inside a CUDA graph they would live in
+    the graph's memory pool and be freed at the next step. Zeros made beforehand give the same
+    first step (buffer = momentum * 0 + gradient, dampening being 0)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0:
+            continue
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
 def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Learning rate at ``step`` (0-based) of ``epoch`` (1-based): a pure function, for exact resume.
 
@@ -279,7 +309,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        _load_optimizer_state(optimizer, state["optimizer"], capturable=graphs)
         history = state["history"]
         start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
         elapsed = state.get("elapsed", 0.0)
@@ -304,6 +334,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         # what a small network on a fast GPU is bound by (benchmarks/results/compile_cuda_*.md).
         for group in optimizer.param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        if graphs:
+            _make_momentum_buffers(optimizer)
         mode = cfg.train.compile_mode
         step_model, optimizer_step = torch.compile(model, mode=mode), torch.compile(optimizer.step, mode=mode)
     t = cfg.train
