@@ -248,7 +248,7 @@ def cmd_unit_time(args) -> None:
     table = ["| activation / layer loss | forward (ms) | backward (ms) | total / ReLU's |", "|---|---|---|---|"]
     for r in rows:
         r["ratio_to_relu"] = (r["forward_ms"] + r["backward_ms"]) / base
-        table.append(f"| {r['variant']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | {r['ratio_to_relu']:.2f} |")
+        table.append(f"| {r['variant']} | {r['forward_ms']:.3g} | {r['backward_ms']:.3g} | {r['ratio_to_relu']:.2f} |")
     notes = [f"One module on a {args.shape} float32 tensor (fresh copy each time, so allocation is included), "
              f"medians of {args.rounds} interleaved rounds. This is the units' own cost; in a network it is diluted by "
              "the convolutions and matrix products (see step-time)."]
@@ -521,56 +521,46 @@ def report(args, device, rows: list[dict], final: bool) -> None:
           table, notes, quiet=not final)
 
 
+SHARED_HELP = {"models": "comma-separated model names", "batch": "batch size", "rounds": "interleaved rounds",
+               "steps": "at least this many steps per timing window", "device": "cpu or cuda",
+               "name": "result file name, without extension (default: the subcommand and device)"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("step-time")
-    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
+
+    def command(cmd: str, func, **shared) -> argparse.ArgumentParser:
+        """A subcommand with the options several share (SHARED_HELP), each with this one's default."""
+        s = sub.add_parser(cmd)
+        for opt, default in shared.items():
+            s.add_argument(f"--{opt}", type=None if default is None else type(default), default=default,
+                           help=SHARED_HELP[opt])
+        s.set_defaults(func=func)
+        return s
+
+    s = command("step-time", cmd_step_time, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, rounds=7,
+                steps=3, device="cpu", name=None)
     s.add_argument("--variants", default="auto", choices=["auto", "all", "quick"],
                    help="auto: all for mlp and convnet4, quick (6) for the larger models")
-    s.add_argument("--batch", type=int, default=128)
-    s.add_argument("--rounds", type=int, default=7)
-    s.add_argument("--steps", type=int, default=3, help="at least this many steps per timing window")
     s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
-    s.add_argument("--device", default="cpu")
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--target", type=float, default=1.10)
     s.add_argument("--cuda-graph", action="store_true", help="replay each whole step from a CUDA graph")
-    s.add_argument("--name")
-    s.set_defaults(func=cmd_step_time)
-    s = sub.add_parser("unit-time")
+    s = command("unit-time", cmd_unit_time, rounds=30, device="cpu", name=None)
     s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")
     s.add_argument("--variants", default="all", choices=["all", "quick"])
-    s.add_argument("--rounds", type=int, default=30)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--name")
-    s.set_defaults(func=cmd_unit_time)
-    s = sub.add_parser("profile")
-    s.add_argument("--models", default="convnet8")
+    s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
-    s.add_argument("--batch", type=int, default=256)
-    s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--name")
-    s.set_defaults(func=cmd_profile)
-    s = sub.add_parser("memory")
-    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar")
-    s.add_argument("--batch", type=int, default=128)
-    s.set_defaults(func=cmd_memory)
-    s = sub.add_parser("compile")
-    s.add_argument("--models", default="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18")
+    command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128)
+    s = command("compile", cmd_compile, models="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18", batch=128,
+                rounds=5, steps=3, device="cpu", name=None)
     s.add_argument("--speed-models", default="mlp,convnet4")
     s.add_argument("--variants", default=",".join(label for label, _ in variants("quick")))
     s.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 gradient check")
-    s.add_argument("--batch", type=int, default=128)
-    s.add_argument("--rounds", type=int, default=5)
-    s.add_argument("--steps", type=int, default=3)
-    s.add_argument("--device", default="cpu")
     s.add_argument("--mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode; reduce-overhead replays CUDA graphs")
-    s.add_argument("--name")
-    s.set_defaults(func=cmd_compile)
     args = p.parse_args()
     args.func(args)
 
