@@ -7,8 +7,8 @@
 # benchmarks/sweeps/convnet4_sign_fast.txt side by side, until the time budget is spent.
 # Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
 # and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script: a stage is
-# cut when the budget is spent. GPU_STAGES picks the stages: by default "tests step graph compile
-# tta"; "bf16" (bf16 autocast + channels-last step times) and "profile" are extra, and so is
+# cut when the budget is spent. GPU_STAGES picks the stages: by default "tests step graph unit
+# compile tta"; "bf16" (bf16 autocast + channels-last step times) and "profile" are extra, and so is
 # "sweep" (or pass --sweep). SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 CIFAR=${1:-}
 SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
 SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
-STAGES=${GPU_STAGES:-tests step graph compile tta}
+STAGES=${GPU_STAGES:-tests step graph unit compile tta}
 [ "${2:-}" = "--sweep" ] && STAGES="$STAGES sweep"
 BUDGET=${GPU_BUDGET_S:-480}
 export GPU_SH_START=$(date +%s)
@@ -62,8 +62,13 @@ if want graph; then
         --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --name step_time_cuda_graph
 fi
 
-# 2. where the time goes (host-bound or GPU-bound), and torch.compile with CUDA graphs
+# 2. one unit's forward and backward against ReLU's on a resnet18-sized tensor (what each unit
+#    costs the GPU), where the time goes (host-bound or GPU-bound), and torch.compile with CUDA graphs
 #    (mode reduce-overhead: fused unit kernels and no host work per step) against compiled ReLU
+if want unit; then
+    stage "unit time"
+    within 60 $PY benchmarks/perf.py unit-time --device cuda --shape 256x64x56x56 --rounds 30 --name unit_time_cuda
+fi
 if want profile; then
     stage "profile"
     within 90 $PY benchmarks/perf.py profile --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
