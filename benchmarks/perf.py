@@ -34,6 +34,7 @@ from torch import nn
 
 from ftprop import LOSSES, build_model
 from ftprop.activations import HardThreshold
+from ftprop.engine import CUDA_GRAPH_MODES
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -57,6 +58,22 @@ def variants(kind: str) -> list[tuple[str, dict]]:
     out.append(("step soft_hinge", {"activation": "step"}))
     out.append(("sign soft_hinge unweighted", {"activation": "sign", "weighted": False}))
     return out
+
+
+def pick_variants(labels: str) -> list[tuple[str, dict]]:
+    """The variants named in a comma-separated list, in variants("all") order; unknown names refused."""
+    wanted = labels.split(",")
+    chosen = [v for v in variants("all") if v[0] in wanted]
+    if len(chosen) != len(wanted):
+        raise SystemExit(f"unknown variant among {wanted}; known: {[v[0] for v in variants('all')]}")
+    return chosen
+
+
+def rotated(items: list, r: int, rounds: int) -> list:
+    """``items`` starting at a different place in each of ``rounds`` rounds: no variant is always
+    timed first, and the starts spread over all of them."""
+    first = r * len(items) // rounds
+    return items[first:] + items[:first]
 
 
 def machine(device: torch.device) -> dict:
@@ -186,8 +203,7 @@ def cmd_step_time(args) -> None:
         steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
         per_round: dict[str, list[float]] = {label: [] for label, _, _ in built}
         for r in range(args.rounds):
-            first = r * len(built) // args.rounds  # rotate, spreading the starts over all variants
-            for label, m, opt in built[first:] + built[:first]:
+            for label, m, opt in rotated(built, r, args.rounds):
                 per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device))
         base = per_round["relu"]
         for label in per_round:
@@ -229,7 +245,7 @@ def cmd_unit_time(args) -> None:
               for label, kw in variants(args.variants)]
     times = {label: ([], []) for label, _ in chosen}
     for r in range(args.rounds):
-        for label, mod in chosen[r % len(chosen):] + chosen[:r % len(chosen)]:
+        for label, mod in rotated(chosen, r, args.rounds):
             x = x0.clone().requires_grad_()
             sync(device)
             t0 = time.perf_counter()
@@ -275,10 +291,7 @@ def cmd_profile(args) -> None:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    wanted = args.variants.split(",")
-    chosen = [v for v in variants("all") if v[0] in wanted]
-    if len(chosen) != len(wanted):
-        raise SystemExit(f"unknown variant among {wanted}; known: {[v[0] for v in variants('all')]}")
+    chosen = pick_variants(args.variants)
     rows = []
     for model in args.models.split(","):
         x, y = batch(model, args.batch, 10, device, False)
@@ -410,7 +423,7 @@ class CompiledStep(nn.Module):
         super().__init__()
         self.model = torch.compile(model, mode=mode)
         self.step = torch.compile(opt.step, mode=mode)
-        self.cudagraphs = mode == "reduce-overhead"
+        self.cudagraphs = mode in CUDA_GRAPH_MODES
 
     def forward(self, x):
         return self.model(x)
@@ -442,17 +455,17 @@ def cmd_compile(args) -> None:
     dynamo_config = torch._dynamo.config
     setattr(dynamo_config, "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit", 64)
     device = torch.device(args.device)
+    chosen = pick_variants(args.variants)
     rows = []
     for model in args.models.split(","):
         timed = model in args.speed_models.split(",")
         n = args.batch if timed else 4
         x, y = batch(model, n, 10, device, False)
-        chosen = [v for v in variants("all") if v[0] in args.variants.split(",")]
         relu_c = None  # the compiled ReLU step, timed in the same rounds as every other compiled step
         for label, kw in chosen:
             same = gradients_match(model, kw, x, y, device) if args.check else None
             comp = make(model, kw, 10, device, False)
-            graphs = args.mode == "reduce-overhead" and device.type == "cuda"
+            graphs = args.mode in CUDA_GRAPH_MODES and device.type == "cuda"
             opt_c = torch.optim.Adam(comp.parameters(), torch.tensor(1e-4, device=device if graphs else "cpu"),
                                      capturable=graphs)
             cmodel = CompiledStep(comp, opt_c, args.mode)

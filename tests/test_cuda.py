@@ -58,7 +58,6 @@ def test_training_on_gpu_learns_digits(tmp_path):
     assert result.history[-1]["test_acc"] > 0.85
 
 
-
 @pytest.mark.parametrize("optim", [["optim.name=adam"], ["optim.name=sgd", "optim.lr=0.05"]])
 def test_compiled_training_with_cuda_graphs_on_gpu(tmp_path, monkeypatch, optim):
     """train.compile_mode = reduce-overhead: the compiled step is recorded and replayed as CUDA
