@@ -63,3 +63,21 @@ def test_symmetric_losses_have_grad_minus_t_phi(name):
     torch.testing.assert_close(loss.phi(z), loss.phi(-z), rtol=1e-14, atol=1e-15)
     if loss.piecewise_constant:
         assert set(loss.phi(z).unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.update is not None])
+def test_direct_update_equals_weighted_grad(name):
+    """A loss's shortcut update(z, g) is |g| * dL/dz(z, -sign g), also where g = 0 (no target)
+    and at the kinks, in float64 and float32."""
+    loss = LOSSES[name]
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(3000, generator=gen, dtype=torch.float64) * 2.5
+    g = torch.randn(3000, generator=gen, dtype=torch.float64)
+    z[:4] = torch.tensor([1.0, -1.0, 0.0, 1.0])
+    g[:4] = torch.tensor([1.0, -1.0, 1.0, 0.0])
+    g[100:200] = 0
+    want = g.abs() * loss.grad(z, -torch.sign(g))
+    torch.testing.assert_close(loss.update(z, g), want, rtol=1e-12, atol=1e-15)
+    got32 = loss.update(z.float(), g.float())
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.double(), want, rtol=1e-5, atol=1e-6)

@@ -39,8 +39,12 @@ class LayerLoss:
     ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
     for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
     piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask).
-    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit then saves
-    tanh(a*z) and its backward is one fused ``tanh_backward`` kernel (g * (1 - y^2)).
+    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit then keeps z and
+    its backward evaluates phi once, with no extra forward work.
+
+    ``update(z, g)`` is the weighted FTPROP-MB update |g| * dL/dz(z, -sign(g)) written directly,
+    in fewer passes over memory than the definition; it is optional (a loss without one is
+    updated through ``grad``) and is checked against ``grad`` by the tests.
     """
 
     name: str
@@ -52,6 +56,7 @@ class LayerLoss:
     note: str = ""
     phi: Callable[[Tensor], Tensor] | None = None
     tanh_phi: tuple[float, float] | None = None  # (a, c) when phi(z) = c * (1 - tanh(a*z)^2)
+    update: Callable[[Tensor, Tensor], Tensor] | None = None  # (z, g) -> |g| * grad(z, -sign(g))
 
     @property
     def piecewise_constant(self) -> bool:
@@ -72,6 +77,12 @@ def _sech2(z: Tensor) -> Tensor:
     """1 - tanh(z)^2, computed in place after one allocation (bit-identical to the formula)."""
     p = torch.tanh(z)
     return p.square_().neg_().add_(1)
+
+
+def _square_update(z: Tensor, g: Tensor) -> Tensor:
+    # t = -sign(g): |g| * 2 sign(g) * max(0, 1 + sign(g) z) = 2 g max(0, 1 + sign(g) z), in place after one allocation
+    u = torch.sign(g).mul_(z).add_(1).clamp_min_(0).mul_(g)
+    return u.add_(u)
 
 
 _DEFS = [
@@ -154,6 +165,7 @@ _DEFS = [
         formula="L = max(0, 1 - t*z)^2",
         value=lambda z, t: (1 - t * z).clamp_min(0).square(),
         grad=lambda z, t: -2 * t * (1 - t * z).clamp_min(0),
+        update=lambda z, g: _square_update(z, g),
         note="the squared hinge",
     ),
     LayerLoss(
@@ -162,6 +174,7 @@ _DEFS = [
         formula="L = log(1 + exp(-t*z))",
         value=lambda z, t: torch.nn.functional.softplus(-t * z),
         grad=lambda z, t: -t * torch.sigmoid(-t * z),
+        update=lambda z, g: torch.sign(g).mul_(z).sigmoid_().mul_(g),  # t = -sign(g): g * sigmoid(sign(g) z)
         note="the logistic loss",
     ),
 ]
