@@ -180,6 +180,14 @@ def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: b
 
 # ---- step time -------------------------------------------------------------------------
 
+def quartiles(ratios: list[float]) -> str:
+    """The first and third quartiles of per-round ratios, as "q1–q3" ("-" with fewer than 2 rounds)."""
+    if len(ratios) < 2:
+        return "-"
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"{q1:.3f}–{q3:.3f}"
+
+
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
     if args.cuda_graph and device.type != "cuda":
@@ -215,14 +223,17 @@ def cmd_step_time(args) -> None:
                   flush=True)
         del built
     target = args.target
-    table = [f"| model | activation / layer loss | step (ms) | / ReLU step | target <= {target} |",
-             "|---|---|---|---|---|"]
+    table = ["| model | activation / layer loss | step (ms) | / ReLU step | middle half of rounds | "
+             f"target <= {target} |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         ok = "base" if r["variant"] == "relu" else ("yes" if r["ratio_to_relu"] <= target else "**no**")
-        table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | {ok} |")
+        table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | "
+                     f"{quartiles(r['ratios'])} | {ok} |")
     notes = [f"Batch {args.batch}, Adam, {args.rounds} rounds per variant of at least {args.steps} steps and "
              f"{args.min_window:g} s each (steps per model in the JSON), variants interleaved and rotated every round; "
-             f"ratio = median over rounds of (variant step / ReLU step of the same round). saturated_relu (no ftprop "
+             f"ratio = median over rounds of (variant step / ReLU step of the same round); the middle half of "
+             f"the rounds' ratios (first to third quartile) says how much one round moves. saturated_relu (no ftprop "
              f"code) shows the noise floor. "
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
