@@ -321,6 +321,26 @@ def test_crop_flip_only_shifts_and_flips():
     assert 0 < flips < len(images)
 
 
+def test_cifar_crop_pad_option(cifar_root):
+    """data.options.crop_pad = 0 flips only; 2 shifts by at most 2 pixels; a bad value is refused."""
+    for pad in (0, 2):
+        ds = load_dataset("cifar10", cifar_root, "train", crop_pad=pad)
+        assert ds.crop_pad == pad and ds.to("cpu").crop_pad == pad
+        x, _ = next(ds.batches(N_TRAIN, augment=True, generator=torch.Generator().manual_seed(5)))
+        padded = torch.nn.functional.pad(ds.normalize(ds.images), (pad,) * 4, value=float("nan"))
+        flips = 0
+        for img, res in zip(padded, x):
+            windows = [(img.flip(-1) if f else img)[:, dy : dy + 32, dx : dx + 32]
+                       for dy in range(2 * pad + 1) for dx in range(2 * pad + 1) for f in (False, True)]
+            hits = [i for i, w in enumerate(windows) if torch.equal(res[~w.isnan()], w[~w.isnan()])]
+            assert hits, f"crop_pad={pad}: not a window of the padded image"
+            flips += hits[0] % 2
+        assert 0 < flips < N_TRAIN
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="crop_pad must be a whole number"):
+            load_dataset("cifar10", cifar_root, "train", crop_pad=bad)
+
+
 def test_val_split_is_seeded_disjoint_and_complete(cifar_root):
     def part(split, seed=1):
         return load_dataset("cifar10", cifar_root, split, val_fraction=0.2, val_seed=seed)

@@ -29,25 +29,28 @@ class ArrayDataset:
 
     ``images``: uint8 (N, C, H, W) or (N, D); ``labels``: int64 (N,). Pixels are mapped to
     ``(images / scale - mean[c]) / std[c]``. ``augment`` names the training augmentation
-    (``None``, or ``"crop_flip"``: pad-4 random crop + random horizontal flip, the CIFAR one).
+    (``None``, or ``"crop_flip"``: random crop after zero padding by ``crop_pad`` pixels, 4 as in
+    the paper, + random horizontal flip, the CIFAR one; ``crop_pad=0`` flips only).
     """
 
     def __init__(self, name: str, split: str, images: Tensor, labels: Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], scale: float = 255.0,
-                 augment: str | None = None) -> None:
+                 augment: str | None = None, crop_pad: int = 4) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if augment not in (None, "crop_flip"):
             raise ValueError(f"unknown augmentation {augment!r}")
+        if isinstance(crop_pad, bool) or not isinstance(crop_pad, int) or crop_pad < 0:
+            raise ValueError(f"crop_pad must be a whole number of pixels >= 0 (0: flips only), got {crop_pad!r}")
         self.name, self.split = name, split
         self.images, self.labels = images, labels.to(torch.int64)
         self.classes = list(classes)
         self.scale = float(scale)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
-        self.augment = augment
+        self.augment, self.crop_pad = augment, crop_pad
 
     # -- the contract ------------------------------------------------------------------
     @property
@@ -71,14 +74,14 @@ class ArrayDataset:
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """The same dataset on another device (a copy of the tensors; self is unchanged)."""
-        return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device),
-                            self.classes, self.mean.tolist(), self.std.tolist(), self.scale, self.augment)
+        return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device), self.classes,
+                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad)
 
     def subset(self, indices: Tensor, split: str) -> ArrayDataset:
         """The examples at ``indices``, as a dataset of its own (e.g. a validation split)."""
         idx = indices.to(self.images.device)
         return ArrayDataset(self.name, split, self.images[idx], self.labels[idx], self.classes,
-                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment)
+                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad)
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32 normalised, as a batched tensor op on their device."""
@@ -111,7 +114,7 @@ class ArrayDataset:
             idx = order[first : first + batch_size]
             images = self.images.index_select(0, idx)  # far faster than images[idx] on CPU
             if aug_seed is not None:
-                images = crop_flip(images, torch.Generator().manual_seed(aug_seed + b))
+                images = crop_flip(images, torch.Generator().manual_seed(aug_seed + b), self.crop_pad)
             yield self.normalize(images), self.labels.index_select(0, idx)
 
 

@@ -133,8 +133,9 @@ def _folder(root: Path) -> Path:
 
 
 @register_dataset("cifar10")
-def load_cifar10(root: Path, split: str = "train", download: bool = False) -> ArrayDataset:
-    """CIFAR-10 as uint8 (N, 3, 32, 32) with the paper's normalisation and crop+flip augmentation."""
+def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_pad: int = 4) -> ArrayDataset:
+    """CIFAR-10 as uint8 (N, 3, 32, 32) with the paper's normalisation and crop+flip augmentation
+    (``crop_pad``: the zero padding before the random 32x32 crop; the paper's 4, 0 for flips only)."""
     root = Path(root)
     folder = _folder(root)
     files = TRAIN_FILES if split == "train" else TEST_FILES
@@ -157,4 +158,4 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False) -> Ar
     labels = np.concatenate([p[1] for p in parts])
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32))
     return ArrayDataset("cifar10", split, images, torch.from_numpy(labels), classes, MEAN, STD,
-                        augment="crop_flip")
+                        augment="crop_flip", crop_pad=crop_pad)
