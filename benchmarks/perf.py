@@ -168,12 +168,12 @@ def settings(args) -> dict:
 
 def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     m = payload["machine"]
     head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
             f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
             f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`", ""]
-    (RESULTS / f"{name}.md").write_text("\n".join(head + table + [""] + notes) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(head + table + [""] + notes) + "\n", encoding="utf-8")
     if not quiet:
         print("\n".join(table + [""] + notes))
 
@@ -184,7 +184,7 @@ def quartiles(ratios: list[float]) -> str:
     """The first and third quartiles of per-round ratios, as "q1–q3" ("-" with fewer than 2 rounds)."""
     if len(ratios) < 2:
         return "-"
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")  # within the data, whatever the count
     return f"{q1:.3f}–{q3:.3f}"
 
 

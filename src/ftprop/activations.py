@@ -219,7 +219,9 @@ class ThresholdUnit:
                 scale = scale / batch
             return out * scale if scale != 1.0 else out
         if mode == "input":
-            if self.loss.update is not None:  # |g| dL/dz(z, -sign g); with sign(g) for g: dL/dz itself
+            # |g| dL/dz(z, -sign g) directly (with sign(g) for g: dL/dz itself); in place, so not when
+            # the backward is differentiated (create_graph=True)
+            if self.loss.update is not None and not torch.is_grad_enabled():
                 h = g if self.weighted else torch.sign(g)
                 out = self._over_steps(lambda z: self.loss.update(z, h), saved.to(g.dtype))
                 return out if self.weighted else out.div_(batch)
@@ -254,9 +256,12 @@ def _tanh_phi_update(x: Tensor, g: Tensor, a: float, b: float, c: float) -> Tens
     """c * g * (1 - tanh(a*x - b)^2): the update of a tanh-based layer loss, from the saved x.
 
     On CPU below float64, 1 - tanh(u)^2 = 4 s (1 - s) with s = sigmoid(2u): one new tensor and
-    four passes over it, 1.3x faster there than torch.tanh followed by tanh_backward, and within
-    1e-6 of that (benchmarks/perf.py unit-time). Elsewhere tanh then the fused tanh_backward."""
-    if x.device.type == "cpu" and x.dtype != torch.float64 and not torch.compiler.is_compiling():
+    four passes over it, faster there than torch.tanh followed by tanh_backward (benchmarks/perf.py
+    unit-time), and within 1e-6 of it (tests/test_activations.py). Elsewhere, and when the backward
+    itself is differentiated (create_graph=True: out= and in-place calls are not differentiable),
+    tanh then the fused tanh_backward."""
+    fast = x.device.type == "cpu" and x.dtype != torch.float64 and not torch.is_grad_enabled()
+    if fast and not torch.compiler.is_compiling():
         s = torch.add(_constant(-2.0 * b, x), x, alpha=2.0 * a) if b else torch.mul(x, 2.0 * a)
         s.sigmoid_()
         torch.ops.aten.sigmoid_backward.grad_input(g, s, grad_input=s)  # g * s * (1 - s), into s

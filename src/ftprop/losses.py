@@ -39,12 +39,15 @@ class LayerLoss:
     ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
     for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
     piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask).
-    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit then keeps z and
-    its backward evaluates phi once, with no extra forward work.
+    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit that evaluates the loss
+    once (not the per-step staircase) then keeps z, and its backward evaluates phi, with no extra
+    forward work.
 
     ``update(z, g)`` is the weighted FTPROP-MB update |g| * dL/dz(z, -sign(g)) written directly,
-    in fewer passes over memory than the definition; it is optional (a loss without one is
-    updated through ``grad``) and is checked against ``grad`` by the tests.
+    in fewer passes over memory than the definition, for losses that keep z itself (no ``phi``,
+    no ``breakpoints``); it must return a new tensor and leave z and g unchanged. It is optional
+    (a loss without one is updated through ``grad``, as is every loss when the backward is itself
+    differentiated) and is checked against ``grad`` by the tests.
     """
 
     name: str

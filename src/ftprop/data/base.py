@@ -12,6 +12,7 @@ that device (no DataLoader workers).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -42,7 +43,7 @@ class ArrayDataset:
             raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if augment not in (None, "crop_flip"):
             raise ValueError(f"unknown augmentation {augment!r}")
-        if isinstance(crop_pad, bool) or not isinstance(crop_pad, int) or crop_pad < 0:
+        if isinstance(crop_pad, bool) or not isinstance(crop_pad, numbers.Integral) or crop_pad < 0:
             raise ValueError(f"crop_pad must be a whole number of pixels >= 0 (0: flips only), got {crop_pad!r}")
         self.name, self.split = name, split
         self.images, self.labels = images, labels.to(torch.int64)
@@ -50,7 +51,7 @@ class ArrayDataset:
         self.scale = float(scale)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
-        self.augment, self.crop_pad = augment, crop_pad
+        self.augment, self.crop_pad = augment, int(crop_pad)
 
     # -- the contract ------------------------------------------------------------------
     @property
