@@ -281,3 +281,13 @@ def test_backward_can_be_differentiated(name):
                 torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
             sum(g.square().sum() for g in grads).backward()
             assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params), (name, dtype)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_empty_batch(weighted):
+    """A batch of 0 examples goes through every unit, forward and backward (no division by 0)."""
+    for name in LOSSES:
+        for module in (Sign(name, weighted), Staircase(3, name, weighted)):
+            x = torch.zeros(0, 5, requires_grad=True)
+            module(x).backward(torch.zeros(0, 5))
+            assert x.grad.shape == (0, 5), name

@@ -298,7 +298,7 @@ class _HardThresholdFn(torch.autograd.Function):
         # As few Python steps as possible: on a fast GPU a small network's step is bound by the
         # host, and every line here runs once per unit per step.
         ctx.unit = unit
-        ctx.batch = x.shape[0] if x.dim() > 0 else 1
+        ctx.batch = max(x.shape[0], 1) if x.dim() > 0 else 1  # an empty batch has nothing to divide
         if ctx.needs_input_grad[0]:  # nothing is kept in evaluation
             ctx.save_for_backward(unit.save(x))  # None for the linear loss
         return unit.quantize(x)
