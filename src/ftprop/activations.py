@@ -121,11 +121,10 @@ class ThresholdUnit:
         ``none``   linear loss: the update is g (or sign(g)/B) -- nothing to keep;
         ``count``  symmetric piecewise-constant loss (saturated hinge): phi in {0, 1} per
                    step, kept as a uint8 count of the steps where it is 1;
-        ``tanh``   phi(z) = c * (1 - tanh(a*z)^2) (soft hinge, sigmoid, LeCun tanh) over one
-                   evaluation: z itself (already in memory: forward does no extra work), and
-                   backward evaluates phi once (see :func:`_tanh_phi_update`);
-        ``phi``    other symmetric smooth losses (ramp, per-step staircases): phi(z) itself,
-                   so backward is g * phi;
+        ``tanh``   phi(z) = c * (1 - tanh(a*z)^2) (soft hinge, sigmoid, LeCun tanh): z itself
+                   (already in memory: forward does no extra work), and backward evaluates phi
+                   at each of the loss's arguments (see :func:`_tanh_phi_update`);
+        ``phi``    other symmetric smooth losses (ramp): phi(z) itself, so backward is g * phi;
         ``code``   other piecewise-constant losses (hinge, perceptron): a uint8 code of the
                    interval of z between breakpoints, looked up in a table per target;
         ``input``  other smooth losses (square, log): z itself.
@@ -136,8 +135,7 @@ class ThresholdUnit:
                 return "none"
             if loss.breakpoints is not None:
                 return "count"
-            one_evaluation = self.kind != "staircase" or self.steps == 1 or self.surrogate == "single"
-            return "tanh" if loss.tanh_phi is not None and one_evaluation else "phi"
+            return "tanh" if loss.tanh_phi is not None else "phi"
         return "code" if loss.breakpoints is not None else "input"
 
     def _compute_count_scale(self) -> float:
@@ -174,14 +172,6 @@ class ThresholdUnit:
             return None
         if mode in ("tanh", "input"):
             return x
-        if mode == "phi" and self.loss.tanh_phi is not None:  # per-step staircase of a tanh-based loss
-            a, c = self.loss.tanh_phi
-            out = None
-            for theta in self.thresholds:  # 1 - tanh(u)^2 = 4 s (1 - s), s = sigmoid(2u): in place, per step
-                s = torch.sub(x, theta).mul_(2.0 * a).sigmoid_()
-                s.addcmul_(s, s, value=-1.0)
-                out = s if out is None else out.add_(s)
-            return out.mul_(4.0 * c / self.steps)
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
@@ -203,13 +193,19 @@ class ThresholdUnit:
         the unweighted one sign(g) * phi(z) / B.
         """
         mode = self.saving
-        if mode == "tanh":  # one evaluation: at x itself, or at 2x - 1 for the staircase's single surrogate
+        if mode == "tanh":  # at x itself, at 2x - 1 (the staircase's single surrogate) or at each x - theta_i
             a, c = self.loss.tanh_phi
             if not self.weighted:
                 g, c = torch.sign(g), c / batch
-            if self.kind == "staircase" and self.steps > 1:
+            if self.kind != "staircase" or self.steps == 1:
+                return _tanh_phi_update(saved, g, a, 0.0, c)
+            if self.surrogate == "single":
                 return _tanh_phi_update(saved, g, 2.0 * a, a, c)
-            return _tanh_phi_update(saved, g, a, 0.0, c)
+            out = None
+            for theta in self.thresholds:  # the mean over steps of phi(x - theta)
+                u = _tanh_phi_update(saved, g, a, a * theta, c / self.steps)
+                out = u if out is None else out.add_(u)
+            return out
         if mode in ("none", "phi", "count"):
             scale = self.count_scale if mode == "count" else 1.0
             if self.weighted:
