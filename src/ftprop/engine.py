@@ -338,6 +338,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             _make_momentum_buffers(optimizer)
         mode = cfg.train.compile_mode
         step_model, optimizer_step = torch.compile(model, mode=mode), torch.compile(optimizer.step, mode=mode)
+    eval_model = model if graphs else step_model  # CUDA graphs are kept for the training step
     t = cfg.train
     eval_bs = t.eval_batch_size or 4 * t.batch_size
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
@@ -418,7 +419,6 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 break
             row = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch),
                    "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-            eval_model = model if graphs else step_model  # CUDA graphs are kept for the training step
             _eval_into(row, "test", eval_model, test_set, eval_bs, t)
             if "val" in splits:
                 _eval_into(row, "val", eval_model, splits["val"], eval_bs, t)
