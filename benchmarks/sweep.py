@@ -10,7 +10,9 @@ epochs they completed, so a sweep always leaves a table.
   python benchmarks/sweep.py --data-root DIR --variants-file benchmarks/sweeps/convnet4_sign_fast.txt
 
 Writes <results>/<name>.json and .md (results: $FTPROP_RESULTS or benchmarks/results); the
-runs go to runs/<name>/<variant>.
+runs go to runs/<name>/<variant>. ``--tabulate`` runs nothing and rebuilds the table from those
+runs (after a change to the table, or when the sweep itself was killed), keeping the command and
+date the sweep recorded.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=0, help="runs at once (0: all)")
     p.add_argument("--deadline", type=float, default=0, help="seconds; then stop what is still running")
     p.add_argument("--name", default="recipe_sweep")
+    p.add_argument("--tabulate", action="store_true",
+                   help="run nothing: rebuild the table from the runs already in runs/<name>")
     args = p.parse_args()
     lines = list(args.variant)
     if args.variants_file:
@@ -74,6 +78,11 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     jobs = args.jobs or len(variants)
     pending, running, done = list(variants), {}, {}
+    previous = RESULTS / f"{args.name}.json"
+    previous = json.loads(previous.read_text()) if args.tabulate and previous.is_file() else {}
+    if args.tabulate:  # keep what the sweep itself recorded of each run
+        pending, old = [], {r["variant"]: r for r in previous.get("rows", [])}
+        done = {n: {k: old.get(n, {}).get(k, "not recorded") for k in ("returncode", "wall_s")} for n in names}
     t0 = time.time()
     while pending or running:
         while pending and len(running) < jobs:
@@ -110,28 +119,42 @@ def main() -> None:
                        final_train_acc=hist[-1]["train_acc"],
                        mean_epoch_s=round(sum(h["epoch_time_s"] for h in hist) / len(hist), 2),
                        test_acc_by_epoch=[round(h["test_acc"], 4) for h in hist])
+            if "live_test_acc" in hist[-1]:  # train.ema_decay > 0: test_acc is the weight average's
+                row.update(best_live_test_acc=max(h["live_test_acc"] for h in hist),
+                           final_live_test_acc=hist[-1]["live_test_acc"],
+                           live_test_acc_by_epoch=[round(h["live_test_acc"], 4) for h in hist])
         rows.append(row)
     env_file = next(runs.glob("*/environment.json"), None)
-    payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": "python " + " ".join(sys.argv), "config": args.config, "jobs_at_once": jobs,
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    payload = {"date": previous.get("date", now),
+               "command": previous.get("command", "python " + " ".join(sys.argv)), "config": args.config,
+               "jobs_at_once": previous.get("jobs_at_once", jobs),
                "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
+    if args.tabulate:
+        payload.update(tabulated_by="python " + " ".join(sys.argv), tabulated_at=now)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- recipe: `{args.config}`; {jobs} runs at once, each in its own process",
+             f"- recipe: `{args.config}`; {payload['jobs_at_once']} runs at once, each in its own process",
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
              f"{e.get('cpu_count')} CPU cores", "",
-             "| variant | overrides | epochs | best test % (epoch) | final test % | final train % | s/epoch |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
+             "| live weights: best / final test % | s/epoch |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        live = (f"{100 * r['best_live_test_acc']:.2f} / {100 * r['final_live_test_acc']:.2f}"
+                if "best_live_test_acc" in r else "-")
         if "best_test_acc" in r:
             lines.append(f"| {r['variant']} | {' '.join(r['overrides']) or '(recipe)'} | {r['epochs_done']} | "
                          f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
-                         f"{100 * r['final_train_acc']:.2f} | {r['mean_epoch_s']} |")
+                         f"{100 * r['final_train_acc']:.2f} | {live} | {r['mean_epoch_s']} |")
         else:
-            lines.append(f"| {r['variant']} | {' '.join(r['overrides'])} | 0 | - | - | - | {r['returncode']} |")
+            lines.append(f"| {r['variant']} | {' '.join(r['overrides'])} | 0 | - | - | - | - | {r['returncode']} |")
     lines += ["", "Epoch times are of runs sharing the device; compare them only within this table."]
+    if any("best_live_test_acc" in r for r in rows):
+        lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
+                  "optimiser's weights in the same run."]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -88,9 +88,14 @@ def main() -> None:
              f"after {payload['epochs']} epochs (the paper: 300 epochs)"
              + (f"; **stopped early**: {stopped}" if stopped else ""), "",
              "| epoch | lr | train acc (%) | test acc (%) | elapsed (s) |", "|---|---|---|---|---|"]
+    averaged = "live_test_acc" in hist[-1]  # train.ema_decay > 0: test acc is the weight average's
+    if averaged:
+        lines[-2:] = ["| epoch | lr | train acc (%) | test acc, weight average (%) | test acc, live weights (%) "
+                      "| elapsed (s) |", "|---|---|---|---|---|---|"]
     for h in hist:
-        lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} | "
-                     f"{h['elapsed_s']} |")
+        live = f" {100 * h['live_test_acc']:.2f} |" if averaged else ""
+        lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} |"
+                     f"{live} {h['elapsed_s']} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -327,3 +327,81 @@ def test_optimizer_state_of_a_compiled_gpu_run_loads_for_eager_training():
     assert group["lr"] == 0.5 and isinstance(group["lr"], float) and group["capturable"] is False
     fresh.step()  # a capturable=True group would refuse to step on the CPU
     assert fresh.state[m.weight]["step"].item() == 2
+
+
+def test_weight_average_is_the_running_average():
+    from ftprop.engine import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    avg = WeightAverage(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for n in range(1, 30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(8, 3))  # BN: running statistics and the integer batch count move
+        avg.update(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+    got = avg.model.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, msg=k)
+    assert got["1.num_batches_tracked"].item() == 29
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    restored = WeightAverage(model, decay=0.9)
+    restored.load_state_dict(avg.state_dict())
+    assert restored.updates == 29 and states_equal(restored.model.state_dict(), got)
+
+
+def test_weight_average_is_evaluated_checkpointed_and_resumed(tmp_path, capsys):
+    from ftprop.cli import main
+    from ftprop.data import load_dataset
+
+    cfg = small_config("train.ema_decay=0.99")
+    plain = train(small_config(), save=False, log=None)
+    straight = train(cfg, tmp_path / "a", log=None)
+    # Averaging only reads the weights: the optimiser's trajectory is unchanged.
+    assert states_equal(plain.model.state_dict(), straight.model.state_dict())
+    assert [r["test_acc"] for r in plain.history] == [r["live_test_acc"] for r in straight.history]
+    assert [r["test_acc"] for r in straight.history] != [r["live_test_acc"] for r in straight.history]
+    test = load_dataset("digits", split="test")
+    assert evaluate(straight.ema_model, test)["acc"] == pytest.approx(straight.history[-1]["test_acc"])
+    assert straight.summary["final_live_test_acc"] == straight.history[-1]["live_test_acc"]
+
+    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "b", log=None)
+    resumed = train(cfg, tmp_path / "b", resume=True, log=None)
+    assert states_equal(straight.ema_model.state_dict(), resumed.ema_model.state_dict())
+    assert strip_times(straight.history) == strip_times(resumed.history)
+
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "a")]) == 0
+    averaged = json.loads(capsys.readouterr().out)
+    assert averaged["weights"] == "average" and averaged["acc"] == pytest.approx(straight.history[-1]["test_acc"])
+    assert main(["evaluate", str(tmp_path / "a"), "--live"]) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert live["weights"] == "live" and live["acc"] == pytest.approx(straight.history[-1]["live_test_acc"])
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    from ftprop.data import load_dataset
+
+    # One batch of the whole training set, lr 1e-12: the logged training loss is the initial
+    # model's loss in train mode (BN with batch statistics) over that batch.
+    cfg = small_config("train.label_smoothing=0.3", "optim.lr=1e-12", "data.augment=false", "train.batch_size=4096",
+                       epochs=1)
+    result = train(cfg, save=False, log=None)
+    # The evaluation loss is the plain cross-entropy.
+    test = evaluate(result.model, load_dataset("digits", split="test"))
+    assert result.history[0]["test_loss"] == pytest.approx(test["loss"])
+    (x, y), = load_dataset("digits", split="train").batches(4096)
+    with torch.no_grad():
+        out = result.model.train()(x)
+    smoothed = torch.nn.functional.cross_entropy(out, y, label_smoothing=0.3).item()
+    plain = torch.nn.functional.cross_entropy(out, y).item()
+    assert abs(smoothed - plain) > 0.01
+    assert result.history[0]["train_loss"] == pytest.approx(smoothed, rel=1e-4)
+    for bad in ("train.label_smoothing=1.0", "train.ema_decay=1.0", "train.ema_decay=-0.5"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            train(small_config(bad, epochs=1), save=False, log=None)

@@ -145,11 +145,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
     dataset = dataset.to(device)
     model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
-    model.load_state_dict(state["model"])
+    averaged = state.get("ema") is not None and not args.live
+    model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
     model.to(device)
     with torch.no_grad():
         result = evaluate(model, dataset, args.batch_size)
-    result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset), **result}
+    result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),
+              "weights": "average" if averaged else "live", **result}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -216,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="override the run's data root")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--live", action="store_true",
+                   help="evaluate the optimiser's weights, not the run's weight average (train.ema_decay > 0)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("reproduce", help="run the cells of the paper's Table 1 from configs/table1")

@@ -87,6 +87,8 @@ class TrainConfig:
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode (with compile = true); see COMPILE_MODES
     eval_train: bool = False  # also evaluate the training set in eval mode every epoch (exact gap)
+    label_smoothing: float = 0.0  # of the training cross-entropy (evaluation losses are unsmoothed)
+    ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (per step)
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     tensorboard: bool = True  # when the tensorboard package is installed
 
@@ -241,6 +243,8 @@ def validate(cfg: Config) -> None:
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.eval_batch_size >= 0, "train.eval_batch_size must be >= 0 (0: 4 x batch_size)"),
         (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no averaging; e.g. 0.999)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),

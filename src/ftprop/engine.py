@@ -11,6 +11,7 @@ from a checkpoint continues bit for bit on the CPU.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
@@ -41,8 +42,8 @@ from .runs import (
     save_checkpoint,
 )
 
-__all__ = ["train", "evaluate", "RunResult", "NonFiniteLossError", "TrainingStopped", "lr_at", "resolve_device",
-           "load_data", "build_from_config"]
+__all__ = ["train", "evaluate", "RunResult", "WeightAverage", "NonFiniteLossError", "TrainingStopped", "lr_at",
+           "resolve_device", "load_data", "build_from_config"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,6 +61,7 @@ class RunResult:
     model: nn.Module
     status: str = "completed"
     summary: dict = field(default_factory=dict)
+    ema_model: nn.Module | None = None  # the averaged weights (train.ema_decay > 0), which "test_*" measure
 
     @property
     def best_test_acc(self) -> float:
@@ -152,6 +154,41 @@ def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
     if progress < warm:
         return start + (base - start) * progress / warm
     return base * (low + (1 - low) * (1 - (progress - warm) / max(1e-12, 1 - warm)))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after every optimiser step.
+
+    ``model`` here is a frozen copy that evaluation uses. Floating-point parameters and buffers
+    are averaged (BN running statistics too); integer buffers are copied. The decay starts low,
+    min(decay, (1 + n) / (10 + n)) after n updates, so that the average is not dominated by the
+    initial weights early in training.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, live = [], []
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if mine.is_floating_point():
+                averaged.append(mine)
+                live.append(theirs)
+            else:
+                mine.copy_(theirs)
+        torch._foreach_lerp_(averaged, live, weight)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -315,6 +352,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         elapsed = state.get("elapsed", 0.0)
         if state["step"] == 0 and start_epoch > cfg.train.epochs:
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
+    ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    if ema is not None and state is not None:
+        if state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        else:
+            log("note: the checkpoint has no weight average (train.ema_decay was 0); "
+                "it starts from the current weights")
     if run_dir is not None:
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
@@ -350,6 +394,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         if run_dir is not None:
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "ema": ema.state_dict() if ema is not None else None,
                                       "history": history, "elapsed": elapsed})
 
     with stopper.installed():
@@ -385,11 +430,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer_step()
+                if ema is not None:
+                    ema.update(model)
                 loss = loss.detach()
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
                 loss_sum += loss.double() * y.shape[0]
@@ -419,11 +466,16 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 break
             row = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch),
                    "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-            _eval_into(row, "test", eval_model, test_set, eval_bs, t)
+            # With a weight average, "test_*" (and val, train_eval) measure the average and
+            # "live_test_*" the weights the optimiser holds.
+            judged = ema.model if ema is not None else eval_model
+            _eval_into(row, "test", judged, test_set, eval_bs, t)
+            if ema is not None:
+                _eval_into(row, "live_test", eval_model, test_set, eval_bs, t)
             if "val" in splits:
-                _eval_into(row, "val", eval_model, splits["val"], eval_bs, t)
+                _eval_into(row, "val", judged, splits["val"], eval_bs, t)
             if t.eval_train:
-                _eval_into(row, "train_eval", eval_model, train_set, eval_bs, t)
+                _eval_into(row, "train_eval", judged, train_set, eval_bs, t)
             row["best_test_acc"] = max([h["test_acc"] for h in history] + [row["test_acc"]])
             row["epoch_time_s"] = round(time.perf_counter() - t0, 3)
             row["train_images_per_s"] = round((seen - seen_before) / max(train_time, 1e-9), 1)
@@ -452,7 +504,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             from .report import plot_runs
 
             plot_runs([(cfg.name, history)], run_dir / "curves.png")
-    result = RunResult(run_dir, history, model, status, summary)
+    result = RunResult(run_dir, history, model, status, summary, ema.model if ema is not None else None)
     if status == "stopped":
         raise TrainingStopped(f"training stopped by signal {stopper.signal}; state saved in {run_dir}")
     return result
@@ -501,6 +553,9 @@ def _summary(history: list[dict], status: str, elapsed: float) -> dict:
            "train_time_s": round(elapsed, 1)}
     if "test_top5" in last:
         out["best_test_top5"] = max(h["test_top5"] for h in history)
+    if "live_test_acc" in last:
+        out["best_live_test_acc"] = max(h.get("live_test_acc", 0.0) for h in history)
+        out["final_live_test_acc"] = last["live_test_acc"]
     return out
 
 
@@ -509,6 +564,8 @@ def _format_row(row: dict) -> str:
              f"acc {row['train_acc']:.4f}", f"test loss {row['test_loss']:.4f}", f"acc {row['test_acc']:.4f}"]
     if "test_top5" in row:
         parts.append(f"top5 {row['test_top5']:.4f}")
+    if "live_test_acc" in row:
+        parts.append(f"live weights' acc {row['live_test_acc']:.4f}")
     if "val_acc" in row:
         parts.append(f"val acc {row['val_acc']:.4f}")
     if "train_eval_acc" in row:
