@@ -144,13 +144,8 @@ class GraphedStep:
                 train_step(model, opt, x, y, bf16)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)  # backward inside the capture then writes (not adds) the gradients
-        with torch.cuda.graph(self.graph):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                out = model(x)
-            self.loss = F.cross_entropy(out.float(), y)
-            self.loss.backward()
-            opt.step()
+        with torch.cuda.graph(self.graph):  # the eager step, recorded: its zero_grad(set_to_none=True)
+            self.loss = train_step(model, opt, x, y, bf16)  # makes backward write the grads in the graph's pool
 
 
 def time_steps(model, opt, x, y, steps: int, bf16: bool, device) -> float:
