@@ -78,9 +78,9 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     jobs = args.jobs or len(variants)
     pending, running, done = list(variants), {}, {}
-    previous = RESULTS / f"{args.name}.json"
-    previous = json.loads(previous.read_text()) if args.tabulate and previous.is_file() else {}
-    if args.tabulate:  # keep what the sweep itself recorded of each run
+    recorded = RESULTS / f"{args.name}.json"
+    previous = json.loads(recorded.read_text()) if args.tabulate and recorded.is_file() else {}
+    if args.tabulate:  # run nothing; keep what the sweep itself recorded of each run
         pending, old = [], {r["variant"]: r for r in previous.get("rows", [])}
         done = {n: {k: old.get(n, {}).get(k, "not recorded") for k in ("returncode", "wall_s")} for n in names}
     t0 = time.time()

@@ -86,12 +86,10 @@ def main() -> None:
              f"- **reached: {when}**"
              f"; best {100 * payload['best_test_acc']:.2f}%, final {100 * payload['final_test_acc']:.2f}% "
              f"after {payload['epochs']} epochs (the paper: 300 epochs)"
-             + (f"; **stopped early**: {stopped}" if stopped else ""), "",
-             "| epoch | lr | train acc (%) | test acc (%) | elapsed (s) |", "|---|---|---|---|---|"]
+             + (f"; **stopped early**: {stopped}" if stopped else ""), ""]
     averaged = "live_test_acc" in hist[-1]  # train.ema_decay > 0: test acc is the weight average's
-    if averaged:
-        lines[-2:] = ["| epoch | lr | train acc (%) | test acc, weight average (%) | test acc, live weights (%) "
-                      "| elapsed (s) |", "|---|---|---|---|---|---|"]
+    test_columns = "test acc, weight average (%) | test acc, live weights (%)" if averaged else "test acc (%)"
+    lines += [f"| epoch | lr | train acc (%) | {test_columns} | elapsed (s) |", "|---" * (5 + averaged) + "|"]
     for h in hist:
         live = f" {100 * h['live_test_acc']:.2f} |" if averaged else ""
         lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} |"

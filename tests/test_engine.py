@@ -341,7 +341,7 @@ def test_weight_average_is_the_running_average():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         model(torch.randn(8, 3))  # BN: running statistics and the integer batch count move
-        avg.update(model)
+        avg.update()
         d = min(0.9, (1 + n) / (10 + n))
         for k, v in model.state_dict().items():
             expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()

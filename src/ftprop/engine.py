@@ -157,31 +157,31 @@ def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
 
 
 class WeightAverage:
-    """An exponential moving average of a model's weights, updated after every optimiser step.
+    """An exponential moving average of ``model``'s weights, updated after every optimiser step.
 
-    ``model`` here is a frozen copy that evaluation uses. Floating-point parameters and buffers
+    ``self.model`` is a frozen copy that evaluation uses. Floating-point parameters and buffers
     are averaged (BN running statistics too); integer buffers are copied. The decay starts low,
     min(decay, (1 + n) / (10 + n)) after n updates, so that the average is not dominated by the
-    initial weights early in training.
+    initial weights early in training. The tensors are paired once: ``model`` must keep its
+    parameters and buffers in place (loading a state dict copies into them, which is fine).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).requires_grad_(False)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
+        self._live = [theirs for mine, theirs in pairs if mine.is_floating_point()]
+        self._copied = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
         self.updates += 1
         weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
-        averaged, live = [], []
-        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if mine.is_floating_point():
-                averaged.append(mine)
-                live.append(theirs)
-            else:
-                mine.copy_(theirs)
-        torch._foreach_lerp_(averaged, live, weight)
+        torch._foreach_lerp_(self._averaged, self._live, weight)
+        for mine, theirs in self._copied:
+            mine.copy_(theirs)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}
@@ -436,7 +436,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 loss.backward()
                 optimizer_step()
                 if ema is not None:
-                    ema.update(model)
+                    ema.update()
                 loss = loss.detach()
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
                 loss_sum += loss.double() * y.shape[0]

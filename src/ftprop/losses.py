@@ -39,8 +39,8 @@ class LayerLoss:
     ``phi`` is given for *symmetric* losses, whose derivative is dL/dz(z, t) = -t * phi(z)
     for t = +-1 with phi even; their weighted update is then simply g * phi(z). A
     piecewise-constant phi takes only the values 0 and 1 (it may return a bool mask).
-    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit that evaluates the loss
-    once (not the per-step staircase) then keeps z, and its backward evaluates phi, with no extra
+    ``tanh_phi = (a, c)`` says that phi(z) = c * (1 - tanh(a*z)^2): a unit then keeps z, and its
+    backward evaluates phi (at each step's argument for the per-step staircase), with no extra
     forward work.
 
     ``update(z, g)`` is the weighted FTPROP-MB update |g| * dL/dz(z, -sign(g)) written directly,
