@@ -34,7 +34,7 @@ from torch import nn
 
 from ftprop import LOSSES, build_model
 from ftprop.activations import HardThreshold
-from ftprop.engine import CUDA_GRAPH_MODES
+from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -148,11 +148,13 @@ class GraphedStep:
             self.loss = train_step(model, opt, x, y, bf16)  # makes backward write the grads in the graph's pool
 
 
-def time_steps(model, opt, x, y, steps: int, bf16: bool, device) -> float:
+def time_steps(model, opt, x, y, steps: int, bf16: bool, device, average: WeightAverage | None = None) -> float:
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step(model, opt, x, y, bf16)
+        if average is not None:  # as the engine does after each optimiser step (train.ema_decay)
+            average.update()
     sync(device)
     return (time.perf_counter() - t0) / steps
 
@@ -187,6 +189,10 @@ def cmd_step_time(args) -> None:
     device = torch.device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise SystemExit("--cuda-graph replays CUDA graphs: it needs --device cuda")
+    if not 0.0 <= args.with_average < 1.0:
+        raise SystemExit(f"--with-average is a decay in [0, 1) (0: off), got {args.with_average}")
+    if args.with_average and args.cuda_graph:
+        raise SystemExit("--with-average times the engine's eager weight average: leave out --cuda-graph")
     torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
     rows = []
     for model in args.models.split(","):
@@ -195,19 +201,21 @@ def cmd_step_time(args) -> None:
         x, y = batch(model, args.batch, 10, device, args.channels_last)
         built = []
         for label, kw in vs:
-            m = make(model, kw, 10, device, args.channels_last)
-            opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
-            if args.cuda_graph:
-                m = GraphedStep(m, opt, x, y, args.bf16)
-            time_steps(m, opt, x, y, 2, args.bf16, device)  # warm-up
-            built.append((label, m, opt))
+            for averaged in (False, True) if args.with_average else (False,):
+                m = make(model, kw, 10, device, args.channels_last)
+                opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
+                if args.cuda_graph:
+                    m = GraphedStep(m, opt, x, y, args.bf16)
+                avg = WeightAverage(m, args.with_average) if averaged else None
+                time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
+                built.append((label + (" + average" if averaged else ""), m, opt, avg))
         # enough steps per timing window that the timer and one-off stalls stay small against it
-        _, m0, opt0 = built[0]
+        _, m0, opt0, _ = built[0]
         steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
-        per_round: dict[str, list[float]] = {label: [] for label, _, _ in built}
+        per_round: dict[str, list[float]] = {label: [] for label, *_ in built}
         for r in range(args.rounds):
-            for label, m, opt in rotated(built, r, args.rounds):
-                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device))
+            for label, m, opt, avg in rotated(built, r, args.rounds):
+                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg))
         base = per_round["relu"]
         for label in per_round:
             ratios = [a / b for a, b in zip(per_round[label], base)]
@@ -234,6 +242,8 @@ def cmd_step_time(args) -> None:
              f"second, less disturbed reading. saturated_relu (no ftprop "
              f"code) shows the noise floor. "
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
+             + (f"'+ average': the same step followed by the engine's weight-average update "
+                f"(train.ema_decay = {args.with_average:g}); " if args.with_average else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
     write(args.name or f"step_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
@@ -570,6 +580,8 @@ def main() -> None:
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--target", type=float, default=1.10)
     s.add_argument("--cuda-graph", action="store_true", help="replay each whole step from a CUDA graph")
+    s.add_argument("--with-average", type=float, default=0.0, metavar="DECAY",
+                   help="also time each variant followed by the weight-average update (train.ema_decay)")
     s = command("unit-time", cmd_unit_time, rounds=30, device="cpu", name=None)
     s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")
     s.add_argument("--variants", default="all", choices=["all", "quick"])

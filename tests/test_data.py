@@ -24,7 +24,7 @@ from ftprop.data import DatasetError, load_dataset
 from ftprop.data import cifar10 as cifar_mod
 from ftprop.data import idx as idx_mod
 from ftprop.data import imagefolder as if_mod
-from ftprop.data.base import crop_flip
+from ftprop.data.base import ArrayDataset, crop_flip, patch_whitening
 from ftprop.data.download import fetch, safe_extract_tar
 
 # -- no network: only loopback connections -----------------------------------------------------
@@ -339,6 +339,67 @@ def test_cifar_crop_pad_option(cifar_root):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="crop_pad must be a whole number"):
             load_dataset("cifar10", cifar_root, "train", crop_pad=bad)
+
+
+def _smooth_images(n=200, seed=0):
+    """uint8 images whose neighbouring pixels and channels are strongly correlated, as in photos."""
+    g = torch.Generator().manual_seed(seed)
+    grey = torch.nn.functional.avg_pool2d(torch.rand(n, 1, 36, 36, generator=g), 5, stride=1)  # 32x32
+    colour = 0.15 * torch.rand(n, 3, 32, 32, generator=g)
+    return ((0.8 * grey + colour) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_patch_whitening_is_the_centre_row_of_zca():
+    """The kernel is the centre pixel's rows of U diag(1/sqrt(lambda + eps)) U^T of the patch
+    covariance, computed here independently (numpy, every patch at stride 2), scaled to unit output
+    variance; with small eps it decorrelates the channels of a pixel and equalises their variance."""
+    images = _smooth_images()
+    ds = ArrayDataset("toy", "train", images, torch.zeros(len(images), dtype=torch.int64), ["a"],
+                      (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    size, eps = 3, 1e-3
+    kernel = patch_whitening(images, ds.normalize, size, eps)
+    assert kernel.shape == (3, 3, size, size) and kernel.dtype == torch.float32
+    x = ds.normalize(images).double().numpy()
+    patches = np.stack([x[:, :, i : i + size, j : j + size].reshape(len(x), -1)
+                        for i in range(0, 32 - size + 1, 2) for j in range(0, 32 - size + 1, 2)], 1).reshape(-1, 27)
+    cov = patches.T @ patches / len(patches)
+    lam, u = np.linalg.eigh(cov)
+    zca = u @ np.diag(1 / np.sqrt(lam + eps)) @ u.T
+    rows = zca[[c * size * size + size * size // 2 for c in range(3)]]
+    rows /= np.sqrt(np.einsum("jd,de,je->j", rows, cov, rows))[:, None]
+    np.testing.assert_allclose(kernel.reshape(3, -1).numpy(), rows, rtol=1e-3, atol=1e-4)
+    # what it does to the data: channels at a pixel go from correlated to uncorrelated, unit variance
+    ds.whitening = kernel
+    inner = ds.normalize(images)[:, :, 2:-2, 2:-2].permute(1, 0, 2, 3).reshape(3, -1)
+    raw = torch.from_numpy(x)[:, :, 2:-2, 2:-2].permute(1, 0, 2, 3).reshape(3, -1)
+    assert torch.corrcoef(raw)[0, 1] > 0.5  # the toy images' channels share their grey level
+    torch.testing.assert_close(torch.cov(inner), torch.eye(3), atol=0.1, rtol=0)
+
+
+def test_cifar_whiten_option(cifar_root):
+    """data.options.whiten: off by default (the paper); on, one kernel from the training images
+    serves every split and survives to() and subset(); batches are the normalised images convolved
+    with it; bad values are refused."""
+    assert load_dataset("cifar10", cifar_root, "train").whitening is None
+    train = load_dataset("cifar10", cifar_root, "train", whiten=3)
+    test = load_dataset("cifar10", cifar_root, "test", whiten=3, whiten_eps=0.1)
+    val = load_dataset("cifar10", cifar_root, "val", whiten=3, val_fraction=0.2)
+    assert train.whitening.shape == (3, 3, 3, 3)
+    for other in (test, val, train.to("cpu"), train.subset(torch.arange(4), "train")):
+        assert torch.equal(other.whitening, train.whitening)
+    assert not torch.equal(load_dataset("cifar10", cifar_root, "test", whiten=3, whiten_eps=1.0).whitening,
+                           train.whitening)
+    x, _ = next(test.batches(N_TEST))
+    plain = load_dataset("cifar10", cifar_root, "test").normalize(test.images)
+    torch.testing.assert_close(x, torch.nn.functional.conv2d(plain, train.whitening, padding=1))
+    for bad in (2, -3, 1.0, True):
+        with pytest.raises(ValueError, match="whiten must be 0"):
+            load_dataset("cifar10", cifar_root, "train", whiten=bad)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        load_dataset("cifar10", cifar_root, "train", whiten=3, whiten_eps=0.0)
+    with pytest.raises(ValueError, match="whitening must be a"):
+        ArrayDataset("toy", "train", train.images, train.labels, train.classes, (0, 0, 0), (1, 1, 1),
+                     whitening=torch.zeros(3, 3, 2, 2))
 
 
 def test_val_split_is_seeded_disjoint_and_complete(cifar_root):

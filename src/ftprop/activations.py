@@ -128,6 +128,11 @@ class ThresholdUnit:
         ``code``   other piecewise-constant losses (hinge, perceptron): a uint8 code of the
                    interval of z between breakpoints, looked up in a table per target;
         ``input``  other smooth losses (square, log): z itself.
+
+        When the backward is itself differentiated (create_graph=True), the update is
+        differentiated through g always, and through z where z is kept (``tanh``, ``input``).
+        ``phi`` keeps phi(z), so there the update's slope in z (the ramp's) is not seen;
+        for ``count`` and ``code`` that slope is 0 anyway.
         """
         loss = self.loss
         if loss.phi is not None:

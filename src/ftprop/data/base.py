@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ArrayDataset", "DatasetError"]
+__all__ = ["ArrayDataset", "DatasetError", "patch_whitening"]
 
 
 class DatasetError(RuntimeError):
@@ -32,11 +32,13 @@ class ArrayDataset:
     ``(images / scale - mean[c]) / std[c]``. ``augment`` names the training augmentation
     (``None``, or ``"crop_flip"``: random crop after zero padding by ``crop_pad`` pixels, 4 as in
     the paper, + random horizontal flip, the CIFAR one; ``crop_pad=0`` flips only).
+    ``whitening``: an optional (C, C, k, k) convolution applied after that normalisation (see
+    :func:`patch_whitening`), the same for every split.
     """
 
     def __init__(self, name: str, split: str, images: Tensor, labels: Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], scale: float = 255.0,
-                 augment: str | None = None, crop_pad: int = 4) -> None:
+                 augment: str | None = None, crop_pad: int = 4, whitening: Tensor | None = None) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         if labels.shape != (images.shape[0],):
@@ -52,6 +54,12 @@ class ArrayDataset:
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
         self.augment, self.crop_pad = augment, int(crop_pad)
+        c = images.shape[1] if images.dim() == 4 else 0
+        if whitening is not None and (whitening.dim() != 4 or whitening.shape[:2] != (c, c)
+                                      or whitening.shape[2] != whitening.shape[3] or whitening.shape[2] % 2 == 0):
+            raise ValueError(f"whitening must be a ({c}, {c}, k, k) kernel with k odd for images of shape "
+                             f"{tuple(images.shape[1:])}, got {tuple(whitening.shape)}")
+        self.whitening = None if whitening is None else whitening.to(images.device, torch.float32)
 
     # -- the contract ------------------------------------------------------------------
     @property
@@ -76,19 +84,24 @@ class ArrayDataset:
     def to(self, device: torch.device | str) -> ArrayDataset:
         """The same dataset on another device (a copy of the tensors; self is unchanged)."""
         return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device), self.classes,
-                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad)
+                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad,
+                            self.whitening)
 
     def subset(self, indices: Tensor, split: str) -> ArrayDataset:
         """The examples at ``indices``, as a dataset of its own (e.g. a validation split)."""
         idx = indices.to(self.images.device)
         return ArrayDataset(self.name, split, self.images[idx], self.labels[idx], self.classes,
-                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad)
+                            self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad,
+                            self.whitening)
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32 normalised, as a batched tensor op on their device."""
         x = images.to(torch.float32, copy=True).div_(self.scale)  # in place on the copy: no extra buffers
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x.sub_(self.mean.view(shape)).div_(self.std.view(shape))
+        x = x.sub_(self.mean.view(shape)).div_(self.std.view(shape))
+        if self.whitening is not None:
+            x = torch.nn.functional.conv2d(x, self.whitening, padding=self.whitening.shape[-1] // 2)
+        return x
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
@@ -134,3 +147,41 @@ def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -
     cols = torch.arange(w, device=images.device)
     cols = torch.where(flips.view(n, 1, 1, 1), w - 1 - cols, cols) + shifts[1].view(n, 1, 1, 1)  # (n, 1, 1, w)
     return out.gather(3, cols.expand(n, c, h, w))
+
+
+def patch_whitening(images: Tensor, normalize, size: int, eps: float, max_images: int = 10_000,
+                    chunk: int = 500) -> Tensor:
+    """ZCA whitening of ``size`` x ``size`` patches, as a (C, C, size, size) convolution kernel.
+
+    ``normalize`` maps a uint8 NCHW batch of ``images`` to the float pixels to whiten. With C the
+    covariance of the patches (stride 2) of at most ``max_images`` images spread evenly over
+    them, W = U diag(1 / sqrt(lambda + eps)) U^T whitens those patches; the kernel is W's rows
+    for the centre pixel's channels, so convolving an image with it gives every pixel the
+    whitened value of the patch around it (channels kept: the model is unchanged). ``eps`` damps
+    the directions of small variance (the fine detail that JPEG blurs), and the kernel is scaled
+    so that each output channel has unit variance over the patches, as the normalised pixels
+    have. The patch mean is not subtracted: after the per-channel normalisation it is 0.
+    """
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1 or size % 2 == 0:
+        raise ValueError(f"whitening patch size must be an odd whole number >= 1, got {size!r}")
+    if not eps > 0:
+        raise ValueError(f"whitening eps must be > 0, got {eps!r}")
+    c = images.shape[1]
+    d = c * size * size
+    images = images[:: max(1, images.shape[0] // max_images)]  # evenly spread: plenty for a d x d covariance
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    count = 0
+    for first in range(0, images.shape[0], chunk):
+        x = normalize(images[first : first + chunk])
+        p = torch.nn.functional.unfold(x, size, stride=2).transpose(1, 2).reshape(-1, d)
+        cov += (p.T @ p).double()
+        count += p.shape[0]
+    if count == 0:
+        raise ValueError("patch_whitening needs at least one image")
+    cov /= count
+    evals, evecs = torch.linalg.eigh(cov)
+    w = evecs @ torch.diag(evals.clamp(min=0).add(eps).rsqrt()) @ evecs.T
+    centre = [ch * size * size + (size // 2) * size + size // 2 for ch in range(c)]
+    kernel = w[centre]  # (C, d): output channel j from the whole patch
+    std = torch.einsum("jd,de,je->j", kernel, cov, kernel).sqrt()  # each output's std over the patches
+    return (kernel / std[:, None]).reshape(c, c, size, size).to(torch.float32)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import register_dataset
-from .base import ArrayDataset, DatasetError
+from .base import ArrayDataset, DatasetError, patch_whitening
 from .download import fetch, missing_data_error, safe_extract_tar
 
 __all__ = ["load_cifar10", "MEAN", "STD", "CLASSES", "URL", "MD5"]
@@ -133,9 +133,16 @@ def _folder(root: Path) -> Path:
 
 
 @register_dataset("cifar10")
-def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_pad: int = 4) -> ArrayDataset:
+def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_pad: int = 4,
+                 whiten: int = 0, whiten_eps: float = 0.1) -> ArrayDataset:
     """CIFAR-10 as uint8 (N, 3, 32, 32) with the paper's normalisation and crop+flip augmentation
-    (``crop_pad``: the zero padding before the random 32x32 crop; the paper's 4, 0 for flips only)."""
+    (``crop_pad``: the zero padding before the random 32x32 crop; the paper's 4, 0 for flips only).
+
+    ``whiten`` > 0 (odd; off in the paper) adds ZCA whitening of ``whiten`` x ``whiten`` patches after
+    the normalisation (:func:`ftprop.data.base.patch_whitening`, damped by ``whiten_eps``), estimated
+    on the 50,000 training images whatever the split, so train, validation and test share it."""
+    if whiten and (isinstance(whiten, bool) or not isinstance(whiten, int) or whiten < 0 or whiten % 2 == 0):
+        raise ValueError(f"whiten must be 0 (off) or an odd patch size such as 5, got {whiten!r}")
     root = Path(root)
     folder = _folder(root)
     files = TRAIN_FILES if split == "train" else TEST_FILES
@@ -157,5 +164,12 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_
     data = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32))
-    return ArrayDataset("cifar10", split, images, torch.from_numpy(labels), classes, MEAN, STD,
-                        augment="crop_flip", crop_pad=crop_pad)
+    ds = ArrayDataset("cifar10", split, images, torch.from_numpy(labels), classes, MEAN, STD,
+                      augment="crop_flip", crop_pad=crop_pad)
+    if not whiten:
+        return ds
+    if split != "train":
+        parts = [_read_batch(folder / name, len(classes), per_batch) for name in TRAIN_FILES]
+        images = torch.from_numpy(np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32))
+    ds.whitening = patch_whitening(images, ds.normalize, whiten, whiten_eps)
+    return ds
