@@ -397,6 +397,10 @@ def test_cifar_whiten_option(cifar_root):
             load_dataset("cifar10", cifar_root, "train", whiten=bad)
     with pytest.raises(ValueError, match="eps must be > 0"):
         load_dataset("cifar10", cifar_root, "train", whiten=3, whiten_eps=0.0)
+    (cifar_root / "cifar-10-batches-py" / "data_batch_3").unlink()  # the test split's whitening needs them
+    with pytest.raises(DatasetError, match="data_batch_3"):
+        load_dataset("cifar10", cifar_root, "test", whiten=3)
+    assert len(load_dataset("cifar10", cifar_root, "test")) == N_TEST
     with pytest.raises(ValueError, match="whitening must be a"):
         ArrayDataset("toy", "train", train.images, train.labels, train.classes, (0, 0, 0), (1, 1, 1),
                      whitening=torch.zeros(3, 3, 2, 2))

@@ -146,13 +146,14 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_
     root = Path(root)
     folder = _folder(root)
     files = TRAIN_FILES if split == "train" else TEST_FILES
-    needed = [folder / name for name in (META_FILE, *files)]
+    wanted = (META_FILE, *files, *(TRAIN_FILES if whiten and split != "train" else ()))  # whitening's statistics
+    needed = [folder / name for name in wanted]
     if not all(p.is_file() for p in needed):
         if download:
             archive = fetch(URL, root / ARCHIVE, MD5)
             safe_extract_tar(archive, root)
             folder = root / FOLDER
-            needed = [folder / name for name in (META_FILE, *files)]
+            needed = [folder / name for name in wanted]
         missing = [p.name for p in needed if not p.is_file()]
         if missing:
             raise missing_data_error(
