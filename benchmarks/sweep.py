@@ -136,7 +136,7 @@ def main() -> None:
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- recipe: `{args.config}`; {payload['jobs_at_once']} runs at once, each in its own process",
+             f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
              f"{e.get('cpu_count')} CPU cores", "",
              "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
