@@ -166,6 +166,8 @@ def patch_whitening(images: Tensor, normalize, size: int, eps: float, max_images
         raise ValueError(f"whitening patch size must be an odd whole number >= 1, got {size!r}")
     if not eps > 0:
         raise ValueError(f"whitening eps must be > 0, got {eps!r}")
+    if images.shape[0] == 0:
+        raise ValueError("patch_whitening needs at least one image")
     c = images.shape[1]
     d = c * size * size
     images = images[:: max(1, images.shape[0] // max_images)]  # evenly spread: plenty for a d x d covariance
@@ -176,8 +178,6 @@ def patch_whitening(images: Tensor, normalize, size: int, eps: float, max_images
         p = torch.nn.functional.unfold(x, size, stride=2).transpose(1, 2).reshape(-1, d)
         cov += (p.T @ p).double()
         count += p.shape[0]
-    if count == 0:
-        raise ValueError("patch_whitening needs at least one image")
     cov /= count
     evals, evecs = torch.linalg.eigh(cov)
     w = evecs @ torch.diag(evals.clamp(min=0).add(eps).rsqrt()) @ evecs.T

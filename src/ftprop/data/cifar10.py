@@ -161,16 +161,15 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_
                 f"Pass --download (download=True) to fetch {URL} into {root}, or --data-root a folder that "
                 f"holds {FOLDER}/ (the official python version)")
     classes, per_batch = _read_meta(folder / META_FILE)
-    parts = [_read_batch(folder / name, len(classes), per_batch) for name in files]
-    data = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    images = torch.from_numpy(data.reshape(-1, 3, 32, 32))
-    ds = ArrayDataset("cifar10", split, images, torch.from_numpy(labels), classes, MEAN, STD,
-                      augment="crop_flip", crop_pad=crop_pad)
-    if not whiten:
-        return ds
-    if split != "train":
-        parts = [_read_batch(folder / name, len(classes), per_batch) for name in TRAIN_FILES]
-        images = torch.from_numpy(np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32))
-    ds.whitening = patch_whitening(images, ds.normalize, whiten, whiten_eps)
+
+    def read(names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [_read_batch(folder / name, len(classes), per_batch) for name in names]
+        data, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
+
+    images, labels = read(files)
+    ds = ArrayDataset("cifar10", split, images, labels, classes, MEAN, STD, augment="crop_flip", crop_pad=crop_pad)
+    if whiten:
+        train_images = images if split == "train" else read(TRAIN_FILES)[0]
+        ds.whitening = patch_whitening(train_images, ds.normalize, whiten, whiten_eps)
     return ds
