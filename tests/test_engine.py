@@ -213,7 +213,10 @@ def test_run_directory_contents_and_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["acc"] == pytest.approx(rows[-1]["test_acc"])
+    assert result["acc"] == pytest.approx(rows[-1]["test_acc"]) and result["tta"] is None
+    assert main(["evaluate", str(out), "--tta", "flip"]) == 0
+    mirrored = json.loads(capsys.readouterr().out)
+    assert mirrored["tta"] == "flip" and mirrored["loss"] != pytest.approx(result["loss"])
     assert main(["train", "--out", str(out), "--epochs", "1"]) == 1  # a clear error, not a traceback
     assert "--force" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x"), "--compile-mode", "reduce-overhead"]) == 2  # usage
@@ -405,3 +408,25 @@ def test_label_smoothing_changes_the_training_loss_only():
     for bad in ("train.label_smoothing=1.0", "train.ema_decay=1.0", "train.ema_decay=-0.5"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             train(small_config(bad, epochs=1), save=False, log=None)
+
+
+def test_flip_tta_averages_the_logits_of_both_views():
+    data = _tiny_data()["test"]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))  # not mirror-symmetric
+    x, y = next(iter(data.batches(len(data))))
+    logits = (model(x) + model(x.flip(3))) / 2
+    expected_acc = (logits.argmax(1) == y).double().mean().item()
+    expected_loss = torch.nn.functional.cross_entropy(logits.double(), y).item()
+    one_view = evaluate(model, data, batch_size=100)
+    both = evaluate(model, data, batch_size=100, tta="flip")
+    assert both["acc"] == pytest.approx(expected_acc) and both["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert both["loss"] != pytest.approx(one_view["loss"])  # the mirror view was used
+    # a mirror-symmetric model gives the same result both ways
+    sym = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 3))
+    assert evaluate(sym, data, tta="flip") == pytest.approx(evaluate(sym, data))
+    with pytest.raises(ValueError, match="tta must be one of"):
+        evaluate(model, data, tta="crops")
+    flat = ArrayDataset("flat", "test", data.images.flatten(1), data.labels, ["a", "b", "c"], [0.5], [0.25])
+    with pytest.raises(ValueError, match="needs \\(C, H, W\\) inputs"):
+        evaluate(model, flat, tta="flip")

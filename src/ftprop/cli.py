@@ -149,9 +149,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
     model.to(device)
     with torch.no_grad():
-        result = evaluate(model, dataset, args.batch_size)
+        result = evaluate(model, dataset, args.batch_size, tta=args.tta)
     result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),
-              "weights": "average" if averaged else "live", **result}
+              "weights": "average" if averaged else "live", "tta": args.tta, **result}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--live", action="store_true",
                    help="evaluate the optimiser's weights, not the run's weight average (train.ema_decay > 0)")
+    p.add_argument("--tta", choices=["flip"], default=None,
+                   help="test-time augmentation: average the logits of each image and its mirror image "
+                        "(a two-view ensemble, not the paper's single-view accuracy)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("reproduce", help="run the cells of the paper's Table 1 from configs/table1")

@@ -212,10 +212,24 @@ def build_from_config(cfg: Config, num_classes: int, input_shape: tuple[int, ...
                        loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate, **m.options)
 
 
+TTA_MODES = (None, "flip")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = False,
-             channels_last: bool = False) -> dict[str, float]:
-    """Loss, top-1 (and top-5 with more than 10 classes) of ``model`` in eval mode."""
+             channels_last: bool = False, tta: str | None = None) -> dict[str, float]:
+    """Loss, top-1 (and top-5 with more than 10 classes) of ``model`` in eval mode.
+
+    ``tta="flip"``: test-time augmentation, the logits averaged over each image and its mirror
+    image (images only). This evaluates a two-view ensemble, not the single view the paper (and
+    every other number of this library) reports, so results made with it must say so.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES} (None: one view; 'flip': the image and its mirror "
+                         f"image), got {tta!r}")
+    if tta == "flip" and len(dataset.input_shape) != 3:
+        raise ValueError(f"tta='flip' mirrors images and needs (C, H, W) inputs; this dataset's are "
+                         f"{tuple(dataset.input_shape)!r}")
     was_training = model.training
     model.eval()
     device = dataset.device
@@ -228,8 +242,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-        out = out.float()
+            out = model(x).float()
+            if tta == "flip":
+                out = (out + model(x.flip(3)).float()) / 2
         loss_sum += F.cross_entropy(out, y, reduction="sum").double()
         correct1 += (out.argmax(1) == y).sum()
         if top5:
