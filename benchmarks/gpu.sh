@@ -7,8 +7,9 @@
 # benchmarks/sweeps/convnet4_sign_fast.txt side by side, until the time budget is spent.
 # Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
 # and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script: a stage is
-# cut when the budget is spent. GPU_STAGES picks the stages: by default "tests step graph unit
-# compile tta"; "bf16" (bf16 autocast + channels-last step times) and "profile" are extra, and so is
+# cut when the budget is spent. GPU_STAGES picks the stages: by default "tests fused step graph unit
+# compile tta" ("fused": the fused CUDA kernels of ftprop.cuda_kernels against the aten path, eager
+# and graphed, each variant timed both ways in the same rounds); "bf16" (bf16 autocast + channels-last step times) and "profile" are extra, and so is
 # "sweep" (or pass --sweep). SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -18,7 +19,7 @@ PY=${PYTHON:-python3}
 CIFAR=${1:-}
 SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
 SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
-STAGES=${GPU_STAGES:-tests step graph unit compile tta}
+STAGES=${GPU_STAGES:-tests fused step graph unit compile tta}
 [ "${2:-}" = "--sweep" ] && STAGES="$STAGES sweep"
 BUDGET=${GPU_BUDGET_S:-480}
 export GPU_SH_START=$(date +%s)
@@ -39,8 +40,21 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 if want tests; then
     stage "CUDA tests"
     # (the CPU side of the compiled test runs in CI; -rfEs names what failed or skipped)
-    within 200 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py \
+    within 200 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py tests/test_cuda_kernels.py \
         "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss[cuda]" 2>&1 | tail -8
+fi
+
+# 0b. the fused kernels (one pass per unit and direction) against the aten path: one unit at resnet18
+#     size, then whole steps, eager (is jiterator's host cost paid back?) and replayed from CUDA graphs
+#     (the GPU's work alone)
+if want fused; then
+    stage "fused kernels"
+    within 40 $PY benchmarks/perf.py unit-time --device cuda --shape 256x64x56x56 --rounds 20 --variants quick \
+        --fused --name unit_time_cuda_fused
+    within 100 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+        --variants quick --rounds 5 --steps 4 --target 1.05 --fused --name step_time_cuda_fused
+    within 100 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+        --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --fused --name step_time_cuda_graph_fused
 fi
 
 # 1. step time of hard-threshold training / ReLU training (target <= 1.05): eager fp32 with every
@@ -113,14 +127,15 @@ def fresh(f):  # written by this run: a skipped or cut stage must not show older
     return f.is_file() and f.stat().st_mtime >= start
 
 
-for name in ("step_time_cuda", "step_time_cuda_bf16_cl", "step_time_cuda_graph"):
+for name in ("step_time_cuda_fused", "step_time_cuda_graph_fused", "step_time_cuda", "step_time_cuda_bf16_cl",
+             "step_time_cuda_graph"):
     f = res / f"{name}.json"
     if fresh(f):
         rows = json.loads(f.read_text())["rows"]
         worst = max(rows, key=lambda r: r["ratio_to_relu"])
         print(f"\n{name}: step time / ReLU step time (target <= 1.05); worst {worst['model']} {worst['variant']}")
         for r in rows:
-            if "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
+            if "fused" in name or "soft_hinge" in r["variant"] or r["variant"] in ("relu", "saturated_relu") or r is worst:
                 print(f"  {r['model']:10s} {r['variant']:30s} {r['median_ms']:8.2f} ms  x{r['ratio_to_relu']:.3f}")
 for f in sorted(filter(fresh, res.glob("compile_cuda_*.json"))):
     print(f"\n{f.stem}: compiled step / compiled ReLU step")

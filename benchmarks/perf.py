@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ftprop import LOSSES, build_model
+from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
 
@@ -67,6 +67,11 @@ def pick_variants(labels: str) -> list[tuple[str, dict]]:
     if len(chosen) != len(wanted):
         raise SystemExit(f"unknown variant among {wanted}; known: {[v[0] for v in variants('all')]}")
     return chosen
+
+
+def has_units(kw: dict) -> bool:
+    """Whether a variant has hard-threshold units (which the fused kernels could serve)."""
+    return kw["activation"] not in ("relu", "saturated_relu")
 
 
 def rotated(items: list, r: int, rounds: int) -> list:
@@ -202,20 +207,26 @@ def cmd_step_time(args) -> None:
         built = []
         for label, kw in vs:
             for averaged in (False, True) if args.with_average else (False,):
-                m = make(model, kw, 10, device, args.channels_last)
-                opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
-                if args.cuda_graph:
-                    m = GraphedStep(m, opt, x, y, args.bf16)
-                avg = WeightAverage(m, args.with_average) if averaged else None
-                time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
-                built.append((label + (" + average" if averaged else ""), m, opt, avg))
+                for fused in (False, True) if args.fused and has_units(kw) else (False,):
+                    cuda_kernels.use_fused_kernels(fused)  # a CUDA graph records the kernels chosen now
+                    m = make(model, kw, 10, device, args.channels_last)
+                    opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
+                    if args.cuda_graph:
+                        m = GraphedStep(m, opt, x, y, args.bf16)
+                    avg = WeightAverage(m, args.with_average) if averaged else None
+                    time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
+                    built.append((label + (" + average" if averaged else "") + (" + fused" if fused else ""),
+                                  m, opt, avg, fused))
         # enough steps per timing window that the timer and one-off stalls stay small against it
-        _, m0, opt0, _ = built[0]
+        _, m0, opt0, *_ = built[0]
+        cuda_kernels.use_fused_kernels(False)
         steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
         per_round: dict[str, list[float]] = {label: [] for label, *_ in built}
         for r in range(args.rounds):
-            for label, m, opt, avg in rotated(built, r, args.rounds):
+            for label, m, opt, avg, fused in rotated(built, r, args.rounds):
+                cuda_kernels.use_fused_kernels(fused)
                 per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg))
+        cuda_kernels.use_fused_kernels(False)
         base = per_round["relu"]
         for label in per_round:
             ratios = [a / b for a, b in zip(per_round[label], base)]
@@ -260,11 +271,14 @@ def cmd_unit_time(args) -> None:
     shape = tuple(int(v) for v in args.shape.split("x"))
     x0 = torch.randn(*shape, device=device)
     g0 = torch.randn(*shape, device=device)
-    chosen = [(label, make_activation(kw["activation"], **{k: v for k, v in kw.items() if k != "activation"}))
-              for label, kw in variants(args.variants)]
-    times = {label: ([], []) for label, _ in chosen}
+    chosen = [(label + (" + fused" if fused else ""), fused,
+               make_activation(kw["activation"], **{k: v for k, v in kw.items() if k != "activation"}))
+              for label, kw in variants(args.variants)
+              for fused in ((False, True) if args.fused and has_units(kw) else (False,))]
+    times = {label: ([], []) for label, *_ in chosen}
     for r in range(args.rounds):
-        for label, mod in rotated(chosen, r, args.rounds):
+        for label, fused, mod in rotated(chosen, r, args.rounds):
+            cuda_kernels.use_fused_kernels(fused)
             x = x0.clone().requires_grad_()
             sync(device)
             t0 = time.perf_counter()
@@ -275,6 +289,7 @@ def cmd_unit_time(args) -> None:
             sync(device)
             times[label][0].append(t1 - t0)
             times[label][1].append(time.perf_counter() - t1)
+    cuda_kernels.use_fused_kernels(False)
     rows = []
     for label, (fw, bw) in times.items():
         rows.append({"variant": label, "shape": list(shape), "forward_ms": 1e3 * statistics.median(fw),
@@ -553,6 +568,8 @@ def report(args, device, rows: list[dict], final: bool) -> None:
           table, notes, quiet=not final)
 
 
+FUSED_HELP = ("also time each hard-threshold variant with the fused CUDA kernels (ftprop.cuda_kernels; they "
+              "serve float32 CUDA tensors only, so on a CPU both rows run the same code)")
 SHARED_HELP = {"models": "comma-separated model names", "batch": "batch size", "rounds": "interleaved rounds",
                "steps": "at least this many steps per timing window", "device": "cpu or cuda",
                "name": "result file name, without extension (default: the subcommand and device)"}
@@ -582,9 +599,11 @@ def main() -> None:
     s.add_argument("--cuda-graph", action="store_true", help="replay each whole step from a CUDA graph")
     s.add_argument("--with-average", type=float, default=0.0, metavar="DECAY",
                    help="also time each variant followed by the weight-average update (train.ema_decay)")
+    s.add_argument("--fused", action="store_true", help=FUSED_HELP)
     s = command("unit-time", cmd_unit_time, rounds=30, device="cpu", name=None)
     s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")
     s.add_argument("--variants", default="all", choices=["all", "quick"])
+    s.add_argument("--fused", action="store_true", help=FUSED_HELP)
     s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
     command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128)

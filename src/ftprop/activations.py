@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import cuda_kernels
 from .losses import LayerLoss, get_loss
 
 __all__ = [
@@ -58,7 +59,7 @@ class ThresholdUnit:
     def __post_init__(self) -> None:
         # Derived constants, computed once here (functools.cached_property takes a lock that
         # torch.compile cannot trace on Python 3.11).
-        for name in ("thresholds", "breakpoints", "saving", "count_scale", "signed_table"):
+        for name in ("thresholds", "breakpoints", "saving", "count_scale", "signed_table", "fused_quantizer"):
             object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
 
     # ---- forward -------------------------------------------------------------------
@@ -68,6 +69,8 @@ class ThresholdUnit:
         return tuple(i / (self.steps - 1) for i in range(self.steps))
 
     def quantize(self, x: Tensor) -> Tensor:
+        if cuda_kernels.applies(x):
+            return cuda_kernels.quantize(x, *self.fused_quantizer)
         if self.kind in ("sign", "step") or self.steps == 1:
             if self.kind == "sign" and x.device.type != "cpu":
                 return _sign_by_where(x)
@@ -77,6 +80,12 @@ class ThresholdUnit:
         n = self.steps
         # (1/n) * sum_i 1[x > i/(n-1)], written as the reference does, in place after one copy
         return (x * (n - 1)).ceil_().clamp_(0, n).div_(n)
+
+    def _compute_fused_quantizer(self) -> tuple[str, int]:
+        """(kernel, steps) of :func:`ftprop.cuda_kernels.quantize` for this unit."""
+        if self.kind == "staircase" and self.steps == 1:
+            return "step", 1
+        return self.kind, self.steps
 
     # ---- the layer loss in x-space ------------------------------------------------
     def _over_steps(self, f, x: Tensor, mean: bool = True) -> Tensor:
@@ -190,6 +199,17 @@ class ThresholdUnit:
             code += _as_bytes(x >= b)
         return code
 
+    def fused_tanh_args(self, batch: int) -> tuple[float, float, float, int, bool]:
+        """(a, b, c, steps, sign_of_g) of :func:`ftprop.cuda_kernels.tanh_phi_update`: the update
+        c * g' * mean_i (1 - tanh(a*x - b - a*theta_i)^2) that the ``tanh`` saving computes below."""
+        a, c = self.loss.tanh_phi
+        c = c if self.weighted else c / batch
+        if self.kind != "staircase" or self.steps == 1:
+            return a, 0.0, c, 1, not self.weighted
+        if self.surrogate == "single":  # tanh(a * (2x - 1))
+            return 2.0 * a, a, c, 1, not self.weighted
+        return a, 0.0, c, self.steps, not self.weighted
+
     def backward(self, saved: Tensor | None, g: Tensor, batch: int) -> Tensor:
         """The FTPROP-MB update passed to the layer below, from the incoming gradient g.
 
@@ -199,6 +219,8 @@ class ThresholdUnit:
         """
         mode = self.saving
         if mode == "tanh":  # at x itself, at 2x - 1 (the staircase's single surrogate) or at each x - theta_i
+            if cuda_kernels.applies(g):
+                return cuda_kernels.tanh_phi_update(saved, g, *self.fused_tanh_args(batch))
             a, c = self.loss.tanh_phi
             if not self.weighted:
                 g, c = torch.sign(g), c / batch

@@ -1,0 +1,142 @@
+"""The fused CUDA kernels (ftprop.cuda_kernels) against the aten path of the units.
+
+Without a GPU the kernels' C++ sources are compiled with the host's C++ compiler and run on the
+same inputs as the CPU units; with one, jiterator runs them on the GPU."""
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from ftprop import Sign, Staircase, Step, cuda_kernels
+from ftprop.activations import ThresholdUnit
+from ftprop.losses import get_loss
+
+CXX = shutil.which("g++") or shutil.which("c++")
+TANH_LOSSES = ("soft_hinge", "sigmoid", "lecun_tanh")
+
+_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+int main(int argc, char** argv) {
+    int nin = atoi(argv[2]);
+    float v[8];
+    while (true) {
+        for (int i = 0; i < nin; ++i) if (scanf("%f", &v[i]) != 1) return 0;
+        float r;
+        if (!strcmp(argv[1], "sign")) r = ftprop_sign<float>(v[0]);
+        else if (!strcmp(argv[1], "step")) r = ftprop_step<float>(v[0]);
+        else if (!strcmp(argv[1], "staircase")) r = ftprop_staircase<float>(v[0], v[1]);
+        else r = ftprop_tanh_phi<float>(v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+        printf("%.9g\n", r);
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """Run a kernel's C++ body on the CPU: f(name, columns) -> tensor of its results."""
+    if CXX is None:
+        pytest.skip("no C++ compiler on this machine")
+    d = tmp_path_factory.mktemp("kernels")
+    src = d / "kernels.cpp"
+    src.write_text("#include <math.h>\n" + "\n".join(cuda_kernels.KERNELS.values()) + _MAIN)
+    exe = d / "kernels"
+    subprocess.run([CXX, "-O1", "-ffp-contract=off", "-o", str(exe), str(src)], check=True, capture_output=True)
+
+    def run(name: str, *columns: torch.Tensor) -> torch.Tensor:
+        cols = [c.reshape(-1).double() for c in columns]
+        lines = "\n".join(" ".join(f"{float(c[i]):.9g}" for c in cols) for i in range(len(cols[0])))
+        out = subprocess.run([str(exe), name, str(len(cols))], input=lines + "\n", capture_output=True, text=True,
+                             check=True).stdout.split()
+        return torch.tensor([float(v) for v in out], dtype=torch.float32).view(columns[0].shape)
+
+    return run
+
+
+def _inputs(n: int = 4000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=gen) * 1.5
+    edges = [0.0, -0.0, 1.0, -1.0, 0.5, 1 / 3, 2 / 3, 0.25, 0.75, 1e-8, -1e-8, 4.0, -4.0, 30.0, -30.0]
+    x[: len(edges)] = torch.tensor(edges)
+    return x
+
+
+def _units(loss: str):
+    yield ThresholdUnit("sign", get_loss(loss), True)
+    yield ThresholdUnit("step", get_loss(loss), False)
+    yield ThresholdUnit("staircase", get_loss(loss), True, 1)
+    for steps in (3, 5):
+        yield ThresholdUnit("staircase", get_loss(loss), True, steps)
+        yield ThresholdUnit("staircase", get_loss(loss), False, steps, "per_step")
+        yield ThresholdUnit("staircase", get_loss(loss), True, steps, "per_step")
+
+
+@pytest.mark.parametrize("kind, steps", [("sign", 1), ("step", 1), ("staircase", 1), ("staircase", 3),
+                                         ("staircase", 5)])
+def test_quantizer_kernels_equal_the_units_exactly(host_kernels, kind, steps):
+    unit = ThresholdUnit(kind, get_loss("soft_hinge"), True, steps)
+    x = _inputs()
+    name, n = unit.fused_quantizer
+    got = host_kernels(name, x, torch.full_like(x, float(n))) if name == "staircase" else host_kernels(name, x)
+    assert torch.equal(got, unit.quantize(x))
+
+
+@pytest.mark.parametrize("loss", TANH_LOSSES)
+def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
+    x = _inputs()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    g[:20] = 0.0  # no target: no update
+    batch = 37
+    for unit in _units(loss):
+        a, b, c, steps, sign_of_g = unit.fused_tanh_args(batch)
+        full = lambda v: torch.full_like(x, float(v))  # noqa: E731
+        got = host_kernels("tanh_phi", x, g, full(a), full(b), full(c), full(steps), full(sign_of_g))
+        want = unit.backward(unit.save(x), g, batch)
+        torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6, msg=str(unit))
+        assert (got[:20] == 0).all()
+
+
+def test_fused_kernels_leave_cpu_units_alone():
+    x = _inputs(64).requires_grad_()
+    ref = Sign("soft_hinge")(x)
+    ref.backward(torch.ones_like(ref))
+    before = x.grad.clone()
+    x.grad = None
+    cuda_kernels.use_fused_kernels(True)
+    try:
+        assert not cuda_kernels.applies(x.detach())  # CPU tensors keep the aten path
+        out = Sign("soft_hinge")(x)
+        out.backward(torch.ones_like(out))
+    finally:
+        cuda_kernels.use_fused_kernels(False)
+    assert torch.equal(out, ref) and torch.equal(x.grad, before)
+    with pytest.raises(TypeError, match="True or False"):
+        cuda_kernels.use_fused_kernels("yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("loss", [*TANH_LOSSES, "saturated_hinge", "linear"])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_fused_kernels_on_gpu_match_the_aten_path(loss, weighted):
+    x = (_inputs(64 * 33).view(64, 33)).cuda()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).cuda()
+    g[1, :5] = 0.0
+    for module in (Sign(loss, weighted), Step(loss, weighted), Staircase(3, loss, weighted),
+                   Staircase(5, loss, weighted, surrogate="per_step")):
+        results = []
+        for fused in (False, True):
+            cuda_kernels.use_fused_kernels(fused)
+            try:
+                xi = x.clone().requires_grad_()
+                y = module(xi)
+                y.backward(g)
+            finally:
+                cuda_kernels.use_fused_kernels(False)
+            results.append((y.detach(), xi.grad))
+        (y0, d0), (y1, d1) = results
+        torch.testing.assert_close(y1, y0, rtol=1e-6, atol=0, msg=str(module))  # levels k/n: within an ulp
+        torch.testing.assert_close(d1, d0, rtol=2e-5, atol=1e-6, msg=str(module))
