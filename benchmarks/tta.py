@@ -1,0 +1,77 @@
+"""Flip test-time augmentation on finished runs: the final checkpoint's test accuracy with one
+view and with the logits of each image and its mirror image averaged (``evaluate(..., tta="flip")``).
+
+  python benchmarks/tta.py runs/recipe_sweep_x/variant [RUN_DIR ...] --name tta_x [--data-root DIR]
+
+Both the weight average (train.ema_decay > 0) and the live weights are measured. Two views make an
+ensemble, so these numbers are reported beside the single-view ones (the paper's protocol), never
+instead of them. Writes benchmarks/results/<name>.json and .md ($FTPROP_RESULTS overrides the folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ftprop.data import load_dataset
+from ftprop.engine import build_from_config, evaluate
+from ftprop.runs import config_from_checkpoint, load_checkpoint
+
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+def measure(run: Path, data_root: str | None) -> dict:
+    state = load_checkpoint(run)
+    cfg = config_from_checkpoint(state)
+    d = cfg.data
+    test = load_dataset(d.name, root=data_root or d.root, split="test", download=False, **d.options)
+    row = {"run": str(run), "epoch": state["epoch"], "config": cfg.name}
+    weights = {"live": state["model"]}
+    if state.get("ema") is not None:
+        weights["average"] = state["ema"]["model"]
+    for which, sd in weights.items():
+        model = build_from_config(cfg, test.num_classes, test.input_shape)
+        model.load_state_dict(sd)
+        with torch.no_grad():
+            row[f"{which}_acc"] = evaluate(model, test)["acc"]
+            row[f"{which}_flip_acc"] = evaluate(model, test, tta="flip")["acc"]
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run directories (or checkpoint files)")
+    p.add_argument("--name", required=True, help="result file name, without extension")
+    p.add_argument("--data-root", help="override the runs' data root")
+    args = p.parse_args()
+    rows = [measure(Path(r), args.data_root) for r in args.runs]
+    payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": "python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    def pct(row: dict, key: str) -> str:
+        return f"{100 * row[key]:.2f}" if key in row else "-"
+
+    lines = [f"# Flip test-time augmentation: {args.name}", "", f"- command: `{payload['command']}`",
+             f"- date: {payload['date']}; torch {payload['torch']}", "",
+             "| run | epoch | average: one view (%) | average: + mirror (%) | live: one view (%) "
+             "| live: + mirror (%) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['epoch']} | {pct(r, 'average_acc')} | {pct(r, 'average_flip_acc')} | "
+                     f"{pct(r, 'live_acc')} | {pct(r, 'live_flip_acc')} |")
+    lines += ["", "Final checkpoints' test accuracy. '+ mirror' averages the logits of each image and its mirror "
+              "image: a two-view ensemble, not the single-view accuracy that the paper and the other tables report."]
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
