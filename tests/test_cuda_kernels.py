@@ -100,6 +100,13 @@ def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
         assert (got[:20] == 0).all()
 
 
+def test_jiterator_reads_each_kernels_entry_function():
+    """jiterator finds the entry point with a regular expression over the source (no GPU needed)."""
+    jiterator = pytest.importorskip("torch.cuda.jiterator")
+    for name, code in cuda_kernels.KERNELS.items():
+        assert jiterator._CodeParser(code).function_name == f"ftprop_{name}"
+
+
 def test_fused_kernels_leave_cpu_units_alone():
     x = _inputs(64).requires_grad_()
     ref = Sign("soft_hinge")(x)
