@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 
 from ftprop.data import load_dataset
-from ftprop.engine import build_from_config, evaluate
+from ftprop.engine import build_from_config, evaluate, resolve_device
 from ftprop.runs import config_from_checkpoint, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
-def measure(run: Path, data_root: str | None) -> dict:
+def measure(run: Path, data_root: str | None, device: torch.device) -> dict:
     state = load_checkpoint(run)
     cfg = config_from_checkpoint(state)
     d = cfg.data
-    test = load_dataset(d.name, root=data_root or d.root, split="test", download=False, **d.options)
+    test = load_dataset(d.name, root=data_root or d.root, split="test", download=False, **d.options).to(device)
     row = {"run": str(run), "epoch": state["epoch"], "config": cfg.name}
     weights = {"live": state["model"]}
     if state.get("ema") is not None:
@@ -38,6 +38,7 @@ def measure(run: Path, data_root: str | None) -> dict:
     for which, sd in weights.items():
         model = build_from_config(cfg, test.num_classes, test.input_shape)
         model.load_state_dict(sd)
+        model.to(device)
         with torch.no_grad():
             row[f"{which}_acc"] = evaluate(model, test)["acc"]
             row[f"{which}_flip_acc"] = evaluate(model, test, tta="flip")["acc"]
@@ -49,8 +50,10 @@ def main() -> None:
     p.add_argument("runs", nargs="+", help="run directories (or checkpoint files)")
     p.add_argument("--name", required=True, help="result file name, without extension")
     p.add_argument("--data-root", help="override the runs' data root")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     args = p.parse_args()
-    rows = [measure(Path(r), args.data_root) for r in args.runs]
+    device = resolve_device(args.device)
+    rows = [measure(Path(r), args.data_root, device) for r in args.runs]
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -57,10 +57,13 @@ def host_kernels(tmp_path_factory):
     return run
 
 
-def _inputs(n: int = 4000) -> torch.Tensor:
+def _inputs(n: int = 4000, nan: bool = False) -> torch.Tensor:
+    """n pre-activations: the edges first (0, -0, the staircase thresholds, large values; NaN last
+    when asked), then normal draws."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, generator=gen) * 1.5
     edges = [0.0, -0.0, 1.0, -1.0, 0.5, 1 / 3, 2 / 3, 0.25, 0.75, 1e-8, -1e-8, 4.0, -4.0, 30.0, -30.0]
+    edges += [float("nan")] if nan else []
     x[: len(edges)] = torch.tensor(edges)
     return x
 
@@ -79,10 +82,10 @@ def _units(loss: str):
                                          ("staircase", 5)])
 def test_quantizer_kernels_equal_the_units_exactly(host_kernels, kind, steps):
     unit = ThresholdUnit(kind, get_loss("soft_hinge"), True, steps)
-    x = _inputs()
+    x = _inputs(nan=True)
     name, n = unit.fused_quantizer
     got = host_kernels(name, x, torch.full_like(x, float(n))) if name == "staircase" else host_kernels(name, x)
-    assert torch.equal(got, unit.quantize(x))
+    torch.testing.assert_close(got, unit.quantize(x), rtol=0, atol=0, equal_nan=True)  # NaN in, NaN (or -1) out
 
 
 @pytest.mark.parametrize("loss", TANH_LOSSES)
@@ -90,14 +93,15 @@ def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
     x = _inputs()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     g[:20] = 0.0  # no target: no update
+    g[20] = float("nan")  # unweighted: sign(NaN) = 0, no update; weighted: NaN, as the aten path
     batch = 37
     for unit in _units(loss):
         a, b, c, steps, sign_of_g = unit.fused_tanh_args(batch)
         full = lambda v: torch.full_like(x, float(v))  # noqa: E731
         got = host_kernels("tanh_phi", x, g, full(a), full(b), full(c), full(steps), full(sign_of_g))
         want = unit.backward(unit.save(x), g, batch)
-        torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6, msg=str(unit))
-        assert (got[:20] == 0).all()
+        torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6, equal_nan=True, msg=str(unit))
+        assert (got[:20] == 0).all() and (got[20].isnan() if unit.weighted else got[20] == 0)
 
 
 def test_jiterator_reads_each_kernels_entry_function():
@@ -125,25 +129,57 @@ def test_fused_kernels_leave_cpu_units_alone():
         cuda_kernels.use_fused_kernels("yes")
 
 
+def _counting(monkeypatch) -> dict:
+    """Count the calls of the fused entry points (so a test sees whether they ran)."""
+    calls = {"quantize": 0, "tanh_phi_update": 0}
+    for name in calls:
+        real = getattr(cuda_kernels, name)
+
+        def wrapper(*args, _real=real, _name=name, **kw):
+            calls[_name] += 1
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(cuda_kernels, name, wrapper)
+    return calls
+
+
+def _fwd_bwd(module, x, g, fused: bool):
+    cuda_kernels.use_fused_kernels(fused)
+    try:
+        xi = x.clone().requires_grad_()
+        y = module(xi)
+        y.backward(g)
+    finally:
+        cuda_kernels.use_fused_kernels(False)
+    return y.detach(), xi.grad
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("loss", [*TANH_LOSSES, "saturated_hinge", "linear"])
 @pytest.mark.parametrize("weighted", [True, False])
-def test_fused_kernels_on_gpu_match_the_aten_path(loss, weighted):
-    x = (_inputs(64 * 33).view(64, 33)).cuda()
+def test_fused_kernels_on_gpu_match_the_aten_path(monkeypatch, loss, weighted):
+    x = _inputs(64 * 33).view(64, 33).cuda()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).cuda()
     g[1, :5] = 0.0
+    calls = _counting(monkeypatch)
     for module in (Sign(loss, weighted), Step(loss, weighted), Staircase(3, loss, weighted),
-                   Staircase(5, loss, weighted, surrogate="per_step")):
-        results = []
-        for fused in (False, True):
-            cuda_kernels.use_fused_kernels(fused)
-            try:
-                xi = x.clone().requires_grad_()
-                y = module(xi)
-                y.backward(g)
-            finally:
-                cuda_kernels.use_fused_kernels(False)
-            results.append((y.detach(), xi.grad))
-        (y0, d0), (y1, d1) = results
+                   Staircase(5, loss, weighted), Staircase(5, loss, weighted, surrogate="per_step")):
+        before = dict(calls)
+        y0, d0 = _fwd_bwd(module, x, g, fused=False)
+        assert calls == before  # off: the aten path
+        y1, d1 = _fwd_bwd(module, x, g, fused=True)
+        assert calls["quantize"] == before["quantize"] + 1, module
+        assert calls["tanh_phi_update"] == before["tanh_phi_update"] + (loss in TANH_LOSSES), module
         torch.testing.assert_close(y1, y0, rtol=1e-6, atol=0, msg=str(module))  # levels k/n: within an ulp
         torch.testing.assert_close(d1, d0, rtol=2e-5, atol=1e-6, msg=str(module))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_kernels_serve_float32_only(monkeypatch):
+    calls = _counting(monkeypatch)
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
+        x = torch.randn(8, 16, device="cuda", dtype=dtype)
+        y0, d0 = _fwd_bwd(Sign("soft_hinge"), x, torch.ones_like(x), fused=False)
+        y1, d1 = _fwd_bwd(Sign("soft_hinge"), x, torch.ones_like(x), fused=True)
+        assert torch.equal(y1, y0) and torch.equal(d1, d0)
+    assert calls == {"quantize": 0, "tanh_phi_update": 0}

@@ -29,7 +29,8 @@ from torch import Tensor
 __all__ = ["KERNELS", "use_fused_kernels", "fused_kernels_enabled", "applies", "quantize", "tanh_phi_update"]
 
 # Each body is plain C++ over a template type T, arithmetic in float. Comparisons are written so that
-# NaN behaves as in the aten path (x > 0 is false for NaN; a NaN staircase input stays NaN).
+# NaN behaves as in the aten path (x > 0 is false for NaN; a NaN staircase input stays NaN; sign(NaN)
+# of an unweighted update is 0, as torch.sign gives).
 KERNELS = {
     # +1 if z > 0 else -1 (sign(0) = -1), as torch.where(x > 0, 1, -1)
     "sign": "template <typename T> T ftprop_sign(T x) { return static_cast<float>(x) > 0.0f ? T(1) : T(-1); }",
@@ -45,7 +46,7 @@ KERNELS = {
     # (steps = 1: the one argument a*z - b); g' = g (weighted) or sign(g) (unweighted)
     "tanh_phi": """template <typename T> T ftprop_tanh_phi(T x, T g, T a, T b, T c, T steps, T sign_of_g) {
     float gf = static_cast<float>(g);
-    if (static_cast<float>(sign_of_g) != 0.0f) { gf = gf > 0.0f ? 1.0f : (gf < 0.0f ? -1.0f : gf); }
+    if (static_cast<float>(sign_of_g) != 0.0f) { gf = gf > 0.0f ? 1.0f : (gf < 0.0f ? -1.0f : 0.0f); }
     float af = static_cast<float>(a), u = af * static_cast<float>(x) - static_cast<float>(b);
     int n = static_cast<int>(static_cast<float>(steps));
     float phi = 0.0f;

@@ -221,8 +221,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
     """Loss, top-1 (and top-5 with more than 10 classes) of ``model`` in eval mode.
 
     ``tta="flip"``: test-time augmentation, the logits averaged over each image and its mirror
-    image (images only). This evaluates a two-view ensemble, not the single view the paper (and
-    every other number of this library) reports, so results made with it must say so.
+    image (images only; meaningful where a mirror image keeps its label, as in CIFAR-10 or ImageNet,
+    not for digits). This evaluates a two-view ensemble, not the single view the paper (and every
+    other number of this library) reports, so results made with it must say so.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES} (None: one view; 'flip': the image and its mirror "
