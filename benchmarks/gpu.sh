@@ -10,9 +10,8 @@
 # cut when the budget is spent. GPU_STAGES picks the stages: by default "tests fused unit compile tta"
 # ("fused": the fused CUDA kernels of ftprop.cuda_kernels against the aten path, eager and graphed,
 # the 6 main variants each timed both ways in the same rounds); "step" (eager, every layer loss,
-# without the fused kernels) and "graph" (graphed, aten only) were measured in run 3 and are extra
-# now, as are "bf16" (bf16 autocast + channels-last step times) and "profile" are extra, and so is
-# "sweep" (or pass --sweep). SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
+# without the fused kernels) and "graph" (graphed, aten only), measured in run 3, are extra now, as
+# are "bf16" (bf16 autocast + channels-last step times), "profile" and "sweep" (or pass --sweep). SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}

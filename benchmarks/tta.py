@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ftprop.data import load_dataset
-from ftprop.engine import build_from_config, evaluate, resolve_device
+from ftprop.engine import checkpoint_model, evaluate, resolve_device
 from ftprop.runs import config_from_checkpoint, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -32,13 +32,8 @@ def measure(run: Path, data_root: str | None, device: torch.device) -> dict:
     d = cfg.data
     test = load_dataset(d.name, root=data_root or d.root, split="test", download=False, **d.options).to(device)
     row = {"run": str(run), "epoch": state["epoch"], "config": cfg.name}
-    weights = {"live": state["model"]}
-    if state.get("ema") is not None:
-        weights["average"] = state["ema"]["model"]
-    for which, sd in weights.items():
-        model = build_from_config(cfg, test.num_classes, test.input_shape)
-        model.load_state_dict(sd)
-        model.to(device)
+    for live in (True, False) if state.get("ema") is not None else (True,):
+        model, which = checkpoint_model(state, cfg, test, live=live)
         with torch.no_grad():
             row[f"{which}_acc"] = evaluate(model, test)["acc"]
             row[f"{which}_flip_acc"] = evaluate(model, test, tta="flip")["acc"]

@@ -96,7 +96,7 @@ def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
     g[20] = float("nan")  # unweighted: sign(NaN) = 0, no update; weighted: NaN, as the aten path
     batch = 37
     for unit in _units(loss):
-        a, b, c, steps, sign_of_g = unit.fused_tanh_args(batch)
+        a, b, c, steps, sign_of_g = unit.tanh_args(batch)
         full = lambda v: torch.full_like(x, float(v))  # noqa: E731
         got = host_kernels("tanh_phi", x, g, full(a), full(b), full(c), full(steps), full(sign_of_g))
         want = unit.backward(unit.save(x), g, batch)

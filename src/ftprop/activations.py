@@ -199,9 +199,10 @@ class ThresholdUnit:
             code += _as_bytes(x >= b)
         return code
 
-    def fused_tanh_args(self, batch: int) -> tuple[float, float, float, int, bool]:
-        """(a, b, c, steps, sign_of_g) of :func:`ftprop.cuda_kernels.tanh_phi_update`: the update
-        c * g' * mean_i (1 - tanh(a*x - b - a*theta_i)^2) that the ``tanh`` saving computes below."""
+    def tanh_args(self, batch: int) -> tuple[float, float, float, int, bool]:
+        """(a, b, c, steps, sign_of_g) of the ``tanh`` saving's update c * g' * mean_i (1 - tanh(a*x
+        - b - a*theta_i)^2), g' = sign(g) if sign_of_g else g, over ``steps`` thresholds theta_i (one
+        argument when steps = 1): what both :meth:`backward` and the fused CUDA kernel evaluate."""
         a, c = self.loss.tanh_phi
         c = c if self.weighted else c / batch
         if self.kind != "staircase" or self.steps == 1:
@@ -219,18 +220,16 @@ class ThresholdUnit:
         """
         mode = self.saving
         if mode == "tanh":  # at x itself, at 2x - 1 (the staircase's single surrogate) or at each x - theta_i
+            a, b, c, steps, sign_of_g = self.tanh_args(batch)
             if cuda_kernels.applies(g):
-                return cuda_kernels.tanh_phi_update(saved, g, *self.fused_tanh_args(batch))
-            a, c = self.loss.tanh_phi
-            if not self.weighted:
-                g, c = torch.sign(g), c / batch
-            if self.kind != "staircase" or self.steps == 1:
-                return _tanh_phi_update(saved, g, a, 0.0, c)
-            if self.surrogate == "single":
-                return _tanh_phi_update(saved, g, 2.0 * a, a, c)
+                return cuda_kernels.tanh_phi_update(saved, g, a, b, c, steps, sign_of_g)
+            if sign_of_g:
+                g = torch.sign(g)
+            if steps == 1:
+                return _tanh_phi_update(saved, g, a, b, c)
             out = None
             for theta in self.thresholds:  # the mean over steps of phi(x - theta)
-                u = _tanh_phi_update(saved, g, a, a * theta, c / self.steps)
+                u = _tanh_phi_update(saved, g, a, b + a * theta, c / steps)
                 out = u if out is None else out.add_(u)
             return out
         if mode in ("none", "phi", "count"):

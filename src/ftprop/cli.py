@@ -130,7 +130,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_dataset
-    from .engine import build_from_config, evaluate, resolve_device
+    from .engine import checkpoint_model, evaluate, resolve_device
     from .runs import config_from_checkpoint, load_checkpoint
 
     target = Path(args.run)
@@ -144,14 +144,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     split_opts = {"val_fraction": d.val_fraction, "val_seed": d.val_seed} if args.split != "test" else {}
     dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
     dataset = dataset.to(device)
-    model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
-    averaged = state.get("ema") is not None and not args.live
-    model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
-    model.to(device)
+    model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
     with torch.no_grad():
         result = evaluate(model, dataset, args.batch_size, tta=args.tta)
     result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),
-              "weights": "average" if averaged else "live", "tta": args.tta, **result}
+              "weights": weights, "tta": args.tta, **result}
     print(json.dumps(result, indent=2))
     return 0
 

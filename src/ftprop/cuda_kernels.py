@@ -26,7 +26,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["KERNELS", "use_fused_kernels", "fused_kernels_enabled", "applies", "quantize", "tanh_phi_update"]
+__all__ = ["KERNELS", "use_fused_kernels", "applies", "quantize", "tanh_phi_update"]
 
 # Each body is plain C++ over a template type T, arithmetic in float. Comparisons are written so that
 # NaN behaves as in the aten path (x > 0 is false for NaN; a NaN staircase input stays NaN; sign(NaN)
@@ -70,10 +70,6 @@ def use_fused_kernels(enabled: bool = True) -> None:
     if enabled and not hasattr(torch.cuda, "jiterator"):
         raise RuntimeError("the fused kernels need torch.cuda.jiterator (a CUDA build of PyTorch >= 1.12)")
     _ENABLED = enabled
-
-
-def fused_kernels_enabled() -> bool:
-    return _ENABLED
 
 
 def applies(x: Tensor) -> bool:

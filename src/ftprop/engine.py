@@ -212,6 +212,15 @@ def build_from_config(cfg: Config, num_classes: int, input_shape: tuple[int, ...
                        loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate, **m.options)
 
 
+def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -> tuple[nn.Module, str]:
+    """A checkpoint's model for ``dataset``, on the dataset's device, and which weights it holds:
+    ``"average"`` (train.ema_decay > 0 kept one) unless ``live``, else ``"live"``."""
+    model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
+    averaged = state.get("ema") is not None and not live
+    model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
+    return model.to(dataset.device), "average" if averaged else "live"
+
+
 TTA_MODES = (None, "flip")
 
 
