@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ftprop.data import load_dataset
 from ftprop.data.cifar10 import MEAN, STD
+from ftprop.runs import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -196,7 +197,7 @@ def write_markdown(path: Path, r: dict) -> None:
         "CIFAR-10 here is the offline JPEG copy (quality 75) converted by `prepare_cifar10.py`, so its pixel "
         "statistics differ slightly from the official release's.", "",
     ]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def main(argv=None) -> int:
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
         "cifar10": cifar, "fashion_mnist": fashion,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / "data_pipeline.json", json.dumps(result, indent=2) + "\n")
     write_markdown(args.out / "data_pipeline.md", result)
     print(f"speed-up {result['speedup']}x; wrote {args.out / 'data_pipeline.json'} and data_pipeline.md")
     return 0 if cifar["ok"] and fashion["ok"] else 1

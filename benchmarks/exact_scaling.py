@@ -38,6 +38,7 @@ import scipy
 import torch
 
 from ftprop.exact import parity, planted, solve
+from ftprop.runs import atomic_write_text
 
 METHODS = ("ftprop", "milp", "mb")
 
@@ -171,9 +172,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results, "feasibility_report": report},
-                                                   indent=1))
-    out.with_suffix(".md").write_text(markdown(meta, results, report))
+    payload = {"meta": meta, "results": results, "feasibility_report": report}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1))
+    atomic_write_text(out.with_suffix(".md"), markdown(meta, results, report))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

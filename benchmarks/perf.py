@@ -35,6 +35,7 @@ from torch import nn
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
+from ftprop.runs import atomic_write_text
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -170,12 +171,12 @@ def settings(args) -> dict:
 
 def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
             f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
             f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`", ""]
-    (RESULTS / f"{name}.md").write_text("\n".join(head + table + [""] + notes) + "\n", encoding="utf-8")
+    atomic_write_text(RESULTS / f"{name}.md", "\n".join(head + table + [""] + notes) + "\n")
     if not quiet:
         print("\n".join(table + [""] + notes))
 

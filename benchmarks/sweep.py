@@ -27,6 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ftprop.runs import atomic_write_text, read_metrics
+
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -45,12 +47,6 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, overrides
 
 
-def read_history(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/recipes/cifar10_convnet4_sign_fast.toml")
@@ -61,6 +57,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=0, help="runs at once (0: all)")
     p.add_argument("--deadline", type=float, default=0, help="seconds; then stop what is still running")
     p.add_argument("--name", default="recipe_sweep")
+    p.add_argument("--force", action="store_true", help="overwrite the runs of a sweep of the same name")
     p.add_argument("--tabulate", action="store_true",
                    help="run nothing: rebuild the table from the runs already in runs/<name>")
     args = p.parse_args()
@@ -74,6 +71,10 @@ def main() -> None:
     if len(set(names)) != len(names):
         raise SystemExit(f"variant names must differ: {names}")
     runs = Path("runs") / args.name
+    taken = [n for n in names if (runs / n / "config.toml").is_file()]
+    if taken and not (args.tabulate or args.force):
+        raise SystemExit(f"{runs} already holds runs of {', '.join(taken)}; give another --name, --tabulate to "
+                         f"rebuild their table, or --force to overwrite them")
     runs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     jobs = args.jobs or len(variants)
@@ -90,6 +91,7 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
                    "--data-root", args.data_root, "--name", f"{args.name}/{name}",
                    "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=10"]
+            cmd += ["--force"] if args.force else []
             cmd += [a for o in over for a in ("--set", o)]
             if args.device:
                 cmd += ["--device", args.device]
@@ -102,8 +104,12 @@ def main() -> None:
                 del running[name]
         if args.deadline and time.time() - t0 > args.deadline:
             for name, (proc, start) in running.items():
-                proc.kill()
-                proc.wait()
+                proc.terminate()  # the engine checkpoints on SIGTERM and ends its metrics cleanly
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                 done[name] = {"returncode": "stopped at the deadline", "wall_s": round(time.time() - start, 1)}
             for name, _ in pending:
                 done[name] = {"returncode": "not started before the deadline", "wall_s": 0}
@@ -111,7 +117,7 @@ def main() -> None:
 
     rows = []
     for name, over in variants:
-        hist = read_history(runs / name / "metrics.jsonl")
+        hist = read_metrics(runs / name / "metrics.jsonl")
         row = {"variant": name, "overrides": over, **done[name], "epochs_done": len(hist)}
         if hist:
             best = max(hist, key=lambda h: h["test_acc"])
@@ -133,7 +139,7 @@ def main() -> None:
     if args.tabulate:
         payload.update(tabulated_by="python " + " ".join(sys.argv), tabulated_at=now)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
              f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
@@ -155,7 +161,7 @@ def main() -> None:
     if any("best_live_test_acc" in r for r in rows):
         lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
                   "optimiser's weights in the same run."]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

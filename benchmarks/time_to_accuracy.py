@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ftprop.config import apply_overrides, load_config
 from ftprop.engine import TrainingStopped, train
-from ftprop.runs import read_metrics
+from ftprop.runs import atomic_write_text, read_metrics
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--name", default=None)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite runs/<name> if it holds a run")
     args = p.parse_args()
 
     cfg = load_config(args.config)
@@ -54,7 +55,7 @@ def main() -> None:
     stopped = None
     try:
         hist = train(cfg, run_dir, resume=args.resume and (run_dir / "config.toml").is_file(),
-                     force=not args.resume).history
+                     force=args.force).history
     except TrainingStopped as e:  # SIGTERM/SIGINT (e.g. a time limit): report the epochs done
         hist, stopped = read_metrics(run_dir / "metrics.jsonl"), str(e)
         if not hist:
@@ -76,7 +77,7 @@ def main() -> None:
                "epochs": hist[-1]["epoch"], "stopped": stopped, "wall_s": round(wall, 1), "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
     (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
              f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
@@ -94,7 +95,7 @@ def main() -> None:
         live = f" {100 * h['live_test_acc']:.2f} |" if averaged else ""
         lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} |"
                      f"{live} {h['elapsed_s']} |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -21,7 +21,7 @@ import torch
 
 from ftprop.data import load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
-from ftprop.runs import config_from_checkpoint, load_checkpoint
+from ftprop.runs import atomic_write_text, config_from_checkpoint, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -52,7 +52,7 @@ def main() -> None:
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
 
     def pct(row: dict, key: str) -> str:
         return f"{100 * row[key]:.2f}" if key in row else "-"
@@ -67,7 +67,7 @@ def main() -> None:
                      f"{pct(r, 'live_acc')} | {pct(r, 'live_flip_acc')} |")
     lines += ["", "Final checkpoints' test accuracy. '+ mirror' averages the logits of each image and its mirror "
               "image: a two-view ensemble, not the single-view accuracy that the paper and the other tables report."]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -291,3 +291,18 @@ def test_empty_batch(weighted):
             x = torch.zeros(0, 5, requires_grad=True)
             module(x).backward(torch.zeros(0, 5))
             assert x.grad.shape == (0, 5), name
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("module_fn", [
+    lambda n: Sign(n), lambda n: Step(n), lambda n: Staircase(3, n),
+    lambda n: Staircase(4, n, surrogate="per_step"),
+])
+def test_loss_value_is_the_function_whose_derivative_is_loss_grad(module_fn, name):
+    """autograd of L(z, t) = loss_value equals loss_grad, off the breakpoints (random x)."""
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(40, 7, generator=gen, dtype=torch.float64) * 1.5).requires_grad_()
+    t = torch.where(torch.rand(40, 7, generator=gen) < 0.5, -1.0, 1.0).double()
+    unit = module_fn(name).unit
+    (auto,) = torch.autograd.grad(unit.loss_value(x, t).sum(), x)
+    torch.testing.assert_close(auto, unit.loss_grad(x.detach(), t), rtol=1e-10, atol=1e-12)

@@ -125,7 +125,7 @@ def test_non_finite_training_stops_naming_where_and_keeps_checkpoint(tmp_path, a
     cfg = small_config("train.batch_size=16", f"model.activation={activation}", epochs=3)
     with pytest.raises(NonFiniteLossError, match=where) as err:
         train(cfg, tmp_path / "r", data=_tiny_data(PoisonedData), log=None)
-    assert "checkpoint (epoch 1)" in str(err.value)
+    assert "checkpoint (after epoch 1)" in str(err.value)
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
     assert len(read_metrics(tmp_path / "r" / "metrics.jsonl")) == 1
 
@@ -191,6 +191,52 @@ def test_resume_with_different_model_refused_and_no_silent_overwrite(tmp_path):
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
     train(apply_overrides(cfg, ["model.activation=relu"]), tmp_path / "r", force=True, log=None)
     assert read_run(tmp_path / "r").config.model.activation == "relu"
+
+
+def test_resume_takes_new_optimiser_settings_and_data_location_but_not_another_optimiser(tmp_path):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    config_before = (tmp_path / "r" / "config.toml").read_text()
+    with pytest.raises(RunDirError, match="optim.name: 'adam' != 'sgd'"):
+        train(apply_overrides(cfg, ["optim.name=sgd", "train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    assert (tmp_path / "r" / "config.toml").read_text() == config_before  # the run still resumes as it was
+    more = apply_overrides(cfg, ["optim.weight_decay=0.01", "optim.betas=[0.8,0.99]", "data.root='/elsewhere'",
+                                 "train.epochs=2"])
+    train(more, tmp_path / "r", resume=True, log=None)
+    group = load_checkpoint(tmp_path / "r")["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.01 and list(group["betas"]) == [0.8, 0.99]
+    assert read_run(tmp_path / "r").config.optim.weight_decay == 0.01
+
+
+def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    state = load_checkpoint(tmp_path / "r")
+    save_checkpoint(tmp_path / "r", {**state, "epoch": 0, "step": 3})  # as a stop inside epoch 1 leaves it
+    with pytest.raises(RunDirError, match="train.batch_size: 128 != 64"):
+        train(apply_overrides(cfg, ["train.batch_size=64"]), tmp_path / "r", resume=True, log=None)
+
+
+def test_bad_input_found_before_the_run_directory_is_made(tmp_path):
+    with pytest.raises(ConfigError, match="one example, which batch norm"):  # 1438 = 3 x 479 + 1
+        train(small_config("train.batch_size=479"), tmp_path / "a", log=None)
+    with pytest.raises(ValueError, match="option 'hidden' must be a list"):
+        train(small_config("model.options.hidden=512"), tmp_path / "b", log=None)
+    with pytest.raises(ValueError, match="holds out all 1438"):
+        train(small_config("data.val_fraction=0.9999"), tmp_path / "c", log=None)
+    with pytest.raises(ConfigError, match="leaves no decay"):
+        apply_overrides(Config(), ["schedule.name=onecycle", "schedule.warmup_epochs=10", "train.epochs=10"])
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_force_clears_the_old_runs_tensorboard_logs(tmp_path):
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    (tmp_path / "r" / "tensorboard").mkdir()
+    (tmp_path / "r" / "tensorboard" / "events.old").write_text("x")
+    train(small_config(epochs=1), tmp_path / "r", force=True, log=None)
+    assert not (tmp_path / "r" / "tensorboard").exists()
 
 
 def test_run_directory_contents_and_evaluate(tmp_path, capsys):
@@ -315,7 +361,8 @@ def test_momentum_buffers_made_before_the_first_step_change_nothing(nesterov):
 
 def test_optimizer_state_of_a_compiled_gpu_run_loads_for_eager_training():
     """A compiled run saves a tensor learning rate, and on a GPU capturable=True; resuming it
-    without compilation (or on a CPU) gets a float rate and capturable=False, and steps."""
+    without compilation (or on a CPU) gets this run's float rate and capturable=False, and steps;
+    the other settings are this run's too, the moments the checkpoint's."""
     from ftprop.engine import _load_optimizer_state
 
     m = torch.nn.Linear(4, 2)
@@ -324,10 +371,12 @@ def test_optimizer_state_of_a_compiled_gpu_run_loads_for_eager_training():
     opt.step()
     saved = opt.state_dict()
     saved["param_groups"][0].update(lr=torch.tensor(0.5), capturable=True)
-    fresh = torch.optim.Adam(m.parameters(), lr=1e-3)
-    _load_optimizer_state(fresh, saved, capturable=False)
+    fresh = torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=0.25, betas=(0.8, 0.99))
+    _load_optimizer_state(fresh, saved)
     group = fresh.param_groups[0]
-    assert group["lr"] == 0.5 and isinstance(group["lr"], float) and group["capturable"] is False
+    assert group["lr"] == 1e-3 and isinstance(group["lr"], float) and group["capturable"] is False
+    assert group["weight_decay"] == 0.25 and group["betas"] == (0.8, 0.99)
+    assert torch.equal(fresh.state[m.weight]["exp_avg"], opt.state[m.weight]["exp_avg"])
     fresh.step()  # a capturable=True group would refuse to step on the CPU
     assert fresh.state[m.weight]["step"].item() == 2
 

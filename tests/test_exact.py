@@ -29,7 +29,7 @@ from ftprop.exact.search import luby, search_targets
 
 def check_feasible(res: SolveResult, x, t):
     assert res.status == "feasible", res.message
-    assert np.array_equal(forward(res.weights, x), np.asarray(t, dtype=float).reshape(len(x), -1))
+    assert np.array_equal(res.predict(x), np.asarray(t, dtype=float).reshape(len(x), -1))
     widths = [w.shape[0] for w, _ in res.weights]
     assert widths[:-1] == res.hidden
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -35,10 +36,10 @@ from .runs import (
     CHECKPOINT,
     RunDirError,
     atomic_write_text,
-    config_differences,
     config_to_toml,
     environment,
     load_checkpoint,
+    resume_differences,
     save_checkpoint,
 )
 
@@ -99,19 +100,16 @@ def build_optimizer(params, cfg: Config, capturable: bool = False) -> torch.opti
                              capturable=capturable)
 
 
-def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, capturable: bool) -> None:
-    """A checkpoint's optimiser state, loaded for this run however the saving run stepped: the
-    learning rate comes back as a float (a compiled run keeps a tensor; the loop sets it every
-    step) and Adam's ``capturable`` as this run needs it (a compiled run on a GPU saves True)."""
-    groups = []
-    for group in saved["param_groups"]:
-        group = dict(group)
-        if isinstance(group.get("lr"), torch.Tensor):
-            group["lr"] = float(group["lr"])
-        if "capturable" in group:
-            group["capturable"] = capturable
-        groups.append(group)
-    optimizer.load_state_dict({**saved, "param_groups": groups})
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """A checkpoint's optimiser state (moments, step counts), loaded for this run however the
+    saving run stepped. The settings of each group come from this run's config, not from the
+    checkpoint: a resume with another weight decay or betas uses them, and Adam's ``capturable``
+    is what this run needs (a compiled run on a GPU saves True). The learning rate comes back as
+    the config's float (a compiled run saves a tensor); the schedule sets it at every step."""
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, mine in zip(optimizer.param_groups, settings):
+        group.update(mine)
 
 
 def _make_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
@@ -314,10 +312,11 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
         from .runs import read_run
 
         previous = read_run(out).config
-        diffs = config_differences(previous, cfg)
-        if diffs:
-            raise RunDirError(f"cannot resume {out} with a different model or dataset: " + "; ".join(diffs))
         state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+        diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
+        if diffs:
+            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind or, "
+                              f"inside an epoch, batch size (start a new run instead): " + "; ".join(diffs))
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -326,6 +325,7 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
                               f"or --force to overwrite it")
         for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)  # else the old run's curves mix with the new
     out.mkdir(parents=True, exist_ok=True)
     return out, None
 
@@ -355,6 +355,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     train_set, test_set = splits["train"], splits["test"]
     torch.manual_seed(cfg.train.seed)
     model = build_from_config(cfg, train_set.num_classes, train_set.input_shape).to(device)
+    _check_batches(model, len(train_set), cfg.train.batch_size)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
@@ -371,7 +372,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
-        _load_optimizer_state(optimizer, state["optimizer"], capturable=graphs)
+        _load_optimizer_state(optimizer, state["optimizer"])
         history = state["history"]
         start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
         elapsed = state.get("elapsed", 0.0)
@@ -415,8 +416,12 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     stopper = _Stopper()
     status = "completed"
 
+    saved = (state["epoch"], state["step"]) if state is not None else None  # the last checkpoint written
+
     def checkpoint(epoch: int, step: int, partial: dict | None = None) -> None:
+        nonlocal saved
         if run_dir is not None:
+            saved = (epoch, step)
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
@@ -472,13 +477,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
                                     img_s=f"{(seen - seen_before) / dt:.0f}")
                 if step % 50 == 0 or step == steps_per_epoch - 1:
-                    _check_finite(bad_step, epoch, run_dir, history)
+                    _check_finite(bad_step, epoch, _kept(run_dir, saved))
                 if stopper.signal is not None:
                     break
             if bar is not None:
                 bar.close()
-            _check_finite(bad_step, epoch, run_dir, history)
-            _check_parameters(model, epoch, run_dir, history)
+            _check_finite(bad_step, epoch, _kept(run_dir, saved))
+            _check_parameters(model, epoch, _kept(run_dir, saved))
             train_time = time.perf_counter() - t0
             elapsed += train_time
             if stopper.signal is not None and step < steps_per_epoch - 1:
@@ -541,24 +546,40 @@ def _cfg_dict(cfg: Config) -> dict:
     return config_to_dict(cfg)
 
 
-def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, history: list[dict]) -> None:
+def _check_finite(bad_step: torch.Tensor, epoch: int, kept: str) -> None:
     step = int(bad_step.item())
     if step >= 0:
-        kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {run_dir}"
-                if run_dir is not None and history else "no checkpoint was written")
         raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {kept}. "
                                  f"Lower optim.lr or check the data.")
 
 
-def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, history: list[dict]) -> None:
+def _check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
     """Hard thresholds map NaN to a constant, so a sign network's loss can stay finite while
     its weights are NaN: check the parameters once per epoch too."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {run_dir}"
-                if run_dir is not None and history else "no checkpoint was written")
         raise NonFiniteLossError(f"non-finite parameters ({', '.join(bad[:3])}) after epoch {epoch}; {kept}. "
                                  f"Lower optim.lr or check the data.")
+
+
+def _check_batches(model: nn.Module, examples: int, batch_size: int) -> None:
+    """Batch norm cannot normalise a batch of one example (one value per channel after a fully
+    connected layer or a 1x1 map); the last training batch holds ``examples % batch_size``."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if batch_size == 1 or examples % batch_size == 1:
+        raise ConfigError(f"with train.batch_size = {batch_size} a training batch of the {examples} examples holds "
+                          f"one example, which batch norm cannot normalise; choose another batch size "
+                          f"(e.g. {batch_size + 1})")
+
+
+def _kept(run_dir: Path | None, saved: tuple[int, int] | None) -> str:
+    """Where the last checkpoint written (``saved``: its epoch and step) can be resumed from."""
+    if run_dir is None or saved is None:
+        return "no checkpoint was written"
+    epoch, step = saved
+    at = f"after epoch {epoch}" if step == 0 else f"at step {step} of epoch {epoch + 1}"
+    return f"the last checkpoint ({at}) is kept in {run_dir}"
 
 
 def _eval_into(row: dict, prefix: str, model: nn.Module, dataset, batch_size: int, t) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import config_to_dict
-from .runs import Run, read_run
+from .runs import Run, atomic_write_text, read_run
 
 __all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
 
@@ -112,8 +112,8 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     png = plot_runs([(f"{r.label} (seed {r.config.train.seed})", r.metrics) for r in runs], out / "curves.png",
                     title=title)
     md = out / "report.md"
-    md.write_text(f"# {title}\n\n{table}\nBest = best test accuracy over epochs (as the paper reports; "
-                  f"selected on the test set). Gap = final train - final test accuracy. "
-                  f"Mean ± sample std over runs that differ only in seed.\n\n![curves](curves.png)\n")
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(md, f"# {title}\n\n{table}\nBest = best test accuracy over epochs (as the paper reports; "
+                          f"selected on the test set). Gap = final train - final test accuracy. "
+                          f"Mean ± sample std over runs that differ only in seed.\n\n![curves](curves.png)\n")
+    atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")
     return md, png

@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import Config, load_config
 from .data import DatasetError
 from .report import mean_std
-from .runs import read_run
+from .runs import atomic_write_text, read_run
 
 ROWS = ("convnet4", "convnet8", "alexnet", "resnet18")
 COLS = ("sign_sste", "sign_ftpsh", "qrelu_sste", "qrelu_ftpsh", "relu", "satrelu")
@@ -45,8 +45,11 @@ def default_config_dir() -> Path:
 
 
 def cell_config(row: str, col: str, config_dir: Path | None = None) -> Config:
-    path = (config_dir or default_config_dir()) / f"{row}-{col}.toml"
-    return load_config(path)
+    folder = config_dir or default_config_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder of Table 1 configs at {folder}: they ship with the source checkout "
+                                f"(configs/table1); pass --configs DIR (config_dir=...) to point at them")
+    return load_config(folder / f"{row}-{col}.toml")
 
 
 def _parse_list(text: str | None, valid: tuple[str, ...], what: str) -> list[str]:
@@ -136,6 +139,6 @@ def write_table1(out: Path, done: dict[tuple[str, str], list[Path]], notes: list
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "table1.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out / "table1.json").write_text(json.dumps({"cells": cells, "notes": notes}, indent=2) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(out / "table1.json", json.dumps({"cells": cells, "notes": notes}, indent=2) + "\n")
     return path

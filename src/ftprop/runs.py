@@ -189,15 +189,23 @@ def read_run(path: str | Path) -> Run:
     return Run(path, config, read_metrics(path / "metrics.jsonl"), summary)
 
 
-def config_differences(a: Config, b: Config, sections: tuple[str, ...] = ("model", "data")) -> list[str]:
-    """``section.key: a != b`` for each field that differs in the given sections."""
-    da, db = config_to_dict(a), config_to_dict(b)
-    out = []
-    for s in sections:
-        for k in da[s]:
-            if da[s][k] != db[s][k]:
-                out.append(f"{s}.{k}: {da[s][k]!r} != {db[s][k]!r}")
-    return out
+# Where the data is read from and how, not what it is: a resumed run may change these.
+_RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
+
+
+def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
+    """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
+    take: the model, the data (not where it lives), the optimiser's kind, and, inside an epoch,
+    the batch size (the batches already trained would no longer be the ones skipped)."""
+    da, db = config_to_dict(previous), config_to_dict(cfg)
+    pairs = {f"{s}.{k}": (da[s][k], db[s][k]) for s in ("model", "data") for k in da[s] if k != "options"}
+    for s in ("model", "data"):
+        for k in set(da[s]["options"]) | set(db[s]["options"]):
+            pairs[f"{s}.options.{k}"] = (da[s]["options"].get(k), db[s]["options"].get(k))
+    pairs["optim.name"] = (da["optim"]["name"], db["optim"]["name"])
+    if mid_epoch:
+        pairs["train.batch_size"] = (da["train"]["batch_size"], db["train"]["batch_size"])
+    return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in _RESUME_FREE and a != b]
 
 
 def config_from_checkpoint(state: dict) -> Config:

@@ -75,6 +75,9 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         return fn(root, split, download, **options)
     full = fn(root, "train", download, **options)
     n_val = max(1, round(val_fraction * len(full)))
+    if n_val >= len(full):
+        raise ValueError(f"val_fraction = {val_fraction} holds out all {len(full)} training examples of {key!r}; "
+                         f"choose a smaller share (e.g. 0.1)")
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(val_seed))
     idx = perm[:n_val] if split == "val" else perm[n_val:]
     return full.subset(idx.sort().values, split)

@@ -8,8 +8,11 @@ layer included. Every "feasible" answer of every method is checked by :func:`for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from ..runs import atomic_write
 
 __all__ = ["SolveResult", "forward", "check_problem", "dedupe", "fits", "STATUSES"]
 
@@ -140,7 +143,10 @@ class SolveResult:
         for d, (w, b) in enumerate(self.weights, 1):
             arrays[f"W{d}"] = w
             arrays[f"b{d}"] = b
-        np.savez(path, hidden=np.asarray(self.hidden, dtype=np.int64), **arrays)
+        path = Path(path)
+        if path.suffix != ".npz":  # as np.savez names a path
+            path = path.with_name(path.name + ".npz")
+        atomic_write(path, lambda f: np.savez(f, hidden=np.asarray(self.hidden, dtype=np.int64), **arrays))
 
     def summary(self) -> str:
         s = self.stats
