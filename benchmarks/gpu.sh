@@ -108,11 +108,11 @@ if [ -n "$CIFAR" ] && { want tta || want sweep; }; then
         CIFAR=$dir
     fi
     want tta && stage "time to accuracy" && [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
-        --data-root "$CIFAR" --name time_to_accuracy_cuda --set train.tensorboard=false | grep -v "^ *[0-9]*%|"
+        --data-root "$CIFAR" --name time_to_accuracy_cuda --set train.tensorboard=false --force | grep -v "^ *[0-9]*%|"
     if want sweep && [ "$(left)" -gt 60 ]; then
         stage "recipe sweep"
         $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name "$SWEEP_NAME" \
-            --variants-file "$SWEEP_FILE" --deadline $(( $(left) - 20 ))
+            --variants-file "$SWEEP_FILE" --deadline $(( $(left) - 20 )) --force  # a warm machine keeps runs/
     fi
 fi
 

@@ -219,8 +219,48 @@ def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):
         train(apply_overrides(cfg, ["train.batch_size=64"]), tmp_path / "r", resume=True, log=None)
 
 
+def test_mid_epoch_resume_refuses_another_seed(tmp_path):
+    from ftprop.runs import resume_differences
+
+    cfg = small_config()
+    other = apply_overrides(cfg, ["train.seed=5"])
+    assert resume_differences(cfg, other, mid_epoch=True) == ["train.seed: 0 != 5"]
+    assert resume_differences(cfg, other, mid_epoch=False) == []  # a new epoch draws its own order
+
+
+def test_adam_step_counts_go_where_this_runs_capturable_wants_them():
+    """load_state_dict places each step count by the groups' capturable: this run's, not the
+    checkpoint's (an eager run's checkpoint resumed with CUDA graphs needs them on the device)."""
+    from ftprop.engine import _load_optimizer_state
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    eager = torch.optim.Adam([w], lr=1e-3)
+    w.grad = torch.ones(3)
+    eager.step()
+    on_meta = torch.nn.Parameter(torch.empty(3, device="meta"))
+    graphs = torch.optim.Adam([on_meta], lr=1e-3, capturable=True)
+    _load_optimizer_state(graphs, eager.state_dict())
+    assert graphs.state[on_meta]["step"].device.type == "meta" and graphs.param_groups[0]["capturable"]
+
+
+def test_batch_norm_check_refuses_only_one_value_per_channel():
+    from ftprop.engine import _check_batches
+
+    cpu = torch.device("cpu")
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2))
+    _check_batches(conv, (1, 4, 4), 9, 4, cpu)  # a last batch of one 4x4 map: 16 values per channel
+    _check_batches(conv, (1, 4, 4), 9, 1, cpu)
+    dense = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2), torch.nn.BatchNorm1d(2))
+    _check_batches(dense, (1, 4, 4), 10, 4, cpu)  # 10 = 2 x 4 + 2
+    with pytest.raises(ConfigError, match=r"e\.g\. 5\)"):  # 9 = 2 x 4 + 1; 9 % 5 = 4
+        _check_batches(dense, (1, 4, 4), 9, 4, cpu)
+    with pytest.raises(ConfigError, match=r"e\.g\. 2\)"):
+        _check_batches(dense, (1, 4, 4), 10, 1, cpu)
+    assert dense.training  # the probe leaves the mode as it found it
+
+
 def test_bad_input_found_before_the_run_directory_is_made(tmp_path):
-    with pytest.raises(ConfigError, match="one example, which batch norm"):  # 1438 = 3 x 479 + 1
+    with pytest.raises(ConfigError, match="one example, and batch norm"):  # 1438 = 3 x 479 + 1
         train(small_config("train.batch_size=479"), tmp_path / "a", log=None)
     with pytest.raises(ValueError, match="option 'hidden' must be a list"):
         train(small_config("model.options.hidden=512"), tmp_path / "b", log=None)
@@ -479,3 +519,12 @@ def test_flip_tta_averages_the_logits_of_both_views():
     flat = ArrayDataset("flat", "test", data.images.flatten(1), data.labels, ["a", "b", "c"], [0.5], [0.25])
     with pytest.raises(ValueError, match="needs \\(C, H, W\\) inputs"):
         evaluate(model, flat, tta="flip")
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
+    from ftprop.runs import atomic_write_text
+
+    (tmp_path / "plain").write_text("x")
+    atomic_write_text(tmp_path / "atomic", "x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert [p.name for p in tmp_path.iterdir()].count("atomic") == 1 and len(list(tmp_path.iterdir())) == 2

@@ -86,7 +86,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 def resolve_train_config(args: argparse.Namespace):
     """Config file (or the resumed run's) < plain flags < --set."""
-    from .config import Config, apply_overrides, config_from_dict, load_config
+    from .config import Config, apply_overrides, load_config
 
     if args.resume is not None:
         run_cfg = Path(args.resume) / "config.toml"
@@ -107,8 +107,7 @@ def resolve_train_config(args: argparse.Namespace):
         else:
             section, sub = key.split(".")
             patch.setdefault(section, {})[sub] = value
-    cfg = config_from_dict(patch, base=cfg)
-    return apply_overrides(cfg, args.overrides)
+    return apply_overrides(cfg, args.overrides, patch)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

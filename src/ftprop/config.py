@@ -7,6 +7,7 @@ list of choices, before anything runs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import sys
@@ -200,9 +201,11 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` overrides (``model.options.hidden=[512]`` reaches into options)."""
-    patch: dict = {}
+def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None) -> Config:
+    """Apply ``section.key=value`` overrides (``model.options.hidden=[512]`` reaches into options),
+    on top of ``patch`` (nested dicts, e.g. from command-line flags) when given: the two are
+    merged and the result is checked once, so only the final combination has to be valid."""
+    patch = copy.deepcopy(patch) if patch else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set takes key=value (e.g. optim.lr=1e-3), got {item!r}")

@@ -106,10 +106,11 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     checkpoint: a resume with another weight decay or betas uses them, and Adam's ``capturable``
     is what this run needs (a compiled run on a GPU saves True). The learning rate comes back as
     the config's float (a compiled run saves a tensor); the schedule sets it at every step."""
-    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, mine in zip(optimizer.param_groups, settings):
-        group.update(mine)
+    # The groups are replaced before loading: load_state_dict reads capturable and fused from
+    # them to decide where each state's step count lives.
+    groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"]}
+              for mine, old in zip(optimizer.param_groups, saved["param_groups"])]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 def _make_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
@@ -316,7 +317,7 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
         diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
         if diffs:
             raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind or, "
-                              f"inside an epoch, batch size (start a new run instead): " + "; ".join(diffs))
+                              f"inside an epoch, batch size or seed (start a new run instead): " + "; ".join(diffs))
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -355,7 +356,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     train_set, test_set = splits["train"], splits["test"]
     torch.manual_seed(cfg.train.seed)
     model = build_from_config(cfg, train_set.num_classes, train_set.input_shape).to(device)
-    _check_batches(model, len(train_set), cfg.train.batch_size)
+    _check_batches(model, train_set.input_shape, len(train_set), cfg.train.batch_size, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
@@ -562,15 +563,30 @@ def _check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
                                  f"Lower optim.lr or check the data.")
 
 
-def _check_batches(model: nn.Module, examples: int, batch_size: int) -> None:
-    """Batch norm cannot normalise a batch of one example (one value per channel after a fully
-    connected layer or a 1x1 map); the last training batch holds ``examples % batch_size``."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+def _check_batches(model: nn.Module, input_shape: tuple[int, ...], examples: int, batch_size: int,
+                   device: torch.device) -> None:
+    """Batch norm cannot normalise one value per channel: a batch of one example where it sees a
+    1x1 map or a fully connected layer. The last training batch holds ``examples % batch_size``.
+    One example through the model (eval mode, no gradients) tells which layers would see that."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or (batch_size > 1 and examples % batch_size != 1):
         return
-    if batch_size == 1 or examples % batch_size == 1:
+    single: list[bool] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: single.append(args[0][0].numel() == args[0].shape[1]))
+             for m in norms]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if any(single):
+        fits = next(b for b in range(max(2, batch_size + 1), examples + 2) if examples % b != 1)
         raise ConfigError(f"with train.batch_size = {batch_size} a training batch of the {examples} examples holds "
-                          f"one example, which batch norm cannot normalise; choose another batch size "
-                          f"(e.g. {batch_size + 1})")
+                          f"one example, and batch norm cannot normalise one value per channel; choose another "
+                          f"batch size (e.g. {fits})")
 
 
 def _kept(run_dir: Path | None, saved: tuple[int, int] | None) -> str:

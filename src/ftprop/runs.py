@@ -27,6 +27,8 @@ from .config import Config, ConfigError, config_from_dict, config_to_dict, load_
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+_UMASK = os.umask(0o022)  # read it (umask only reads by setting), then put it back
+os.umask(_UMASK)
 
 
 class RunDirError(RuntimeError):
@@ -43,6 +45,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -196,7 +199,7 @@ _RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
 def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
     """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
     take: the model, the data (not where it lives), the optimiser's kind, and, inside an epoch,
-    the batch size (the batches already trained would no longer be the ones skipped)."""
+    the batch size and seed (the batches already trained would no longer be the ones skipped)."""
     da, db = config_to_dict(previous), config_to_dict(cfg)
     pairs = {f"{s}.{k}": (da[s][k], db[s][k]) for s in ("model", "data") for k in da[s] if k != "options"}
     for s in ("model", "data"):
@@ -204,7 +207,8 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
             pairs[f"{s}.options.{k}"] = (da[s]["options"].get(k), db[s]["options"].get(k))
     pairs["optim.name"] = (da["optim"]["name"], db["optim"]["name"])
     if mid_epoch:
-        pairs["train.batch_size"] = (da["train"]["batch_size"], db["train"]["batch_size"])
+        for k in ("batch_size", "seed"):
+            pairs[f"train.{k}"] = (da["train"][k], db["train"][k])
     return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in _RESUME_FREE and a != b]
 
 
