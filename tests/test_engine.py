@@ -53,7 +53,7 @@ def test_same_seed_same_numbers_other_seed_differs():
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ftprop.cli", *args]
+    return [sys.executable, "-m", "ftprop", *args]
 
 
 def _env() -> dict:
