@@ -316,3 +316,41 @@ def test_plain_linprog_fallback_gives_the_same_answers(monkeypatch):
     assert not separable(x, t[:, 0])
     x, t = parity(3)
     check_feasible(solve(x, t, [3], heuristic="none"), x, t)
+
+
+def test_suggested_targets_are_given_per_example_even_with_repeated_rows():
+    x, t = xor()
+    h = np.array([[1, -1], [1, 1], [-1, -1], [1, -1]], dtype=float)
+    res = solve(np.vstack([x, x]), np.vstack([t, t]), [2], heuristic=[np.vstack([h, h])])
+    check_feasible(res, np.vstack([x, x]), np.vstack([t, t]))
+
+
+def test_limits_of_the_exact_search_are_clear_errors(tmp_path, capsys):
+    x, t = xor()
+    with pytest.raises(ValueError, match="at most 20 units"):
+        solve(x, t, [21])
+    assert solve(x, t, [21], method="mb", time_limit=5).status in ("feasible", "unknown")
+    with pytest.raises(ValueError, match="at most 20 bits"):
+        parity(21)
+    with pytest.raises(ValueError, match="heuristic must be"):
+        solve(x, t, [2], method="milp", heuristic="foo")
+    assert main(["solve", "--data", "xor", "--targets", "0", "--no-save"]) == 2
+    assert "--targets" in capsys.readouterr().err
+    assert main(["solve", "--data", "xor", "--save", str(tmp_path / "no" / "net.npz")]) == 2
+    assert "there is no folder" in capsys.readouterr().err
+    assert main(["solve", "--data", "xor", "--save", str(tmp_path / "net")]) == 0
+    assert f"saved to {tmp_path / 'net.npz'}" in capsys.readouterr().out
+
+
+def test_csv_header_is_skipped_but_a_bad_first_row_is_an_error(tmp_path):
+    from ftprop.exact.problems import load_problem_file
+
+    (tmp_path / "h.csv").write_text("x1,x2,t\n1,2,1\n3,4,-1\n")
+    x, t = load_problem_file(tmp_path / "h.csv")
+    assert x.shape == (2, 2) and t.ravel().tolist() == [1, -1]
+    (tmp_path / "bad.csv").write_text("1,,1\n3,4,1\n5,6,-1\n")
+    with pytest.raises(ValueError, match="not a CSV file of numbers"):
+        load_problem_file(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="not a CSV file of numbers"):
+        load_problem_file(tmp_path / "empty.csv")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = "find a sign network that reproduces the targets exactly, or prove none exists (Algorithm 1)"
 
@@ -25,7 +26,8 @@ def add_solve_parser(sub) -> None:
                    help="xor | parity:N | planted:INPUTS,EXAMPLES,H1[-H2..][,OUTPUTS] | digits:EXAMPLES[,CLASS,CLASS..]"
                         " | a .csv (last --targets columns are ±1 targets) or .npz (arrays X, T) file")
     p.add_argument("--hidden", type=int, nargs="*", default=None, metavar="WIDTH",
-                   help="hidden layer widths (default: 2 for xor, N for parity:N, the planted widths for planted)")
+                   help="hidden layer widths (default: 2 for xor, N for parity:N, the planted widths for planted; "
+                        "--hidden with no width: no hidden layer, one layer of sign units)")
     p.add_argument("--method", "-m", choices=METHODS, default="ftprop",
                    help="ftprop = exact target search (default), milp = HiGHS MILP, mb = FTPROP-MB training")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS", help="budget (default 60 s)")
@@ -47,6 +49,11 @@ def run_solve(args: argparse.Namespace) -> int:
     from .solve import solve
 
     try:
+        if args.targets < 1:
+            raise ValueError(f"--targets is the number of target columns of a CSV file, >= 1; got {args.targets}")
+        folder = Path(args.save).expanduser().parent
+        if not args.no_save and not folder.is_dir():
+            raise ValueError(f"--save {args.save}: there is no folder {folder}; create it, or pass --no-save")
         x, t, default_hidden = make_problem(args.data, seed=args.seed, n_targets=args.targets)
         hidden = args.hidden if args.hidden is not None else default_hidden
         if hidden is None:
@@ -58,8 +65,7 @@ def run_solve(args: argparse.Namespace) -> int:
         return 2
     saved = None
     if result.feasible and not args.no_save:
-        result.save(args.save)
-        saved = args.save
+        saved = str(result.save(Path(args.save).expanduser()))
     s = result.stats
     if args.json:
         out = {"data": args.data, "hidden": result.hidden, "method": result.method, "status": result.status,

@@ -135,8 +135,9 @@ class SolveResult:
             raise ValueError(f"no network: status is {self.status!r}")
         return forward(self.weights, x)
 
-    def save(self, path) -> None:
-        """Save the weights (W1, b1, W2, b2, ...) and the architecture to an .npz file."""
+    def save(self, path) -> Path:
+        """Save the weights (W1, b1, W2, b2, ...) and the architecture to an .npz file (``.npz`` is
+        added to a name without it, as np.savez does); return the path written."""
         if self.weights is None:
             raise ValueError(f"no weights to save: status is {self.status!r}")
         arrays = {}
@@ -147,15 +148,7 @@ class SolveResult:
         if path.suffix != ".npz":  # as np.savez names a path
             path = path.with_name(path.name + ".npz")
         atomic_write(path, lambda f: np.savez(f, hidden=np.asarray(self.hidden, dtype=np.int64), **arrays))
-
-    def summary(self) -> str:
-        s = self.stats
-        parts = [f"{self.status}", f"method={self.method}", f"hidden={self.hidden}"]
-        for key in ("nodes", "lp_calls", "cache_hits", "seconds"):
-            if key in s:
-                val = s[key]
-                parts.append(f"{key}={val:.3f}" if isinstance(val, float) else f"{key}={val}")
-        return "  ".join(parts) + (f"\n  {self.message}" if self.message else "")
+        return path
 
 
 def load_weights(path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -7,11 +7,14 @@ Every generator returns ``(X, T)``: X (m, n) float64, T (m, k) in {-1, +1}.
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .network import forward
+
+MAX_PARITY_BITS = 20  # 2^20 examples; the search is exponential long before that
 
 __all__ = ["xor", "parity", "planted", "digits", "make_problem", "load_problem_file"]
 
@@ -25,6 +28,9 @@ def parity(n: int) -> tuple[np.ndarray, np.ndarray]:
     """All 2^n points of {-1,+1}^n; target +1 iff an odd number of inputs are +1."""
     if int(n) != n or n < 1:
         raise ValueError(f"parity needs a number of bits >= 1, got {n!r}")
+    if n > MAX_PARITY_BITS:
+        raise ValueError(f"parity:{n} has 2^{n} examples, more than the exact search can take; "
+                         f"use at most {MAX_PARITY_BITS} bits")
     x = np.array(list(itertools.product((-1.0, 1.0), repeat=int(n))))
     t = np.where((x > 0).sum(1) % 2 == 1, 1.0, -1.0)[:, None]
     return x, t
@@ -118,17 +124,28 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
                 raise ValueError(f"{p} must hold arrays 'X' and 'T' (found {f.files})")
             return np.asarray(f[keys["x"]], dtype=np.float64), np.asarray(f[keys.get("t", keys.get("y"))], dtype=float)
     if p.suffix == ".csv":
+        lines = p.read_text().splitlines()
+        first = lines[0] if lines else ""
+        header = bool(first.strip()) and not any(_is_number(v) for v in first.split(","))  # column names
         try:
-            data = np.loadtxt(p, delimiter=",", ndmin=2)
-        except ValueError:
-            try:
-                data = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)  # a header line
-            except ValueError as exc:
-                raise ValueError(f"{p} is not a numeric CSV file: {exc}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy warns, not fails, on an empty file
+                data = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=int(header))
+        except (ValueError, UserWarning) as exc:
+            raise ValueError(f"{p} is not a CSV file of numbers separated by commas (one optional header "
+                             f"line of column names): {exc}") from None
         if data.shape[1] <= n_targets:
             raise ValueError(f"{p} has {data.shape[1]} columns; need inputs plus {n_targets} target column(s)")
         return data[:, :-n_targets], data[:, -n_targets:]
     raise ValueError(f"unsupported data file {str(p)!r}: use .csv or .npz")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def make_problem(spec: str, seed: int = 0, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray, list[int] | None]:

@@ -210,15 +210,13 @@ class TargetSearch:
 
     ``x`` (m, n) must have distinct rows and ``t`` (m, k) be ±1; ``order`` is the order in
     which examples are assigned (default: as given); ``hint`` rows are in the given order and
-    are put into canonical form here. ``value_order``: "mixed" (default: violated units above
-    + flipped bits), "upper" (violated units above first), "lower" (flipped bits only).
-    ``shared`` and ``stats`` let several runs share LP caches and counters.
+    are put into canonical form here. Candidate rows are tried by violated units above plus
+    flipped bits. ``shared`` and ``stats`` let several runs share LP caches and counters.
     """
 
     def __init__(self, x: np.ndarray, t: np.ndarray, hidden: list[int], hint: Hint | None = None,
-                 node_limit: int | None = None, time_limit: float | None = None, *, order=None,
-                 backjump: bool = True, shared: dict | None = None, stats: SearchStats | None = None,
-                 value_order: str = "mixed") -> None:
+                 node_limit: int | None = None, *, order=None,
+                 backjump: bool = True, shared: dict | None = None, stats: SearchStats | None = None) -> None:
         self.x = np.asarray(x, dtype=np.float64)
         self.m = len(self.x)
         self.order = np.arange(self.m) if order is None else np.asarray(order, dtype=np.int64)
@@ -231,9 +229,7 @@ class TargetSearch:
         self.L = len(self.hidden) + 1
         self.widths = [self.x.shape[1], *self.hidden, self.t.shape[1]]
         self.node_limit = node_limit
-        self.time_limit = time_limit
         self.backjump = backjump
-        self.value_order = value_order
         self.stats = stats if stats is not None else SearchStats()
         self.deadline: float | None = None
         # Caches survive restarts with other example orders: layer-1 dichotomies are keyed by
@@ -406,7 +402,7 @@ class TargetSearch:
             if key not in tried and ok(r):
                 tried.add(key)
                 yield r
-        if self.value_order != "lower" and len(free) <= 12:
+        if len(free) <= 12:
             yield from self._sorted_rows(i, d, base, free, conf, pairs, tried)
             return
         for k in range(1, len(free) + 1):
@@ -439,7 +435,7 @@ class TargetSearch:
             if sep is not None:
                 viol += (target[u] * (aug @ sep)) <= 0
         cost = flips @ (1.0 + np.asarray(conf, dtype=np.float64)[free] / (1.0 + np.max(np.abs(conf))))
-        key = np.lexsort((cost, viol)) if self.value_order == "upper" else np.lexsort((viol, cost + viol))
+        key = np.lexsort((viol, cost + viol))
         for j in key:
             r = rows[j]
             kb = r.tobytes()
@@ -605,11 +601,10 @@ class TargetSearch:
         """Search. Returns (status, hidden targets in the original example order or None, message).
 
         ``cutoff``: give up ("cutoff") after this many nodes of this run; ``deadline``: an
-        absolute time.perf_counter() value (else ``time_limit`` from now).
+        absolute time.perf_counter() value (None: no limit).
         """
         t0 = time.perf_counter()
-        self.deadline = deadline if deadline is not None else (
-            None if self.time_limit is None else t0 + self.time_limit)
+        self.deadline = deadline
         self.cutoff, self.start_nodes = cutoff, self.stats.nodes
         try:
             return self._run()

@@ -28,6 +28,8 @@ __all__ = ["solve", "METHODS"]
 
 METHODS = ("ftprop", "milp", "mb")
 DEFAULT_MB_TIME = 60.0  # "mb" needs a budget: it cannot stop by itself on an infeasible problem
+MAX_SEARCH_WIDTH = 20  # the search's bitmasks over a layer's target codes take 2^width bits
+
 # ftprop with heuristic="mb" (see _solve_ftprop): the search without hints gets 3% of the budget
 # (2 s without one); then each round trains FTPROP-MB and searches with its hint for ROUND_SHARE of
 # the budget each, doubling every round (without a budget: 2 s of training, then an unbounded search).
@@ -85,12 +87,18 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
         raise ValueError(f"node_limit must be an integer >= 1, got {node_limit!r}")
+    if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
+        raise ValueError(f"heuristic must be 'mb', 'none' or suggested hidden targets, got {heuristic!r}")
     x, t, hidden = check_problem(X, T, hidden)
+    if method == "ftprop" and max([*hidden, t.shape[1]]) > MAX_SEARCH_WIDTH:
+        raise ValueError(f"the exact search takes layers of at most {MAX_SEARCH_WIDTH} units (it indexes each "
+                         f"layer's target codes by bitmask); got widths {[*hidden, t.shape[1]]}. "
+                         f"Use method='mb' or 'milp' for wider layers")
     t0 = time.perf_counter()
     result = SolveResult("unknown", method, hidden)
     base = {"nodes": 0, "lp_calls": 0, "cache_hits": 0, "examples": len(x)}
 
-    xu, tu, _, inverse, clash = dedupe(x, t)
+    xu, tu, first, _, clash = dedupe(x, t)
     base["distinct_examples"] = len(xu)
     if clash is not None:
         i, j = clash
@@ -120,6 +128,8 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
             result.status = out["status"] if out["status"] != "feasible" else "unknown"
             result.weights = out["weights"]
         else:
+            if not isinstance(heuristic, (str, Hint)):  # suggested targets for every example: keep the distinct ones
+                heuristic = Hint([a[first] for a in _as_hint(heuristic, len(x), hidden).first])
             _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, seed, t0, base)
     except NumericalTrouble as exc:
         result.status, result.weights = "unknown", None
@@ -152,8 +162,6 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     finish = lambda status, targets, message: _finish_ftprop(result, xu, tu, status, targets, message, stats, base,
                                                              mb_stats)
     if isinstance(heuristic, str):
-        if heuristic not in ("mb", "none"):
-            raise ValueError(f"heuristic must be 'mb', 'none' or suggested hidden targets, got {heuristic!r}")
         if heuristic == "mb" and hidden:
             probe_time = PROBE_TIME if time_limit is None else max(0.2, PROBE_SHARE * time_limit)
             probe_nodes = None if node_limit is None else max(1, node_limit // 4)
