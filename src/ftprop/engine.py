@@ -478,13 +478,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
                                     img_s=f"{(seen - seen_before) / dt:.0f}")
                 if step % 50 == 0 or step == steps_per_epoch - 1:
-                    _check_finite(bad_step, epoch, _kept(run_dir, saved))
+                    _check_finite(bad_step, epoch, run_dir, saved)
                 if stopper.signal is not None:
                     break
             if bar is not None:
                 bar.close()
-            _check_finite(bad_step, epoch, _kept(run_dir, saved))
-            _check_parameters(model, epoch, _kept(run_dir, saved))
+            _check_finite(bad_step, epoch, run_dir, saved)
+            _check_parameters(model, epoch, run_dir, saved)
             train_time = time.perf_counter() - t0
             elapsed += train_time
             if stopper.signal is not None and step < steps_per_epoch - 1:
@@ -547,19 +547,20 @@ def _cfg_dict(cfg: Config) -> dict:
     return config_to_dict(cfg)
 
 
-def _check_finite(bad_step: torch.Tensor, epoch: int, kept: str) -> None:
+def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
     step = int(bad_step.item())
     if step >= 0:
-        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {kept}. "
+        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {_kept(run_dir, saved)}. "
                                  f"Lower optim.lr or check the data.")
 
 
-def _check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
+def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
     """Hard thresholds map NaN to a constant, so a sign network's loss can stay finite while
     its weights are NaN: check the parameters once per epoch too."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise NonFiniteLossError(f"non-finite parameters ({', '.join(bad[:3])}) after epoch {epoch}; {kept}. "
+        raise NonFiniteLossError(f"non-finite parameters ({', '.join(bad[:3])}) after epoch {epoch}; "
+                                 f"{_kept(run_dir, saved)}. "
                                  f"Lower optim.lr or check the data.")
 
 

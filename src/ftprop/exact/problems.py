@@ -130,7 +130,7 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # numpy warns, not fails, on an empty file
-                data = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=int(header))
+                data = np.loadtxt(lines[int(header):], delimiter=",", ndmin=2)
         except (ValueError, UserWarning) as exc:
             raise ValueError(f"{p} is not a CSV file of numbers separated by commas (one optional header "
                              f"line of column names): {exc}") from None

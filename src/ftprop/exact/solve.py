@@ -53,14 +53,14 @@ def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.nda
     return weights
 
 
-def _as_hint(heuristic, m: int, hidden: list[int]) -> Hint:
-    if isinstance(heuristic, Hint):
-        return heuristic
+def _as_hint(heuristic, m: int, hidden: list[int], first: np.ndarray) -> Hint:
+    """Suggested targets for each of the ``m`` examples, one (m, width) array per hidden layer, as
+    a hint over the distinct examples (the rows ``first`` of :func:`dedupe`) the search runs on."""
     arrays = [np.asarray(h, dtype=np.float64) for h in heuristic]
     if len(arrays) != len(hidden) or any(a.shape != (m, w) for a, w in zip(arrays, hidden)):
         raise ValueError("heuristic must be 'mb', 'none', or one (examples x width) array of suggested "
                          f"±1 targets per hidden layer {hidden}")
-    return Hint(arrays)
+    return Hint([a[first] for a in arrays])
 
 
 def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None, node_limit: int | None = None, *,
@@ -128,8 +128,8 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
             result.status = out["status"] if out["status"] != "feasible" else "unknown"
             result.weights = out["weights"]
         else:
-            if not isinstance(heuristic, (str, Hint)):  # suggested targets for every example: keep the distinct ones
-                heuristic = Hint([a[first] for a in _as_hint(heuristic, len(x), hidden).first])
+            if not isinstance(heuristic, (str, Hint)):
+                heuristic = _as_hint(heuristic, len(x), hidden, first)
             _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, seed, t0, base)
     except NumericalTrouble as exc:
         result.status, result.weights = "unknown", None
@@ -187,8 +187,8 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
                         message = f"budget spent after {stats.nodes} nodes and {rnd + 1} FTPROP-MB rounds"
                     return finish(status, targets, message)
                 span *= 2
-    elif heuristic is not None:
-        hint = _as_hint(heuristic, len(xu), hidden)
+    elif heuristic is not None:  # a Hint over the distinct examples
+        hint = heuristic
     status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=remaining(),
                                                  node_limit=node_limit, seed=seed + 1, shared=shared, stats=stats)
     return finish(status, targets, message)

@@ -77,23 +77,24 @@ def build_model(name: str, activation: str | ActivationFactory = "sign", num_cla
                          f"its options are: {', '.join(sorted(accepted)) or 'none'}")
     params = inspect.signature(fn).parameters
     for k, v in options.items():
-        default = params[k].default
-        if default is not inspect.Parameter.empty and not _same_kind(v, default):
-            kind = ("true or false" if isinstance(default, bool) else "a whole number" if isinstance(default, int)
-                    else "a number" if isinstance(default, float) else f"a list like {list(default)}")
-            raise ValueError(f"model {key!r} option {k!r} must be {kind}, got {v!r}")
+        wanted = _kind_wanted(v, params[k].default)
+        if wanted:
+            raise ValueError(f"model {key!r} option {k!r} must be {wanted}, got {v!r}")
     return fn(act, num_classes, input_shape, **options)
 
 
-def _same_kind(value, default) -> bool:
-    """``value`` can stand where ``default`` does: a bool for a bool, a number for a float, a
-    whole number for an int, a list of such items for a tuple or list."""
+def _kind_wanted(value, default) -> str | None:
+    """What ``value`` should be to stand where ``default`` does (a bool for a bool, a whole
+    number for an int, a number for a float, a list of such items for a tuple or list), or
+    None when it can."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, bool):
-        return isinstance(value, bool)
+        return None if isinstance(value, bool) else "true or false"
     if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
+        return None if number and isinstance(value, int) else "a whole number"
     if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number else "a number"
     if isinstance(default, (tuple, list)):
-        return isinstance(value, (tuple, list)) and all(_same_kind(v, d) for v in value for d in default[:1])
-    return True
+        ok = isinstance(value, (tuple, list)) and not any(_kind_wanted(v, d) for v in value for d in default[:1])
+        return None if ok else f"a list like {list(default)}"
+    return None
