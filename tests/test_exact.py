@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 from ftprop import Sign
 from ftprop.cli import main
 from ftprop.exact import (
+    NumericalTrouble,
     SolveResult,
     digits,
     feasibility_report,
@@ -23,6 +25,7 @@ from ftprop.exact import (
     solve,
     xor,
 )
+from ftprop.exact.certify import exact_hull_weights, fraction_free_echelon, separator_holds
 from ftprop.exact.network import dedupe
 from ftprop.exact.search import luby, search_targets
 
@@ -67,6 +70,76 @@ def test_separable_duplicates_constants_contradictions_and_ignored():
     with pytest.raises(ValueError, match="-1 or \\+1"):
         separable(x, [2, 1, 1, 1])
 
+
+
+@pytest.mark.parametrize("gap", [1e-4, 1e-9, 1e-12])
+def test_classes_a_tiny_gap_apart_are_separable(gap):
+    # Two classes on a line, the closest pair ``gap`` apart off the line: the LP on rescaled
+    # inputs sees the hulls touch within its tolerance; the whitened retry separates them.
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [1.0 + gap, 1.0], [2.0, 2.0]])
+    t = np.array([-1.0, -1.0, 1.0, 1.0])
+    sep = separable(x, t)
+    assert sep and sep.exact
+    assert separator_holds(x, t, sep.weight, sep.bias)
+
+
+def test_inputs_closer_than_float64_can_resolve_are_an_error_not_a_wrong_answer():
+    x = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])
+    with pytest.raises(NumericalTrouble, match="cannot be told apart"):
+        separable(x, [-1, -1, 1, 1])
+    assert separable(np.array([[0.0], [1.0], [1.0 + 1e-4], [2.0]]), [-1, -1, 1, 1])
+
+
+
+@pytest.mark.parametrize("hidden", [[], [1]])
+def test_search_never_proves_infeasible_from_a_float_tolerance(hidden):
+    # Separable, but only by a gap of 1e-10 that the search's LPs cannot see: "unknown", not "infeasible".
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [1.0 + 1e-10, 1.0], [2.0, 2.0]])
+    t = np.array([[-1.0], [-1.0], [1.0], [1.0]])
+    res = solve(x, t, hidden=hidden, time_limit=20)
+    assert res.status == "unknown" and "cannot be told apart" in res.message
+    assert solve(x + [[0.0, 0.0], [0.0, 0.0], [1e-3, 0.0], [0.0, 0.0]], t, hidden=hidden).status == "feasible"
+
+def test_hull_witness_is_checked_exactly():
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal((60, 5)), 3)
+    t = np.where(rng.random(60) < 0.5, 1.0, -1.0)
+    sep = separable(x, t)
+    assert not sep and sep.exact and "checked exactly" in sep.reason
+    mu = exact_hull_weights(x, t, sep.witness)
+    assert isinstance(mu, list) and all(v >= 0 for v in mu)
+    assert sum(v for v, ti in zip(mu, t) if ti > 0) == 1 == sum(v for v, ti in zip(mu, t) if ti < 0)
+    for j in range(x.shape[1]):  # the two weighted averages coincide exactly
+        col = [Fraction(float(v)) for v in x[:, j]]
+        side = [sum(m * c for m, c, ti in zip(mu, col, t) if ti == s) for s in (1.0, -1.0)]
+        assert side[0] == side[1]
+    # A float witness that is only approximately a common point fails the exact check.
+    x2 = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])
+    assert exact_hull_weights(x2, np.array([-1.0, -1.0, 1.0, 1.0]), np.array([0.0, 1.0, 1.0, 0.0])) is None
+
+
+def test_separator_check_recomputes_rows_float64_cannot_decide():
+    # 1e16 + 1 - 1e16 is 0 in float64 but 1 exactly; 1e16 - 1 - 1e16 is 0 in float64 but -1.
+    w, b = np.array([1.0, 1.0]), -1e16
+    assert separator_holds(np.array([[1e16, 1.0]]), np.array([1.0]), w, b)
+    assert not separator_holds(np.array([[1e16, 1.0]]), np.array([-1.0]), w, b)
+    assert not separator_holds(np.array([[1e16, -1.0]]), np.array([1.0]), w, b)
+    assert separator_holds(np.array([[1e16, -1.0]]), np.array([-1.0]), w, b)
+
+
+def test_fraction_free_echelon_solves_rank_deficient_systems_exactly():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rank = int(rng.integers(1, 5))
+        a = rng.integers(-5, 6, (7, rank)) @ rng.integers(-5, 6, (rank, 6))
+        v = rng.integers(-3, 4, 6)
+        m = np.array(np.hstack([a, (a @ v)[:, None]]).tolist(), dtype=object)
+        pivots = fraction_free_echelon(m, 6)
+        assert len(pivots) == np.linalg.matrix_rank(a.astype(float))
+        sol = [Fraction(0)] * 6  # free unknowns 0, pivots by back-substitution
+        for r, c in reversed(pivots):
+            sol[c] = (m[r, 6] - sum(m[r, j] * sol[j] for j in range(c + 1, 6))) / m[r, c]
+        assert all(sum(int(a[i, j]) * sol[j] for j in range(6)) == int(a[i] @ v) for i in range(7))
 
 # ---- the acceptance problems ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ sum_pos lambda_i h_i = sum_neg lambda_i h_i, i.e. a point common to the convex h
 classes (for contradictory examples, the shared input itself).
 
 :func:`separable` is the public, careful entry point (it deduplicates rows, drops constant
-columns, rescales, and returns a checked certificate either way). :func:`margin_lp` is the
+columns, rescales, and returns an exactly checked certificate either way). :func:`margin_lp` is the
 bare LP the search calls many times on inputs it has already cleaned.
 """
 
@@ -23,13 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
+from .certify import exact_hull_weights, separator_holds
+
 __all__ = ["Separation", "separable", "margin_lp", "conflict_lp", "NumericalTrouble"]
 
 # A separator is accepted when every example is on its side by at least this much (the LP
 # asks for 1; HiGHS' feasibility tolerance is 1e-7, so anything far below 1 is numerical trouble).
 ACCEPT_MARGIN = 0.5
-# A hull-intersection witness is accepted when its residual is below this (inputs are rescaled to O(1)).
+# A hull-intersection witness too large to check exactly (certify.MAX_EXACT_WORK) is accepted
+# when its float64 residual is below this, relative to the inputs' largest magnitude.
 WITNESS_TOL = 1e-6
+_TOO_CLOSE = "Inputs this close cannot be told apart in float64: merge or round the nearly equal ones and try again"
 
 
 class NumericalTrouble(RuntimeError):
@@ -47,6 +51,8 @@ class Separation:
         summing to 1 over each class, whose two class averages coincide (at ``point``).
     point: the common point of the two convex hulls.
     reason: one line of explanation.
+    exact: whether the certificate was checked in exact rational arithmetic on the given data
+        (always for a separator; for a witness unless it was too large, see :mod:`.certify`).
     """
 
     separable: bool
@@ -56,6 +62,7 @@ class Separation:
     witness: np.ndarray | None = None
     point: np.ndarray | None = None
     reason: str = ""
+    exact: bool = True
 
     def __bool__(self) -> bool:
         return self.separable
@@ -139,8 +146,9 @@ def margin_lp(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
     return _solve_rows(rows)[0]
 
 
-def _farkas_support(rows: np.ndarray, y: np.ndarray | None) -> np.ndarray | None:
-    """Indices of the rows in a checked Farkas certificate (y >= 0, y.rows = 0, sum y > 0)."""
+def _ray_weights(rows: np.ndarray, targets: np.ndarray, y: np.ndarray | None) -> np.ndarray | None:
+    """The Farkas ray y (y >= 0, y.rows = 0, rows = t_i [x_i, 1]) as hull weights: y scaled so
+    that each class sums to 1 (the bias column makes the two sums equal). None if y is no such ray."""
     if y is None or len(y) != len(rows):
         return None
     if y.sum() < 0:
@@ -148,30 +156,48 @@ def _farkas_support(rows: np.ndarray, y: np.ndarray | None) -> np.ndarray | None
     scale = np.abs(y).max()
     if not scale > 0 or y.min() < -1e-9 * scale:
         return None
-    y = np.where(y > 1e-9 * scale, y / scale, 0.0)  # the support, as used below
+    y = np.where(y > 1e-9 * scale, y / scale, 0.0)
     if np.abs(y @ rows).max() > 1e-9 * max(1.0, np.abs(rows).max()) * len(rows):
         return None
-    return np.flatnonzero(y)
+    total = y[targets > 0].sum()
+    return y / total if total > 0 and y[targets < 0].sum() > 0 else None
 
 
-def conflict_lp(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
+                exact_inputs: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
-    infeasibility certificate (a small subset whose two classes' convex hulls already
-    intersect), or of all examples when no certificate could be checked."""
+    infeasibility certificate: a small subset whose two classes' convex hulls already intersect.
+
+    The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
+    before any rescaling; default ``inputs``), so a conflict never rests on a float64 tolerance;
+    when it fails that check, :class:`NumericalTrouble` is raised. A certificate too large to check
+    exactly is confirmed by solving the LP of its examples alone instead.
+    """
     rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
     sol, ray = _solve_rows(rows, want_ray=True)
     if sol is not None:
         return sol, np.empty(0, dtype=np.int64)
-    support = _farkas_support(rows, ray)
-    if support is None:
-        pos, neg = np.flatnonzero(targets > 0), np.flatnonzero(targets < 0)
-        lam = _hull_witness(inputs[pos], inputs[neg])
-        support = None if lam is None else np.concatenate([pos, neg])[lam > 1e-9]
-    # The search jumps back over every choice outside the support, so the support must be a
-    # conflict by itself: confirm that its rows alone are infeasible, else blame every row.
-    if support is None or (len(support) < len(rows) and _solve_rows(rows[support])[0] is not None):
-        support = np.arange(len(rows))
-    return None, support
+    exact_inputs = inputs if exact_inputs is None else exact_inputs
+    pos, neg = np.flatnonzero(targets > 0), np.flatnonzero(targets < 0)
+    lam = _ray_weights(rows, targets, ray)
+    for attempt in range(2):  # the ray, then (if it fails) the hull LP over all the examples
+        if lam is not None:
+            mu = exact_hull_weights(exact_inputs, targets, lam)
+            if isinstance(mu, list):
+                return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64)
+            if mu == "too large":
+                support = np.flatnonzero(lam > 0)
+                if len(support) == len(rows) or _solve_rows(rows[support])[0] is None:
+                    return None, support
+                return None, np.arange(len(rows))
+        if attempt == 0:
+            w = _hull_witness(inputs[pos], inputs[neg])
+            lam = None
+            if w is not None:
+                lam = np.zeros(len(rows))
+                lam[np.concatenate([pos, neg])] = w
+    raise NumericalTrouble("a separability LP of the search is infeasible in float64, but no exactly checked "
+                           "common point of the two classes was found. " + _TOO_CLOSE)
 
 
 def _hull_witness(pos: np.ndarray, neg: np.ndarray) -> np.ndarray | None:
@@ -216,8 +242,10 @@ def separable(inputs, targets) -> Separation:
     ``inputs`` is (m, n) real, ``targets`` (m,) in {-1, +1}; a target 0 means "no target" and
     the example is ignored. Duplicate rows, constant columns and badly scaled columns are
     handled; contradictory examples (same input, different targets) are infeasible at once.
-    The returned separator or witness is checked in float64 on the given data; if neither
-    can be checked, :class:`NumericalTrouble` is raised rather than a guess returned.
+    The returned separator or witness is checked in exact rational arithmetic on the given data
+    (:mod:`.certify`; a witness too large for that is checked in float64, and ``exact`` says
+    which). When the LP's answer fails that check, it is solved again in whitened coordinates;
+    if neither answer checks out, :class:`NumericalTrouble` is raised rather than a guess returned.
     """
     x, t = _as_problem(inputs, targets)
     m, n = x.shape
@@ -249,33 +277,65 @@ def separable(inputs, targets) -> Separation:
     # Constant columns carry no information (the bias absorbs them); rescale the others to O(1).
     mean = uniq.mean(axis=0)
     spread = np.abs(uniq - mean).max(axis=0)
-    cols = np.flatnonzero(spread > 0)
+    cols = np.flatnonzero(spread > 0)  # not empty: the rows are distinct
     z = (uniq[:, cols] - mean[cols]) / spread[cols]
-
-    sol = margin_lp(z, tu) if len(cols) else None
-    if sol is not None:
-        w = np.zeros(n)
-        w[cols] = sol[:-1] / spread[cols]
-        b = float(sol[-1] - np.dot(sol[:-1], mean[cols] / spread[cols]))
-        margin = float(np.min(tk * (xk @ w + b)))
-        if margin > 0:
-            return Separation(True, w, b, margin, reason="margin-1 separator found by the LP")
-        raise NumericalTrouble("the separator of the rescaled LP fails the float64 check on the original data")
-
     pos, neg = np.flatnonzero(tu > 0), np.flatnonzero(tu < 0)
-    lam_u = _hull_witness(z[pos], z[neg]) if len(cols) else None
-    if len(cols) == 0:  # all rows equal after dropping constants: impossible here (they were deduplicated)
-        raise NumericalTrouble("degenerate separability problem")
-    if lam_u is None:
-        raise NumericalTrouble("the separability LP is infeasible but no hull-intersection witness was found")
-    lam = np.zeros(m)
-    idx_u = np.concatenate([pos, neg])
-    lam[keep[first[idx_u]]] = lam_u
-    lam_pos = lam * (t > 0)
-    lam_neg = lam * (t < 0)
-    point = lam_pos @ x
-    resid = np.abs(point - lam_neg @ x).max() / max(1.0, np.abs(x).max())
-    if resid > WITNESS_TOL:
-        raise NumericalTrouble(f"hull-intersection witness has residual {resid:.2e}")
-    return Separation(False, witness=lam, point=point,
-                      reason="the convex hulls of the two classes intersect (LP infeasible)")
+    where = keep[first[np.concatenate([pos, neg])]]  # the original row of each hull-LP weight
+
+    # First on z; if its certificate fails the exact check, once more in whitened coordinates,
+    # where a direction in which the data barely varies is stretched to unit spread.
+    for make_view in (_plain, _whitened):
+        view, to_z = make_view(z)
+        sol = margin_lp(view, tu)
+        if sol is not None:
+            w_z, b_z = to_z(sol[:-1], sol[-1])
+            w = np.zeros(n)
+            w[cols] = w_z / spread[cols]
+            b = float(b_z - np.dot(w_z, mean[cols] / spread[cols]))
+            if separator_holds(xk, tk, w, b):
+                return Separation(True, w, b, float(np.min(tk * (xk @ w + b))),
+                                  reason="margin-1 separator found by the LP, checked exactly")
+            continue
+        lam_u = _hull_witness(view[pos], view[neg])
+        if lam_u is None:
+            continue
+        lam = np.zeros(m)
+        lam[where] = lam_u
+        mu = exact_hull_weights(x, t, lam)
+        if isinstance(mu, list):
+            lam = np.array([float(v) for v in mu])
+            return Separation(False, witness=lam, point=(lam * (t > 0)) @ x,
+                              reason="the convex hulls of the two classes intersect (a common point, checked exactly)")
+        if mu == "too large":  # too big to check exactly: the float64 residual must be tiny
+            point = (lam * (t > 0)) @ x
+            resid = np.abs(point - (lam * (t < 0)) @ x).max() / max(1.0, np.abs(x).max())
+            if resid <= WITNESS_TOL:
+                return Separation(False, witness=lam, point=point, exact=False,
+                                  reason=f"the convex hulls of the two classes intersect (a common point, "
+                                         f"residual {resid:.1e} in float64: too large to check exactly)")
+    raise NumericalTrouble("the separability LP could not be settled in float64: the two classes come within "
+                           "HiGHS' tolerance (about 1e-7 of the data's spread) of each other, yet no exactly "
+                           "checked separator or common point was found. " + _TOO_CLOSE)
+
+
+def _plain(z: np.ndarray):
+    return z, lambda w, b: (w, b)
+
+
+def _whitened(z: np.ndarray):
+    """z in its principal axes, each scaled to unit spread (axes with no spread in float64
+    dropped), and the map of a separator (w, b) there back to z."""
+    centre = z.mean(axis=0)
+    _, s, vt = np.linalg.svd(z - centre, full_matrices=False)
+    axes = s > s[0] * max(z.shape) * np.finfo(np.float64).eps
+    proj = vt[axes].T / s[axes]
+    view = (z - centre) @ proj
+    scale = np.abs(view).max(axis=0)
+    proj = proj / scale
+    view = view / scale
+
+    def to_z(w, b):
+        w_z = proj @ w
+        return w_z, b - float(centre @ w_z)
+
+    return view, to_z

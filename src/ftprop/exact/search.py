@@ -28,7 +28,8 @@ How it searches (depth first, with backtracking):
   the first example, and the columns of each layer are in non-increasing lexicographic
   order. Every network has exactly such a canonical twin, so nothing is lost.
 * **Conflict-directed backjumping**: an infeasible LP comes with a Farkas certificate whose
-  support names the few examples that already conflict; a dead end jumps back to the latest
+  support names the few examples that already conflict (their two classes' hulls share a
+  point, checked exactly on the original inputs by :mod:`.certify`); a dead end jumps back to the latest
   choice that its conflicts depend on, skipping choices that cannot help.
 * **Restarts** (:func:`search_targets`): run r uses another example order (radial, along the
   principal direction, nearest-neighbour, then randomised) and stops after base * luby(r)
@@ -250,14 +251,11 @@ class TargetSearch:
         self.hint = self._canonical_hint(hint) if hint is not None else None
 
     # ---- separability of one unit's partial problem --------------------------------------
-    def _lp(self, rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        self.stats.lp_calls += 1
-        return conflict_lp(rows[:, :-1], targets)
-
     def _separator(self, cache: dict, prefix: tuple, pos: int, neg: int, ncols: int,
-                   rows_of) -> tuple[np.ndarray | None, int]:
+                   rows_of, exact_of=None) -> tuple[np.ndarray | None, int]:
         """Cached separator of items ``pos`` vs ``neg`` (bit masks), with rows_of(indices) giving
-        their LP rows ([inputs, 1]); or None and a mask of items whose targets already conflict.
+        their LP rows ([inputs, 1]); or None and a mask of items whose targets already conflict,
+        checked exactly on exact_of(indices) (their original inputs; default: the LP's).
         A problem and its mirror (classes swapped) share one cache entry."""
         flip = pos > neg
         if flip:
@@ -275,7 +273,10 @@ class TargetSearch:
             else:
                 ia, ib = _mask_indices(pos), _mask_indices(neg)
                 items = np.concatenate([ia, ib])
-                sol, support = self._lp(rows_of(items), np.concatenate([np.ones(len(ia)), -np.ones(len(ib))]))
+                self.stats.lp_calls += 1
+                targets = np.concatenate([np.ones(len(ia)), -np.ones(len(ib))])
+                sol, support = conflict_lp(rows_of(items)[:, :-1], targets,
+                                           None if exact_of is None else exact_of(items))
                 for i in items[support]:
                     conflict |= 1 << int(i)
             cache[key] = (sol, conflict)
@@ -286,7 +287,8 @@ class TargetSearch:
     def _check1(self, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
         """Layer 1: separator of examples ``pos`` vs ``neg`` (bit masks over example positions,
         z-space [w, b]); or None and a mask of examples whose targets already conflict."""
-        return self._separator(self.cache1, (), pos, neg, self.z.shape[1], lambda idx: self.z[idx])
+        return self._separator(self.cache1, (), pos, neg, self.z.shape[1], lambda idx: self.z[idx],
+                               lambda idx: self.x[idx])
 
     def _check_code(self, width: int, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
         """Layers >= 2: separator of ±1 codes ``pos`` vs ``neg`` (bit masks over codes), or None
