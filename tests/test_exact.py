@@ -271,6 +271,24 @@ def test_mb_method_fits_xor():
     check_feasible(solve(x, t, hidden=[3], method="mb", time_limit=20, seed=1), x, t)
 
 
+def test_mb_budget_includes_building_the_trainer(monkeypatch):
+    # A process's first optimiser imports torch._dynamo (seconds); that counts against the budget.
+    import time
+
+    from ftprop.exact import mb
+
+    built = mb.MBTrainer.__init__
+
+    def slow_init(self, *args, **kwargs):
+        time.sleep(0.8)
+        built(self, *args, **kwargs)
+
+    monkeypatch.setattr(mb.MBTrainer, "__init__", slow_init)
+    x, t = parity(6)
+    t0 = time.perf_counter()
+    res = solve(x, t, hidden=[6], method="mb", time_limit=0.5)
+    assert time.perf_counter() - t0 < 1.2 and res.stats["steps"] == 0 and res.status == "unknown"
+
 def test_search_uses_given_hint():
     x, t, w = planted(4, 12, [2], seed=3, return_weights=True)
     hint = [forward(w[:1], x)]
