@@ -12,7 +12,6 @@ from torch import nn
 from ftprop import Sign
 from ftprop.cli import main
 from ftprop.exact import (
-    NumericalTrouble,
     SolveResult,
     digits,
     feasibility_report,
@@ -83,22 +82,32 @@ def test_classes_a_tiny_gap_apart_are_separable(gap):
     assert separator_holds(x, t, sep.weight, sep.bias)
 
 
-def test_inputs_closer_than_float64_can_resolve_are_an_error_not_a_wrong_answer():
-    x = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])
-    with pytest.raises(NumericalTrouble, match="cannot be told apart"):
-        separable(x, [-1, -1, 1, 1])
-    assert separable(np.array([[0.0], [1.0], [1.0 + 1e-4], [2.0]]), [-1, -1, 1, 1])
-
+def test_classes_closer_than_float64_resolves_are_flagged_inexact():
+    x = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])  # separable, by a gap float64 LPs cannot see
+    sep = separable(x, [-1, -1, 1, 1])
+    assert not sep and not sep.exact and "float64 tolerance" in sep.reason
+    assert separable(np.array([[0.0], [1.0], [1.0 + 1e-4], [2.0]]), [-1, -1, 1, 1]).exact
+    # Points on a 4-D subspace of 6-D, up to rounding: exactly they are in general position, so
+    # the float LP's common point is not exact; the answer is still given, flagged.
+    rng = np.random.default_rng(0)
+    x6 = rng.standard_normal((30, 4)) @ rng.standard_normal((4, 6))
+    sep = separable(x6, np.where(rng.random(30) < 0.5, 1.0, -1.0))
+    assert not sep and not sep.exact
 
 
 @pytest.mark.parametrize("hidden", [[], [1]])
-def test_search_never_proves_infeasible_from_a_float_tolerance(hidden):
-    # Separable, but only by a gap of 1e-10 that the search's LPs cannot see: "unknown", not "infeasible".
+def test_search_says_when_a_proof_rests_on_float_tolerance(hidden):
+    # Separable, but only by a gap of 1e-10 that the search's LPs cannot see.
     x = np.array([[0.0, 0.0], [1.0, 1.0], [1.0 + 1e-10, 1.0], [2.0, 2.0]])
     t = np.array([[-1.0], [-1.0], [1.0], [1.0]])
     res = solve(x, t, hidden=hidden, time_limit=20)
-    assert res.status == "unknown" and "cannot be told apart" in res.message
-    assert solve(x + [[0.0, 0.0], [0.0, 0.0], [1e-3, 0.0], [0.0, 0.0]], t, hidden=hidden).status == "feasible"
+    assert res.status == "infeasible" and res.stats["float_conflicts"] >= 1
+    assert "float64 tolerance only" in res.message
+    gap = solve(x + [[0.0, 0.0], [0.0, 0.0], [1e-3, 0.0], [0.0, 0.0]], t, hidden=hidden)
+    assert gap.status == "feasible" and "float_conflicts" not in gap.stats
+    proof = solve(*xor(), hidden=[1])
+    assert proof.status == "infeasible" and "float_conflicts" not in proof.stats
+
 
 def test_hull_witness_is_checked_exactly():
     rng = np.random.default_rng(3)

@@ -30,10 +30,10 @@ __all__ = ["Separation", "separable", "margin_lp", "conflict_lp", "NumericalTrou
 # A separator is accepted when every example is on its side by at least this much (the LP
 # asks for 1; HiGHS' feasibility tolerance is 1e-7, so anything far below 1 is numerical trouble).
 ACCEPT_MARGIN = 0.5
-# A hull-intersection witness too large to check exactly (certify.MAX_EXACT_WORK) is accepted
-# when its float64 residual is below this, relative to the inputs' largest magnitude.
+# A hull-intersection witness that cannot be checked exactly (too large for certify.MAX_EXACT_WORK,
+# or exact only up to rounding) is accepted, flagged inexact, when its float64 residual is below
+# this, relative to the inputs' largest magnitude.
 WITNESS_TOL = 1e-6
-_TOO_CLOSE = "Inputs this close cannot be told apart in float64: merge or round the nearly equal ones and try again"
 
 
 class NumericalTrouble(RuntimeError):
@@ -164,40 +164,44 @@ def _ray_weights(rows: np.ndarray, targets: np.ndarray, y: np.ndarray | None) ->
 
 
 def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
-                exact_inputs: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+                exact_inputs: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, bool]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
-    infeasibility certificate: a small subset whose two classes' convex hulls already intersect.
+    infeasibility certificate (a small subset whose two classes' convex hulls already intersect),
+    and whether that certificate was checked exactly.
 
     The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
-    before any rescaling; default ``inputs``), so a conflict never rests on a float64 tolerance;
-    when it fails that check, :class:`NumericalTrouble` is raised. A certificate too large to check
-    exactly is confirmed by solving the LP of its examples alone instead.
+    before any rescaling; default ``inputs``). One that is too large to check, or that holds only
+    to float64 tolerance, is confirmed by solving the LP of its examples alone instead (or, if
+    that LP is feasible, every example is blamed), and the flag is False.
     """
     rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
     sol, ray = _solve_rows(rows, want_ray=True)
     if sol is not None:
-        return sol, np.empty(0, dtype=np.int64)
+        return sol, np.empty(0, dtype=np.int64), True
     exact_inputs = inputs if exact_inputs is None else exact_inputs
     pos, neg = np.flatnonzero(targets > 0), np.flatnonzero(targets < 0)
-    lam = _ray_weights(rows, targets, ray)
+    candidates = [_ray_weights(rows, targets, ray)]
+    approximate = None
     for attempt in range(2):  # the ray, then (if it fails) the hull LP over all the examples
+        lam = candidates[-1]
         if lam is not None:
             mu = exact_hull_weights(exact_inputs, targets, lam)
             if isinstance(mu, list):
-                return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64)
+                return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), True
+            approximate = lam if approximate is None else approximate
             if mu == "too large":
-                support = np.flatnonzero(lam > 0)
-                if len(support) == len(rows) or _solve_rows(rows[support])[0] is None:
-                    return None, support
-                return None, np.arange(len(rows))
+                break
         if attempt == 0:
             w = _hull_witness(inputs[pos], inputs[neg])
-            lam = None
-            if w is not None:
-                lam = np.zeros(len(rows))
-                lam[np.concatenate([pos, neg])] = w
-    raise NumericalTrouble("a separability LP of the search is infeasible in float64, but no exactly checked "
-                           "common point of the two classes was found. " + _TOO_CLOSE)
+            if w is None:
+                break
+            lam = np.zeros(len(rows))
+            lam[np.concatenate([pos, neg])] = w
+            candidates.append(lam)
+    support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
+    if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
+        support = np.arange(len(rows))
+    return None, support, False
 
 
 def _hull_witness(pos: np.ndarray, neg: np.ndarray) -> np.ndarray | None:
@@ -284,6 +288,7 @@ def separable(inputs, targets) -> Separation:
 
     # First on z; if its certificate fails the exact check, once more in whitened coordinates,
     # where a direction in which the data barely varies is stretched to unit spread.
+    approximate = None  # the first common point that holds in float64 only
     for make_view in (_plain, _whitened):
         view, to_z = make_view(z)
         sol = margin_lp(view, tu)
@@ -306,16 +311,28 @@ def separable(inputs, targets) -> Separation:
             lam = np.array([float(v) for v in mu])
             return Separation(False, witness=lam, point=(lam * (t > 0)) @ x,
                               reason="the convex hulls of the two classes intersect (a common point, checked exactly)")
-        if mu == "too large":  # too big to check exactly: the float64 residual must be tiny
-            point = (lam * (t > 0)) @ x
-            resid = np.abs(point - (lam * (t < 0)) @ x).max() / max(1.0, np.abs(x).max())
-            if resid <= WITNESS_TOL:
-                return Separation(False, witness=lam, point=point, exact=False,
-                                  reason=f"the convex hulls of the two classes intersect (a common point, "
-                                         f"residual {resid:.1e} in float64: too large to check exactly)")
+        approximate = approximate or _float_witness(x, t, lam, "too large to check exactly" if mu == "too large" else
+                                                    "not exact: classes this close may be separable by less "
+                                                    "than float64 resolves")
+        if mu == "too large":
+            break
+    if approximate is not None:
+        return approximate
     raise NumericalTrouble("the separability LP could not be settled in float64: the two classes come within "
-                           "HiGHS' tolerance (about 1e-7 of the data's spread) of each other, yet no exactly "
-                           "checked separator or common point was found. " + _TOO_CLOSE)
+                           "HiGHS' tolerance (about 1e-7 of the data's spread) of each other, yet no checked "
+                           "separator or common point was found. Inputs this close cannot be told apart in "
+                           "float64: merge or round the nearly equal ones and try again")
+
+
+def _float_witness(x: np.ndarray, t: np.ndarray, lam: np.ndarray, why: str) -> Separation | None:
+    """An infeasibility answer from a common point that holds to float64 tolerance only, or None."""
+    point = (lam * (t > 0)) @ x
+    resid = np.abs(point - (lam * (t < 0)) @ x).max() / max(1.0, np.abs(x).max())
+    if resid > WITNESS_TOL:
+        return None
+    return Separation(False, witness=lam, point=point, exact=False,
+                      reason=f"the convex hulls of the two classes intersect to float64 tolerance (a common point "
+                             f"with residual {resid:.1e}; {why})")
 
 
 def _plain(z: np.ndarray):

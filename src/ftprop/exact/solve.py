@@ -200,6 +200,10 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) 
                     "contradictions": s.contradictions, "backtracks": s.backtracks, "deepest": s.deepest,
                     "hint_rows_taken": s.hint_rows_taken, **s.extra, **mb_stats}
     result.message = message
+    if status == "infeasible" and s.extra.get("float_conflicts"):
+        result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
+                           f"(not checked exactly: inputs nearly equal, or too many to check), and the proof "
+                           f"may rest on them")
     if status == "feasible":
         result.weights = _weights_from_targets(xu, tu, targets)
     else:
