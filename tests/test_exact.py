@@ -95,6 +95,20 @@ def test_classes_closer_than_float64_resolves_are_flagged_inexact():
     assert not sep and not sep.exact
 
 
+
+def test_first_inexact_witness_is_kept_when_the_whitened_retry_finds_none(monkeypatch):
+    from ftprop.exact import lp
+
+    real, calls = lp._float_witness, []
+
+    def first_only(*args):
+        calls.append(1)
+        return real(*args) if len(calls) == 1 else None
+
+    monkeypatch.setattr(lp, "_float_witness", first_only)
+    sep = separable(np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]]), [-1, -1, 1, 1])
+    assert len(calls) == 1 and not sep and not sep.exact
+
 @pytest.mark.parametrize("hidden", [[], [1]])
 def test_search_says_when_a_proof_rests_on_float_tolerance(hidden):
     # Separable, but only by a gap of 1e-10 that the search's LPs cannot see.

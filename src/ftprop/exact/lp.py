@@ -311,9 +311,10 @@ def separable(inputs, targets) -> Separation:
             lam = np.array([float(v) for v in mu])
             return Separation(False, witness=lam, point=(lam * (t > 0)) @ x,
                               reason="the convex hulls of the two classes intersect (a common point, checked exactly)")
-        approximate = approximate or _float_witness(x, t, lam, "too large to check exactly" if mu == "too large" else
-                                                    "not exact: classes this close may be separable by less "
-                                                    "than float64 resolves")
+        if approximate is None:  # (not ``or``: a Separation of non-separable classes is falsy)
+            approximate = _float_witness(x, t, lam, "too large to check exactly" if mu == "too large" else
+                                         "not exact: classes this close may be separable by less than "
+                                         "float64 resolves")
         if mu == "too large":
             break
     if approximate is not None:
