@@ -12,7 +12,7 @@ sum_pos lambda_i h_i = sum_neg lambda_i h_i, i.e. a point common to the convex h
 classes (for contradictory examples, the shared input itself).
 
 :func:`separable` is the public, careful entry point (it deduplicates rows, drops constant
-columns, rescales, and returns an exactly checked certificate either way). :func:`margin_lp` is the
+columns, rescales, and returns a checked certificate either way: exactly checked, or flagged). :func:`margin_lp` is the
 bare LP the search calls many times on inputs it has already cleaned.
 """
 
@@ -52,7 +52,8 @@ class Separation:
     point: the common point of the two convex hulls.
     reason: one line of explanation.
     exact: whether the certificate was checked in exact rational arithmetic on the given data
-        (always for a separator; for a witness unless it was too large, see :mod:`.certify`).
+        (always for a separator; for a witness unless it was too large for that or holds only
+        to float64 tolerance, see :mod:`.certify`).
     """
 
     separable: bool
@@ -179,42 +180,35 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
     if sol is not None:
         return sol, np.empty(0, dtype=np.int64), True
     exact_inputs = inputs if exact_inputs is None else exact_inputs
-    pos, neg = np.flatnonzero(targets > 0), np.flatnonzero(targets < 0)
-    candidates = [_ray_weights(rows, targets, ray)]
+
+    def witnesses():  # the ray, then (if it fails the exact check) the hull LP over all the examples
+        yield _ray_weights(rows, targets, ray)
+        yield _hull_weights(inputs, targets)
+
     approximate = None
-    for attempt in range(2):  # the ray, then (if it fails) the hull LP over all the examples
-        lam = candidates[-1]
-        if lam is not None:
-            mu = exact_hull_weights(exact_inputs, targets, lam)
-            if isinstance(mu, list):
-                return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), True
-            approximate = lam if approximate is None else approximate
-            if mu == "too large":
-                break
-        if attempt == 0:
-            w = _hull_witness(inputs[pos], inputs[neg])
-            if w is None:
-                break
-            lam = np.zeros(len(rows))
-            lam[np.concatenate([pos, neg])] = w
-            candidates.append(lam)
+    for lam in witnesses():
+        if lam is None:
+            continue
+        mu = exact_hull_weights(exact_inputs, targets, lam)
+        if isinstance(mu, list):
+            return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), True
+        approximate = lam if approximate is None else approximate
+        if mu == "too large":
+            break
     support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))
     return None, support, False
 
 
-def _hull_witness(pos: np.ndarray, neg: np.ndarray) -> np.ndarray | None:
-    """lambda (len(pos)+len(neg)) >= 0 with each class summing to 1 and equal class averages."""
-    p, q, n = len(pos), len(neg), pos.shape[1]
-    a_eq = np.zeros((n + 2, p + q))
-    a_eq[:n, :p] = pos.T
-    a_eq[:n, p:] = -neg.T
-    a_eq[n, :p] = 1.0
-    a_eq[n + 1, p:] = 1.0
+def _hull_weights(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+    """lambda >= 0, one per example, summing to 1 over each class (targets +1 / -1), whose two
+    class averages coincide; None if the LP finds none."""
+    n = inputs.shape[1]
+    a_eq = np.vstack([inputs.T * targets, targets > 0, targets < 0]).astype(np.float64)
     b_eq = np.zeros(n + 2)
     b_eq[n:] = 1.0
-    res = linprog(np.zeros(p + q), A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    res = linprog(np.zeros(len(inputs)), A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     if res.status != 0:
         return None
     return np.asarray(res.x, dtype=np.float64)
@@ -247,9 +241,10 @@ def separable(inputs, targets) -> Separation:
     the example is ignored. Duplicate rows, constant columns and badly scaled columns are
     handled; contradictory examples (same input, different targets) are infeasible at once.
     The returned separator or witness is checked in exact rational arithmetic on the given data
-    (:mod:`.certify`; a witness too large for that is checked in float64, and ``exact`` says
-    which). When the LP's answer fails that check, it is solved again in whitened coordinates;
-    if neither answer checks out, :class:`NumericalTrouble` is raised rather than a guess returned.
+    (:mod:`.certify`). When the LP's answer fails that check, it is solved again in whitened
+    coordinates; a witness that still holds only to float64 tolerance, or is too large to check
+    exactly, is returned with ``exact=False``. With no checked answer at all,
+    :class:`NumericalTrouble` is raised rather than a guess returned.
     """
     x, t = _as_problem(inputs, targets)
     m, n = x.shape
@@ -283,8 +278,6 @@ def separable(inputs, targets) -> Separation:
     spread = np.abs(uniq - mean).max(axis=0)
     cols = np.flatnonzero(spread > 0)  # not empty: the rows are distinct
     z = (uniq[:, cols] - mean[cols]) / spread[cols]
-    pos, neg = np.flatnonzero(tu > 0), np.flatnonzero(tu < 0)
-    where = keep[first[np.concatenate([pos, neg])]]  # the original row of each hull-LP weight
 
     # First on z; if its certificate fails the exact check, once more in whitened coordinates,
     # where a direction in which the data barely varies is stretched to unit spread.
@@ -301,11 +294,11 @@ def separable(inputs, targets) -> Separation:
                 return Separation(True, w, b, float(np.min(tk * (xk @ w + b))),
                                   reason="margin-1 separator found by the LP, checked exactly")
             continue
-        lam_u = _hull_witness(view[pos], view[neg])
+        lam_u = _hull_weights(view, tu)
         if lam_u is None:
             continue
         lam = np.zeros(m)
-        lam[where] = lam_u
+        lam[keep[first]] = lam_u
         mu = exact_hull_weights(x, t, lam)
         if isinstance(mu, list):
             lam = np.array([float(v) for v in mu])
