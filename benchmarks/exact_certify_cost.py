@@ -12,21 +12,16 @@ Writes results/exact_certify_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import scipy
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exact_scaling import digits_report, families  # noqa: E402
+from exact_scaling import digits_report, families, run_meta  # noqa: E402
 
 from ftprop.exact import certify, solve  # noqa: E402
 from ftprop.runs import atomic_write_text  # noqa: E402
@@ -84,14 +79,7 @@ def main(argv=None) -> int:
                         "fractions": [[lay["fraction"] for lay in e["train_mode"] + e["eval_mode"]] for e in epochs]}
     _mode(True)
     report["same_fractions"] = report["exact"]["fractions"] == report["float"]["fractions"]
-    meta = {
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__, "rounds": args.rounds, "budget_s": args.budget,
-        "total_seconds": round(time.perf_counter() - started, 1),
-    }
+    meta = run_meta(argv, started, rounds=args.rounds, budget_s=args.budget)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "search": rows, "report": report}, indent=1))

@@ -161,15 +161,8 @@ def main(argv=None) -> int:
             if all(row[m] is None or row[m]["status"] == "unknown" for m in METHODS):
                 break
     report = digits_report(args.report_epochs, args.seed) if args.report else None
-    meta = {
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({_cpu_model()}), {platform.system()}",
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__, "budget_s": args.budget, "seed": args.seed,
-        "threads": "torch.set_num_threads(1); HiGHS MILP threads=1 (LPs are single-threaded)",
-        "total_seconds": round(time.perf_counter() - started, 1),
-    }
+    meta = run_meta(argv, started, budget_s=args.budget, seed=args.seed,
+                    threads="torch.set_num_threads(1); HiGHS MILP threads=1 (LPs are single-threaded)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "results": results, "feasibility_report": report}
@@ -177,6 +170,19 @@ def main(argv=None) -> int:
     atomic_write_text(out.with_suffix(".md"), markdown(meta, results, report))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
+
+
+def run_meta(argv, started: float, **settings) -> dict:
+    """The command, date, machine and versions of a run that began at ``started``
+    (time.perf_counter()), with its ``settings``."""
+    return {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({_cpu_model()}), {platform.system()}",
+        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+        "torch": torch.__version__, **settings,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _cpu_model() -> str:
