@@ -1,8 +1,8 @@
 """What do the exact certificate checks (ftprop.exact.certify) cost the exact search and
 ``feasibility_report``? Each measurement runs twice in one process, interleaved: with the exact
-checks, and with them turned off (``certify.MAX_EXACT_WORK = 0``: every common point is then
-"too large", checked in float64 as before the checks existed, or, in the search, confirmed by an
-LP). The answers must agree; the times are compared as ratios.
+checks, and with them turned off (``certify.MAX_EXACT_WORK = 0``, and no rational LP: every
+common point is then "too large", checked in float64 as before the checks existed, or, in the
+search, confirmed by an LP). The answers must agree; the times are compared as ratios.
 
     python benchmarks/exact_certify_cost.py [--rounds 2] [--budget 60] [--report-epochs 1]
 
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_scaling import digits_report, families, run_meta  # noqa: E402
 
-from ftprop.exact import certify, solve  # noqa: E402
+from ftprop.exact import certify, rational, solve  # noqa: E402
 from ftprop.runs import atomic_write_text  # noqa: E402
 
 # Instances the search without hints settles within a minute here (the others hit the budget,
@@ -32,11 +32,13 @@ INSTANCES = ("parity:8", "parity:10", "random:5-cube,h=2", "random:5-cube,h=3", 
              "planted:8,64,4", "planted:6,32,3-2")
 
 
-EXACT_WORK = certify.MAX_EXACT_WORK
+EXACT_WORK, SIMPLEX_WORK = certify.MAX_EXACT_WORK, rational.MAX_SIMPLEX_WORK
 
 
 def _mode(exact: bool) -> None:
+    """Exact checks (and the rational LP behind a check that fails) on, or both off."""
     certify.MAX_EXACT_WORK = EXACT_WORK if exact else 0
+    rational.MAX_SIMPLEX_WORK = SIMPLEX_WORK if exact else 0
 
 
 def main(argv=None) -> int:

@@ -20,12 +20,20 @@ from ftprop.exact import (
     make_problem,
     parity,
     planted,
+    rational,
     separable,
     solve,
     xor,
 )
-from ftprop.exact.certify import exact_hull_weights, fraction_free_echelon, separator_holds
+from ftprop.exact.certify import (
+    exact_hull_weights,
+    fraction_free_echelon,
+    rational_separator_holds,
+    separator_holds,
+    witness_holds,
+)
 from ftprop.exact.network import dedupe
+from ftprop.exact.rational import exact_separation
 from ftprop.exact.search import luby, search_targets
 
 
@@ -82,18 +90,114 @@ def test_classes_a_tiny_gap_apart_are_separable(gap):
     assert separator_holds(x, t, sep.weight, sep.bias)
 
 
-def test_classes_closer_than_float64_resolves_are_flagged_inexact():
-    x = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])  # separable, by a gap float64 LPs cannot see
-    sep = separable(x, [-1, -1, 1, 1])
+def check_exact_witness(x, t, mu):
+    """mu >= 0, each class summing to 1, and the two weighted class averages equal, in Fractions."""
+    assert all(v >= 0 for v in mu)
+    assert sum(v for v, ti in zip(mu, t) if ti > 0) == 1 == sum(v for v, ti in zip(mu, t) if ti < 0)
+    for j in range(x.shape[1]):
+        col = [Fraction(float(v)) for v in x[:, j]]
+        side = [sum(m * c for m, c, ti in zip(mu, col, t) if ti == s) for s in (1.0, -1.0)]
+        assert side[0] == side[1]
+
+
+def check_exact_separator(x, t, weight, bias):
+    """t_i (weight.x_i + bias) >= 1 for every example, in Fractions."""
+    for xi, ti in zip(x, t):
+        assert ti * sum((Fraction(float(v)) * w for v, w in zip(xi, weight)), bias) >= 1
+
+
+def rank_deficient(seed=0, m=30):
+    """Points on a 4-D subspace of 6-D up to rounding: exactly they are in general position."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, 4)) @ rng.standard_normal((4, 6)), np.where(rng.random(m) < 0.5, 1.0, -1.0)
+
+
+def test_classes_closer_than_float64_resolves_are_decided_exactly():
+    # Separable by a gap of 1e-12 that the float64 LPs cannot see (in either view): the rational
+    # LP decides it and gives a separator that checks exactly.
+    x = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])
+    t = np.array([-1.0, -1.0, 1.0, 1.0])
+    sep = separable(x, t)
+    assert sep and sep.exact and "exact rational LP" in sep.reason and sep.exact_separator is None
+    assert separator_holds(x, t, sep.weight, sep.bias)
+    # A triangle and a point 1e-12 outside its long edge, among other points: no view helps the
+    # float LP, which calls the hulls intersecting.
+    pos = [[0, 0], [4, 0], [0, 4], [1, 1], [3, 0.5]]
+    for eps, apart in ((1e-12, True), (1e-14, True), (0.0, False), (-1e-12, False)):
+        xt = np.array(pos + [[2 + eps, 2 + eps], [5, 5], [6, 2], [2, 6]], dtype=float)
+        tt = np.array([1.0] * 5 + [-1.0] * 4)
+        sep = separable(xt, tt)
+        assert bool(sep) == apart and sep.exact, (eps, sep.reason)
+        if apart:
+            assert separator_holds(xt, tt, sep.weight, sep.bias)
+        else:
+            check_exact_witness(xt, tt, sep.exact_witness)
+    # Data on a subspace up to rounding: the float LP's common point is not exact, the rational
+    # LP finds one that is.
+    x6, t6 = rank_deficient()
+    sep = separable(x6, t6)
+    assert not sep and sep.exact
+    check_exact_witness(x6, t6, sep.exact_witness)
+    assert witness_holds(x6, t6, sep.exact_witness)
+    moved = list(sep.exact_witness)
+    i, j = [k for k, v in enumerate(moved) if v != 0 and t6[k] > 0][:2]
+    moved[i], moved[j] = moved[i] + Fraction(1, 2**60), moved[j] - Fraction(1, 2**60)
+    assert not witness_holds(x6, t6, moved)  # still sums to 1, but the averages differ
+
+
+def test_problems_too_large_for_the_rational_lp_are_flagged_inexact(monkeypatch):
+    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)
+    sep = separable(np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]]), [-1, -1, 1, 1])
     assert not sep and not sep.exact and "float64 tolerance" in sep.reason
     assert separable(np.array([[0.0], [1.0], [1.0 + 1e-4], [2.0]]), [-1, -1, 1, 1]).exact
-    # Points on a 4-D subspace of 6-D, up to rounding: exactly they are in general position, so
-    # the float LP's common point is not exact; the answer is still given, flagged.
-    rng = np.random.default_rng(0)
-    x6 = rng.standard_normal((30, 4)) @ rng.standard_normal((4, 6))
-    sep = separable(x6, np.where(rng.random(30) < 0.5, 1.0, -1.0))
+    sep = separable(*rank_deficient())
     assert not sep and not sep.exact
 
+
+def test_a_separator_too_thin_for_float64_comes_exact():
+    # Two points 2^53 apart and a third 1 beyond the midpoint of their segment: every separator
+    # runs within about 2^-53 of parallel to the segment, and the float64 rounding of the exact one
+    # puts the two points on its boundary.
+    big = 2.0**53
+    x = np.array([[big, 0.0], [0.0, big], [big / 2 + 1, big / 2]])
+    t = np.array([1.0, 1.0, -1.0])
+    sep = separable(x, t)
+    assert sep and sep.exact and sep.exact_separator is not None and sep.margin <= 0
+    assert not separator_holds(x, t, sep.weight, sep.bias)
+    check_exact_separator(x, t, *sep.exact_separator)
+    assert rational_separator_holds(x, t, *sep.exact_separator)
+    assert not rational_separator_holds(x, t, sep.weight, sep.bias)
+
+
+def test_rational_lp_certificates_check_exactly_either_way(monkeypatch):
+    rng = np.random.default_rng(1)
+    seen = set()
+    for _ in range(60):
+        m, n = int(rng.integers(4, 30)), int(rng.integers(1, 6))
+        x = rng.standard_normal((m, n)) * 10.0 ** rng.integers(-3, 4, n)
+        t = np.where(rng.random(m) < 0.5, 1.0, -1.0)
+        t[:2] = [1.0, -1.0]
+        answer = exact_separation(x, t)
+        seen.add(answer.separable)
+        if answer.separable:
+            check_exact_separator(x, t, answer.weight, answer.bias)
+        else:
+            check_exact_witness(x, t, answer.mu)
+        assert answer.separable == bool(separable(x, t))  # these are far from float64's limits
+    assert seen == {True, False}
+    for seed in range(5):
+        answer = exact_separation(*rank_deficient(seed))
+        check_exact_witness(*rank_deficient(seed), answer.mu) if not answer.separable else \
+            check_exact_separator(*rank_deficient(seed), answer.weight, answer.bias)
+    monkeypatch.setattr(rational, "STALL_PIVOTS", 0)  # Bland's rule from the first pivot
+    for seed in range(3):
+        x, t = rank_deficient(seed, m=20)
+        answer = exact_separation(x, t)
+        check_exact_witness(x, t, answer.mu) if not answer.separable else \
+            check_exact_separator(x, t, answer.weight, answer.bias)
+    assert exact_separation(x, t, max_work=10) == "too large"
+    with pytest.raises(ValueError, match="both classes"):
+        exact_separation(x, np.ones(len(x)))
 
 
 def test_first_inexact_witness_is_kept_when_the_whitened_retry_finds_none(monkeypatch):
@@ -106,6 +210,7 @@ def test_first_inexact_witness_is_kept_when_the_whitened_retry_finds_none(monkey
         return real(*args) if len(calls) == 1 else None
 
     monkeypatch.setattr(lp, "_float_witness", first_only)
+    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)  # (the rational LP would settle it)
     sep = separable(np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]]), [-1, -1, 1, 1])
     assert len(calls) == 1 and not sep and not sep.exact
 
@@ -123,6 +228,15 @@ def test_search_says_when_a_proof_rests_on_float_tolerance(hidden):
     assert proof.status == "infeasible" and "float_conflicts" not in proof.stats
 
 
+def test_search_conflicts_on_data_rank_deficient_up_to_rounding_are_exact(monkeypatch):
+    x, t = rank_deficient()
+    res = solve(x, t[:, None], hidden=[], time_limit=20)
+    assert res.status == "infeasible" and "float_conflicts" not in res.stats
+    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)  # without the rational LP: flagged
+    res = solve(x, t[:, None], hidden=[], time_limit=20)
+    assert res.status == "infeasible" and res.stats["float_conflicts"] >= 1
+
+
 def test_hull_witness_is_checked_exactly():
     rng = np.random.default_rng(3)
     x = np.round(rng.standard_normal((60, 5)), 3)
@@ -130,12 +244,8 @@ def test_hull_witness_is_checked_exactly():
     sep = separable(x, t)
     assert not sep and sep.exact and "checked exactly" in sep.reason
     mu = exact_hull_weights(x, t, sep.witness)
-    assert isinstance(mu, list) and all(v >= 0 for v in mu)
-    assert sum(v for v, ti in zip(mu, t) if ti > 0) == 1 == sum(v for v, ti in zip(mu, t) if ti < 0)
-    for j in range(x.shape[1]):  # the two weighted averages coincide exactly
-        col = [Fraction(float(v)) for v in x[:, j]]
-        side = [sum(m * c for m, c, ti in zip(mu, col, t) if ti == s) for s in (1.0, -1.0)]
-        assert side[0] == side[1]
+    assert isinstance(mu, list)
+    check_exact_witness(x, t, mu)
     # A float witness that is only approximately a common point fails the exact check.
     x2 = np.array([[0.0], [1.0], [1.0 + 1e-12], [2.0]])
     assert exact_hull_weights(x2, np.array([-1.0, -1.0, 1.0, 1.0]), np.array([0.0, 1.0, 1.0, 0.0])) is None

@@ -7,7 +7,8 @@ feasibility checks (LP), a complete backtracking target search, and a MILP cross
     'feasible'
 
 Modules: :mod:`.lp` (one unit's separability LP), :mod:`.certify` (its certificates checked
-in exact arithmetic), :mod:`.search` (the target search),
+in exact arithmetic), :mod:`.rational` (the LP decided in exact arithmetic, for small problems
+float64 cannot settle), :mod:`.search` (the target search),
 :mod:`.milp` (the MILP baseline), :mod:`.mb` (FTPROP-MB training, the "mb" method and the
 search's heuristic), :mod:`.problems` (generators), :mod:`.report` (``feasibility_report``),
 :mod:`.solve` (the ``solve`` entry point), :mod:`.cli` (``ftprop solve``).

@@ -23,7 +23,8 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["separator_holds", "exact_hull_weights", "MAX_EXACT_WORK"]
+__all__ = ["separator_holds", "rational_separator_holds", "witness_holds", "exact_hull_weights",
+           "fraction_free_echelon", "integer_row", "MAX_EXACT_WORK"]
 
 # rows x support^2 of the elimination: 3e6 big-integer operations take a few seconds.
 MAX_EXACT_WORK = 3_000_000
@@ -45,6 +46,28 @@ def separator_holds(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bo
         if t[i] * value <= 0:
             return False
     return True
+
+
+def rational_separator_holds(x: np.ndarray, t: np.ndarray, weight, bias) -> bool:
+    """Exactly: t_i (weight.x_i + bias) > 0 for every row i, for a separator given in Fractions
+    (e.g. ``Separation.exact_separator``)."""
+    w = [Fraction(v) for v in weight]
+    b = Fraction(bias)
+    return all(ti * sum((Fraction(float(v)) * wj for v, wj in zip(row, w) if v != 0 and wj != 0), b) > 0
+               for row, ti in zip(x, t))
+
+
+def witness_holds(x: np.ndarray, t: np.ndarray, mu) -> bool:
+    """Exactly: ``mu`` (one weight per row, e.g. ``Separation.exact_witness``) is >= 0, sums to 1
+    over each class (t = +1, t = -1; rows with t = 0 must weigh 0), and gives both classes the same
+    weighted average: a point common to their convex hulls."""
+    mu = [Fraction(v) for v in mu]
+    if len(mu) != len(x) or any(v < 0 for v in mu) or any(v != 0 for v, ti in zip(mu, t) if ti == 0):
+        return False
+    if sum(v for v, ti in zip(mu, t) if ti > 0) != 1 or sum(v for v, ti in zip(mu, t) if ti < 0) != 1:
+        return False
+    used = [i for i, v in enumerate(mu) if v != 0]
+    return all(sum(mu[i] * int(t[i]) * Fraction(float(x[i, j])) for i in used) == 0 for j in range(x.shape[1]))
 
 
 def exact_hull_weights(x: np.ndarray, t: np.ndarray, lam: np.ndarray) -> list[Fraction] | str | None:
@@ -71,7 +94,7 @@ def exact_hull_weights(x: np.ndarray, t: np.ndarray, lam: np.ndarray) -> list[Fr
     sign = np.array([1.0] * len(pos) + [-1.0] * len(neg))
     coords = x[cols].T * sign
     coords = coords[np.any(coords != 0, axis=1)]
-    rows = [_integer_row(list(r) + [0.0]) for r in coords]
+    rows = [integer_row(list(r) + [0.0])[0] for r in coords]
     rows.append([1] * len(pos) + [0] * len(neg) + [1])
     rows.append([0] * len(pos) + [1] * len(neg) + [1])
     a = np.array(rows, dtype=object)
@@ -95,11 +118,11 @@ def exact_hull_weights(x: np.ndarray, t: np.ndarray, lam: np.ndarray) -> list[Fr
     return mu
 
 
-def _integer_row(values: list[float]) -> list[int]:
-    """The row times the smallest power of two that makes every entry an integer."""
+def integer_row(values: list[float]) -> tuple[list[int], int]:
+    """The row times the smallest power of two that makes every entry an integer, and that power."""
     ratios = [float(v).as_integer_ratio() for v in values]
     scale = max(q for _, q in ratios)  # every q is a power of two: the largest is their lcm
-    return [p * (scale // q) for p, q in ratios]
+    return [p * (scale // q) for p, q in ratios], scale
 
 
 def fraction_free_echelon(a: np.ndarray, k: int) -> list[tuple[int, int]]:

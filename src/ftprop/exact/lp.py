@@ -19,11 +19,13 @@ bare LP the search calls many times on inputs it has already cleaned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from scipy.optimize import linprog
 
 from .certify import exact_hull_weights, separator_holds
+from .rational import ExactAnswer, exact_separation
 
 __all__ = ["Separation", "separable", "margin_lp", "conflict_lp", "NumericalTrouble"]
 
@@ -54,6 +56,11 @@ class Separation:
     exact: whether the certificate was checked in exact rational arithmetic on the given data
         (always for a separator; for a witness unless it was too large for that or holds only
         to float64 tolerance, see :mod:`.certify`).
+    exact_witness: when not separable and ``exact``, the witness in Fractions (``witness`` is its
+        float64 rounding, which may not be an exact common point itself).
+    exact_separator: (weight, bias) in Fractions, when the classes are separable only by a
+        margin too thin for float64 weights: then ``weight`` and ``bias`` are its rounding, which
+        does not separate every example (``margin`` <= 0), and this is the separator.
     """
 
     separable: bool
@@ -64,6 +71,8 @@ class Separation:
     point: np.ndarray | None = None
     reason: str = ""
     exact: bool = True
+    exact_witness: list[Fraction] | None = None
+    exact_separator: tuple[list[Fraction], Fraction] | None = None
 
     def __bool__(self) -> bool:
         return self.separable
@@ -171,8 +180,10 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
     and whether that certificate was checked exactly.
 
     The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
-    before any rescaling; default ``inputs``). One that is too large to check, or that holds only
-    to float64 tolerance, is confirmed by solving the LP of its examples alone instead (or, if
+    before any rescaling; default ``inputs``). When it fails that check, the LP is decided in
+    rational arithmetic (:mod:`.rational`) if it is small enough, and a common point found there
+    is exact. Otherwise (too large, or separable only by a margin thinner than the float64 LP
+    sees) the float witness is confirmed by solving the LP of its examples alone instead (or, if
     that LP is feasible, every example is blamed), and the flag is False.
     """
     rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
@@ -195,6 +206,9 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
         approximate = lam if approximate is None else approximate
         if mu == "too large":
             break
+    answer = exact_separation(exact_inputs, targets)  # decided in rationals, if small enough
+    if isinstance(answer, ExactAnswer) and not answer.separable:
+        return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), True
     support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))
@@ -242,9 +256,12 @@ def separable(inputs, targets) -> Separation:
     handled; contradictory examples (same input, different targets) are infeasible at once.
     The returned separator or witness is checked in exact rational arithmetic on the given data
     (:mod:`.certify`). When the LP's answer fails that check, it is solved again in whitened
-    coordinates; a witness that still holds only to float64 tolerance, or is too large to check
-    exactly, is returned with ``exact=False``. With no checked answer at all,
-    :class:`NumericalTrouble` is raised rather than a guess returned.
+    coordinates, then, if the problem is small enough, decided in exact rational arithmetic
+    (:mod:`.rational`): classes closer than float64's LP resolves still get an exact answer
+    (a separator too thin for float64 weights comes in ``exact_separator``). Beyond that size, a
+    witness that holds only to float64 tolerance, or is too large to check exactly, is returned
+    with ``exact=False``. With no checked answer at all, :class:`NumericalTrouble` is raised
+    rather than a guess returned.
     """
     x, t = _as_problem(inputs, targets)
     m, n = x.shape
@@ -269,7 +286,7 @@ def separable(inputs, targets) -> Separation:
         i_neg = keep[members[tk[members] < 0][0]]
         lam = np.zeros(m)
         lam[[i_pos, i_neg]] = 1.0
-        return Separation(False, witness=lam, point=x[i_pos].copy(),
+        return Separation(False, witness=lam, point=x[i_pos].copy(), exact_witness=[Fraction(v) for v in lam],
                           reason=f"contradictory examples {i_pos} and {i_neg}: same input, different targets")
     tu = lo  # the (consistent) target of each distinct row
 
@@ -302,7 +319,7 @@ def separable(inputs, targets) -> Separation:
         mu = exact_hull_weights(x, t, lam)
         if isinstance(mu, list):
             lam = np.array([float(v) for v in mu])
-            return Separation(False, witness=lam, point=(lam * (t > 0)) @ x,
+            return Separation(False, witness=lam, point=(lam * (t > 0)) @ x, exact_witness=mu,
                               reason="the convex hulls of the two classes intersect (a common point, checked exactly)")
         if approximate is None:  # (not ``or``: a Separation of non-separable classes is falsy)
             approximate = _float_witness(x, t, lam, "too large to check exactly" if mu == "too large" else
@@ -310,12 +327,39 @@ def separable(inputs, targets) -> Separation:
                                          "float64 resolves")
         if mu == "too large":
             break
+    # Neither view gave a certificate that checks exactly: decide the LP in rationals, if small.
+    answer = exact_separation(uniq, tu)
+    if isinstance(answer, ExactAnswer):
+        return _from_exact(answer, x, t, xk, tk, keep[first])
     if approximate is not None:
         return approximate
     raise NumericalTrouble("the separability LP could not be settled in float64: the two classes come within "
                            "HiGHS' tolerance (about 1e-7 of the data's spread) of each other, yet no checked "
                            "separator or common point was found. Inputs this close cannot be told apart in "
                            "float64: merge or round the nearly equal ones and try again")
+
+
+def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
+    """The Separation of an exact answer found on the distinct rows (row u is x[rows_of_uniq[u]])."""
+    why = "float64's LP could not settle classes this close"
+    if not answer.separable:
+        mu = [Fraction(0)] * len(x)
+        for i, v in zip(rows_of_uniq, answer.mu):
+            mu[i] = v
+        lam = np.array([float(v) for v in mu])
+        return Separation(False, witness=lam, point=(lam * (t > 0)) @ x, exact_witness=mu,
+                          reason=f"the convex hulls of the two classes intersect (a common point found by an exact "
+                                 f"rational LP, {why})")
+    w = np.array([float(v) for v in answer.weight])
+    b = float(answer.bias)
+    margin = float(np.min(tk * (xk @ w + b)))
+    if separator_holds(xk, tk, w, b):
+        return Separation(True, w, b, margin,
+                          reason=f"separator found by an exact rational LP ({why}), checked exactly")
+    return Separation(True, w, b, margin, exact_separator=(answer.weight, answer.bias),
+                      reason=f"separable, by an exact rational LP ({why}), but by a margin so thin that the float64 "
+                             f"rounding of the exact separator (weight, bias) does not separate every example: "
+                             f"exact_separator holds the exact one")
 
 
 def _float_witness(x: np.ndarray, t: np.ndarray, lam: np.ndarray, why: str) -> Separation | None:

@@ -1,0 +1,125 @@
+"""How often does float64 leave the separability LP unsettled, and does the rational LP settle it?
+
+Random small problems of four kinds (general position; points on a subspace only up to rounding;
+data rounded to one decimal, so with ties; and near-duplicate pairs of examples, 1e-8 to 1e-14
+apart, with random targets), each answered by ``ftprop.exact.separable`` twice in one process:
+with the rational LP (:mod:`ftprop.exact.rational`) and without it (``MAX_SIMPLEX_WORK = 0``, the
+code before it). Every answer marked exact is verified here in Fractions
+(``certify.rational_separator_holds``, ``certify.witness_holds``).
+
+    python benchmarks/exact_rational_fuzz.py [--problems 400] [--seed 7]
+
+Writes results/exact_rational_fuzz.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from exact_scaling import run_meta  # noqa: E402
+
+from ftprop.exact import NumericalTrouble, rational, separable  # noqa: E402
+from ftprop.exact.certify import rational_separator_holds, witness_holds  # noqa: E402
+from ftprop.runs import atomic_write_text  # noqa: E402
+
+KINDS = ("general position", "on a subspace up to rounding", "rounded to 0.1 (ties)", "near-duplicate pairs")
+SIMPLEX_WORK = rational.MAX_SIMPLEX_WORK
+
+
+def problem(kind: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    m, n = int(rng.integers(5, 60)), int(rng.integers(1, 7))
+    if kind == 0:
+        x = rng.standard_normal((m, n))
+    elif kind == 1:
+        k = max(1, n - 2)
+        x = rng.standard_normal((m, k)) @ rng.standard_normal((k, n))
+    elif kind == 2:
+        x = np.round(rng.standard_normal((m, n)), 1)
+    else:
+        x = rng.standard_normal((m, n))
+        half = m - m // 2
+        x[m // 2:] = x[:half] + rng.standard_normal((half, n)) * 10.0 ** -rng.integers(8, 15)
+    return x, np.where(rng.random(m) < 0.5, 1.0, -1.0)
+
+
+def answer(x: np.ndarray, t: np.ndarray) -> str:
+    """One of: separator, thin separator, common point, inexact common point, NumericalTrouble
+    (an exact answer that fails its check here raises)."""
+    try:
+        s = separable(x, t)
+    except NumericalTrouble:
+        return "NumericalTrouble"
+    if s.separable:
+        if s.exact_separator is not None:
+            assert rational_separator_holds(x, t, *s.exact_separator), s.reason
+            return "thin separator (Fractions)"
+        assert rational_separator_holds(x, t, s.weight, s.bias), s.reason
+        return "separator"
+    if not s.exact:
+        return "common point, float64 tolerance only"
+    assert witness_holds(x, t, s.exact_witness), s.reason
+    return "common point"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_rational_fuzz"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    counts = {mode: collections.Counter() for mode in ("rational", "float")}
+    seconds = dict.fromkeys(counts, 0.0)
+    changed = collections.Counter()
+    for i in range(args.problems):
+        kind = i % len(KINDS)
+        x, t = problem(kind, rng)
+        got = {}
+        for mode in counts:
+            rational.MAX_SIMPLEX_WORK = SIMPLEX_WORK if mode == "rational" else 0
+            t0 = time.perf_counter()
+            got[mode] = answer(x, t)
+            seconds[mode] += time.perf_counter() - t0
+            counts[mode][KINDS[kind], got[mode]] += 1
+        if got["rational"] != got["float"]:
+            changed[KINDS[kind], got["float"], got["rational"]] += 1
+    rational.MAX_SIMPLEX_WORK = SIMPLEX_WORK
+    meta = run_meta(argv, started, problems=args.problems, seed=args.seed)
+    answers = sorted({a for c in counts.values() for _, a in c})
+    table = [{"kind": k, **{f"{mode}: {a}": counts[mode][k, a] for mode in counts for a in answers}} for k in KINDS]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        {"meta": meta, "seconds": {k: round(v, 2) for k, v in seconds.items()}, "counts": table,
+         "changed": [{"kind": k, "without": a, "with": b, "problems": n} for (k, a, b), n in sorted(changed.items())]},
+        indent=1))
+    lines = ["# The separability LP with and without the rational LP", "",
+             f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy "
+             f"{meta['numpy']}, SciPy {meta['scipy']}; {args.problems} problems, seed {args.seed}, "
+             f"{args.problems // len(KINDS)} of each kind; one process, both modes on each problem. Every exact "
+             "answer was verified in Fractions.", "",
+             "| kind | " + " | ".join(answers) + " |", "|---|" + "---|" * len(answers)]
+    for mode, label in (("float", "without"), ("rational", "with")):
+        lines += [f"| *{label} the rational LP* |" + " |" * len(answers)]
+        lines += [f"| {k} | " + " | ".join(str(counts[mode][k, a]) for a in answers) + " |" for k in KINDS]
+    lines += ["", "Answers that changed:", "", "| kind | without | with | problems |", "|---|---|---|---|",
+              *[f"| {k} | {a} | {b} | {n} |" for (k, a, b), n in sorted(changed.items())], "",
+              f"Time for all problems: {seconds['float']:.1f} s without, {seconds['rational']:.1f} s with.", ""]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
