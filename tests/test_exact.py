@@ -215,10 +215,16 @@ def test_first_inexact_witness_is_kept_when_the_whitened_retry_finds_none(monkey
     assert len(calls) == 1 and not sep and not sep.exact
 
 @pytest.mark.parametrize("hidden", [[], [1]])
-def test_search_says_when_a_proof_rests_on_float_tolerance(hidden):
-    # Separable, but only by a gap of 1e-10 that the search's LPs cannot see.
+def test_search_settles_gaps_its_float_lps_cannot_see(hidden, monkeypatch):
+    # Separable, but only by a gap of 1e-10 that the search's LPs cannot see: the rational LP
+    # finds the separator.
     x = np.array([[0.0, 0.0], [1.0, 1.0], [1.0 + 1e-10, 1.0], [2.0, 2.0]])
     t = np.array([[-1.0], [-1.0], [1.0], [1.0]])
+    res = solve(x, t, hidden=hidden, time_limit=20)
+    check_feasible(res, x, t)
+    assert "float_conflicts" not in res.stats
+    # Without the rational LP, the search's "infeasible" says that it rests on float tolerance.
+    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)
     res = solve(x, t, hidden=hidden, time_limit=20)
     assert res.status == "infeasible" and res.stats["float_conflicts"] >= 1
     assert "float64 tolerance only" in res.message

@@ -173,18 +173,20 @@ def _ray_weights(rows: np.ndarray, targets: np.ndarray, y: np.ndarray | None) ->
     return y / total if total > 0 and y[targets < 0].sum() > 0 else None
 
 
-def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
-                exact_inputs: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, bool]:
+def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarray | None = None,
+                to_inputs=None) -> tuple[np.ndarray | None, np.ndarray, bool]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
     infeasibility certificate (a small subset whose two classes' convex hulls already intersect),
     and whether that certificate was checked exactly.
 
     The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
-    before any rescaling; default ``inputs``). When it fails that check, the LP is decided in
-    rational arithmetic (:mod:`.rational`) if it is small enough, and a common point found there
-    is exact. Otherwise (too large, or separable only by a margin thinner than the float64 LP
-    sees) the float witness is confirmed by solving the LP of its examples alone instead (or, if
-    that LP is feasible, every example is blamed), and the flag is False.
+    before any rescaling, ``inputs`` being an affine image of them; default ``inputs``). When it
+    fails that check, the LP is decided in rational arithmetic (:mod:`.rational`) if it is small
+    enough: a common point found there is exact, and a separator found there is mapped to
+    ``inputs`` by ``to_inputs(w, b) -> (w, b)`` (default: unchanged) and returned, scaled to
+    margin 1, if it still separates them in float64. Otherwise (too large, or a separator too
+    thin for float64) the float witness is confirmed by solving the LP of its examples alone
+    instead (or, if that LP is feasible, every example is blamed), and the flag is False.
     """
     rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
     sol, ray = _solve_rows(rows, want_ray=True)
@@ -209,6 +211,14 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray,
     answer = exact_separation(exact_inputs, targets)  # decided in rationals, if small enough
     if isinstance(answer, ExactAnswer) and not answer.separable:
         return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), True
+    if isinstance(answer, ExactAnswer):
+        w, b = np.array([float(v) for v in answer.weight]), float(answer.bias)
+        if to_inputs is not None:
+            w, b = to_inputs(w, b)
+        sol = np.append(w, b)
+        margin = float(np.min(rows @ sol))
+        if margin > 0 and np.all(np.isfinite(sol / margin)):
+            return sol / margin, np.empty(0, dtype=np.int64), True
     support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))

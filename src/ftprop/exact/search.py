@@ -242,8 +242,10 @@ class TargetSearch:
             spread = np.abs(self.x - mean).max(0)
             cols = spread > 0
             shared["z"] = np.hstack([(self.x[:, cols] - mean[cols]) / spread[cols], np.ones((self.m, 1))])
+            shared["x_to_z"] = (mean, spread, cols)
             shared["cache1"], shared["cache_code"], shared["decoded"] = {}, {}, {}
         self.z = shared["z"]
+        self._x_to_z = shared["x_to_z"]
         # separability caches: dichotomy -> (separator or None, conflict mask)
         self.cache1: dict[tuple[int, int], tuple[np.ndarray | None, int]] = shared["cache1"]
         self.cache_code: dict[tuple[int, int, int], tuple[np.ndarray | None, int]] = shared["cache_code"]
@@ -252,10 +254,11 @@ class TargetSearch:
 
     # ---- separability of one unit's partial problem --------------------------------------
     def _separator(self, cache: dict, prefix: tuple, pos: int, neg: int, ncols: int,
-                   rows_of, exact_of=None) -> tuple[np.ndarray | None, int]:
+                   rows_of, exact_of=None, to_rows=None) -> tuple[np.ndarray | None, int]:
         """Cached separator of items ``pos`` vs ``neg`` (bit masks), with rows_of(indices) giving
         their LP rows ([inputs, 1]); or None and a mask of items whose targets already conflict,
-        checked exactly on exact_of(indices) (their original inputs; default: the LP's).
+        checked exactly on exact_of(indices) (their original inputs; default: the LP's), with
+        to_rows mapping a separator there to the LP's inputs (see :func:`.lp.conflict_lp`).
         A problem and its mirror (classes swapped) share one cache entry."""
         flip = pos > neg
         if flip:
@@ -276,7 +279,7 @@ class TargetSearch:
                 self.stats.lp_calls += 1
                 targets = np.concatenate([np.ones(len(ia)), -np.ones(len(ib))])
                 sol, support, exact = conflict_lp(rows_of(items)[:, :-1], targets,
-                                                  None if exact_of is None else exact_of(items))
+                                                  None if exact_of is None else exact_of(items), to_rows)
                 if not exact:
                     self.stats.extra["float_conflicts"] = self.stats.extra.get("float_conflicts", 0) + 1
                 for i in items[support]:
@@ -290,7 +293,13 @@ class TargetSearch:
         """Layer 1: separator of examples ``pos`` vs ``neg`` (bit masks over example positions,
         z-space [w, b]); or None and a mask of examples whose targets already conflict."""
         return self._separator(self.cache1, (), pos, neg, self.z.shape[1], lambda idx: self.z[idx],
-                               lambda idx: self.x[idx])
+                               lambda idx: self.x[idx], self._separator_on_z)
+
+    def _separator_on_z(self, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
+        """A separator (w, b) on X as one on z = (X - mean) / spread (constant columns dropped):
+        w.x + b = (w * spread).z + (b + w.mean)."""
+        mean, spread, cols = self._x_to_z
+        return w[cols] * spread[cols], b + float(w @ mean)
 
     def _check_code(self, width: int, pos: int, neg: int) -> tuple[np.ndarray | None, int]:
         """Layers >= 2: separator of ±1 codes ``pos`` vs ``neg`` (bit masks over codes), or None
