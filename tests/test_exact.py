@@ -103,7 +103,7 @@ def check_exact_witness(x, t, mu):
 def check_exact_separator(x, t, weight, bias):
     """t_i (weight.x_i + bias) >= 1 for every example, in Fractions."""
     for xi, ti in zip(x, t):
-        assert ti * sum((Fraction(float(v)) * w for v, w in zip(xi, weight)), bias) >= 1
+        assert int(ti) * sum((Fraction(float(v)) * Fraction(w) for v, w in zip(xi, weight)), Fraction(bias)) >= 1
 
 
 def rank_deficient(seed=0, m=30):
@@ -169,6 +169,47 @@ def test_a_separator_too_thin_for_float64_comes_exact():
     assert not rational_separator_holds(x, t, sep.weight, sep.bias)
 
 
+def test_extreme_magnitudes_and_offsets_get_checked_answers():
+    # Tiny, huge and mixed magnitudes: the exact separator is rounded after scaling by a power
+    # of two, so nothing overflows; every float separator returned separates exactly and in float64.
+    cases = [(np.array([[-1e200], [0.0], [1e-200]]), np.array([1.0, 1.0, -1.0])),
+             (np.array([[0.0, 0.0], [1e-300, 1e-300], [1e-300 + 1e-316, 1e-300], [2e-300, 2e-300]]),
+              np.array([-1.0, -1.0, 1.0, 1.0])),
+             (np.array([[1e8, 1e8 - 1e-8, 1e8 - 1e-8], [1e8 - 1e-8, 1e8 - 1e-8, 1e8], [1e8, 1e8, 1e8]]),
+              np.array([1.0, -1.0, 1.0])),
+             (np.array([[1e8 - 1e-8, 1e8, 1e8], [1e8, 1e8, 1e8], [1e8, 1e8 - 1e-8, 1e8]]), np.array([-1.0, 1.0, 1.0]))]
+    for x, t in cases:
+        sep = separable(x, t)
+        assert sep and sep.exact and sep.exact_separator is None, sep.reason
+        assert separator_holds(x, t, sep.weight, sep.bias) and sep.margin > 0
+    # An offset of 1e3 and a constant column around a 1e-10 gap: the search finds the network.
+    x = np.hstack([np.array([[0.0, 0.0], [1.0, 1.0], [1.0 + 1e-10, 1.0], [2.0, 2.0]]) + 1e3, np.full((4, 1), 0.1)])
+    t = np.array([[-1.0], [-1.0], [1.0], [1.0]])
+    check_feasible(solve(x, t, hidden=[1], heuristic="none", time_limit=20), x, t)
+
+
+def test_search_says_when_a_conflict_is_separable_only_in_exact_arithmetic():
+    # 12 points on a 4-D subspace of 6-D up to rounding: exactly separable, but the float64
+    # rounding of the exact separator fails, in X and in the search's rescaled coordinates.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 4)) @ rng.standard_normal((4, 6))
+    t = np.where(rng.random(12) < 0.5, 1.0, -1.0)
+    sep = separable(x, t)
+    assert sep and sep.exact_separator is not None and not separator_holds(x, t, sep.weight, sep.bias)
+    assert rational_separator_holds(x, t, *sep.exact_separator)
+    res = solve(x, t[:, None], hidden=[])
+    assert res.status == "infeasible" and res.stats["thin_conflicts"] == 1 and "float_conflicts" not in res.stats
+    assert "separable in exact arithmetic" in res.message
+
+
+def test_rational_separator_check_is_exact_and_skips_ignored_rows():
+    x = np.array([[1.0], [5.0]])
+    assert rational_separator_holds(x, [1, 0], [1], Fraction(-1) + Fraction(1, 2**1100))  # score 2^-1100
+    assert not rational_separator_holds(x, [1, 0], [1], -1)  # score 0
+    assert not rational_separator_holds(x, [1, -1], [1], Fraction(-1) + Fraction(1, 2**1100))
+    assert rational_separator_holds(np.array([[1e300]]), [1], [Fraction(10) ** 300], 0)  # no overflow
+
+
 def test_rational_lp_certificates_check_exactly_either_way(monkeypatch):
     rng = np.random.default_rng(1)
     seen = set()
@@ -189,14 +230,26 @@ def test_rational_lp_certificates_check_exactly_either_way(monkeypatch):
         answer = exact_separation(*rank_deficient(seed))
         check_exact_witness(*rank_deficient(seed), answer.mu) if not answer.separable else \
             check_exact_separator(*rank_deficient(seed), answer.weight, answer.bias)
-    monkeypatch.setattr(rational, "STALL_PIVOTS", 0)  # Bland's rule from the first pivot
-    for seed in range(3):
-        x, t = rank_deficient(seed, m=20)
-        answer = exact_separation(x, t)
-        check_exact_witness(x, t, answer.mu) if not answer.separable else \
-            check_exact_separator(x, t, answer.weight, answer.bias)
+    for stall in (0, 3):  # Bland's rule from the first pivot, or after 3 degenerate ones
+        monkeypatch.setattr(rational, "STALL_PIVOTS", stall)
+        for seed in range(3):
+            x, t = rank_deficient(seed, m=20)
+            answer = exact_separation(x, t)
+            check_exact_witness(x, t, answer.mu) if not answer.separable else \
+                check_exact_separator(x, t, answer.weight, answer.bias)
     assert exact_separation(x, t, max_work=10) == "too large"
-    with pytest.raises(ValueError, match="both classes"):
+    # The limit also stops the pivots: 90% of the work a problem takes is refused after some of
+    # them (the pre-check estimate is below it here), 101% is enough.
+    monkeypatch.setattr(rational, "STALL_PIVOTS", 50)
+    rng = np.random.default_rng(2)
+    x, t = rng.standard_normal((100, 8)), np.where(rng.random(100) < 0.5, 1.0, -1.0)
+    done = exact_separation(x, t)
+    assert done.pivots > 10 and exact_separation(x, t, max_work=done.work * 1.01).pivots == done.pivots
+    calls = []
+    cost = rational._limb_cost
+    monkeypatch.setattr(rational, "_limb_cost", lambda bits: calls.append(bits) or cost(bits))
+    assert exact_separation(x, t, max_work=done.work * 0.9) == "too large" and len(calls) > 5
+    with pytest.raises(ValueError, match="both present"):
         exact_separation(x, np.ones(len(x)))
 
 

@@ -33,28 +33,32 @@ _EPS = np.finfo(np.float64).eps
 
 def separator_holds(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
     """Exactly: t_i (w.x_i + b) > 0 for every row i of ``x`` (``t`` in {-1, +1})."""
-    s = t * (x @ w + b)
+    if not (np.all(np.isfinite(w)) and np.isfinite(b)):
+        return False
     # |fl(x.w + b) - (x.w + b)| <= gamma_(n+1) (sum_j |x_j w_j| + |b|), gamma_k = k u / (1 - k u).
-    bound = (x.shape[1] + 2) * _EPS * (np.abs(x) @ np.abs(w) + abs(b))
-    doubtful = np.flatnonzero(s <= bound)
+    # Rows whose float64 score overflows (inf, or nan from inf - inf) are doubtful too.
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = t * (x @ w + b)
+        bound = (x.shape[1] + 2) * _EPS * (np.abs(x) @ np.abs(w) + abs(b))
+        doubtful = np.flatnonzero(~(s > bound) | ~np.isfinite(bound))
     if len(doubtful) == 0:
         return True
     fw = [Fraction(float(v)) for v in w]
     fb = Fraction(float(b))
     for i in doubtful:
         value = sum((Fraction(float(xv)) * wv for xv, wv in zip(x[i], fw) if xv != 0 and wv != 0), fb)
-        if t[i] * value <= 0:
+        if int(t[i]) * value <= 0:
             return False
     return True
 
 
 def rational_separator_holds(x: np.ndarray, t: np.ndarray, weight, bias) -> bool:
-    """Exactly: t_i (weight.x_i + bias) > 0 for every row i, for a separator given in Fractions
-    (e.g. ``Separation.exact_separator``)."""
+    """Exactly: t_i (weight.x_i + bias) > 0 for every row i with t_i != 0, for a separator given
+    in Fractions or floats (e.g. ``Separation.exact_separator``)."""
     w = [Fraction(v) for v in weight]
     b = Fraction(bias)
-    return all(ti * sum((Fraction(float(v)) * wj for v, wj in zip(row, w) if v != 0 and wj != 0), b) > 0
-               for row, ti in zip(x, t))
+    return all(int(ti) * sum((Fraction(float(v)) * wj for v, wj in zip(row, w) if v != 0 and wj != 0), b) > 0
+               for row, ti in zip(x, t) if ti != 0)
 
 
 def witness_holds(x: np.ndarray, t: np.ndarray, mu) -> bool:

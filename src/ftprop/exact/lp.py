@@ -48,7 +48,7 @@ class Separation:
 
     separable: True, False.
     weight, bias: when separable, a separator with t_i (weight.x_i + bias) >= margin > 0.
-    margin: min_i t_i (weight.x_i + bias) on the given examples (about 1).
+    margin: min_i t_i (weight.x_i + bias) on the given examples, in float64 (about 1 for the LP's separators).
     witness: when not separable, lambda >= 0 over the given examples (0 for those not used),
         summing to 1 over each class, whose two class averages coincide (at ``point``).
     point: the common point of the two convex hulls.
@@ -58,9 +58,11 @@ class Separation:
         to float64 tolerance, see :mod:`.certify`).
     exact_witness: when not separable and ``exact``, the witness in Fractions (``witness`` is its
         float64 rounding, which may not be an exact common point itself).
-    exact_separator: (weight, bias) in Fractions, when the classes are separable only by a
-        margin too thin for float64 weights: then ``weight`` and ``bias`` are its rounding, which
-        does not separate every example (``margin`` <= 0), and this is the separator.
+    exact_separator: (weight, bias) in Fractions, with t_i (weight.x_i + bias) >= 1 exactly, when
+        the rational LP found the classes separable but the float64 rounding of its separator
+        fails (some example is not strictly on its side, exactly or as float64 computes it):
+        then ``weight`` and ``bias`` are that rounding. When None, a separable answer's
+        ``weight`` and ``bias`` separate every example both exactly and in float64 arithmetic.
     """
 
     separable: bool
@@ -174,24 +176,26 @@ def _ray_weights(rows: np.ndarray, targets: np.ndarray, y: np.ndarray | None) ->
 
 
 def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarray | None = None,
-                to_inputs=None) -> tuple[np.ndarray | None, np.ndarray, bool]:
+                to_inputs=None) -> tuple[np.ndarray | None, np.ndarray, str]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
     infeasibility certificate (a small subset whose two classes' convex hulls already intersect),
-    and whether that certificate was checked exactly.
+    and how far that answer is proved: ``"exact"``, ``"float"`` or ``"thin"``.
 
     The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
     before any rescaling, ``inputs`` being an affine image of them; default ``inputs``). When it
     fails that check, the LP is decided in rational arithmetic (:mod:`.rational`) if it is small
     enough: a common point found there is exact, and a separator found there is mapped to
     ``inputs`` by ``to_inputs(w, b) -> (w, b)`` (default: unchanged) and returned, scaled to
-    margin 1, if it still separates them in float64. Otherwise (too large, or a separator too
-    thin for float64) the float witness is confirmed by solving the LP of its examples alone
-    instead (or, if that LP is feasible, every example is blamed), and the flag is False.
+    margin 1, if it still separates them in float64 (else the rational LP runs on ``inputs``
+    themselves). An answer "separable" proved exactly, with no float64 separator of ``inputs``
+    found, is returned as a conflict of every example, marked ``"thin"``. Otherwise (too large)
+    the float witness is confirmed by solving the LP of its examples alone instead (or, if that
+    LP is feasible, every example is blamed), marked ``"float"``.
     """
     rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
     sol, ray = _solve_rows(rows, want_ray=True)
     if sol is not None:
-        return sol, np.empty(0, dtype=np.int64), True
+        return sol, np.empty(0, dtype=np.int64), "exact"
     exact_inputs = inputs if exact_inputs is None else exact_inputs
 
     def witnesses():  # the ray, then (if it fails the exact check) the hull LP over all the examples
@@ -204,25 +208,40 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
             continue
         mu = exact_hull_weights(exact_inputs, targets, lam)
         if isinstance(mu, list):
-            return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), True
+            return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), "exact"
         approximate = lam if approximate is None else approximate
         if mu == "too large":
             break
     answer = exact_separation(exact_inputs, targets)  # decided in rationals, if small enough
     if isinstance(answer, ExactAnswer) and not answer.separable:
-        return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), True
+        return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), "exact"
     if isinstance(answer, ExactAnswer):
-        w, b = np.array([float(v) for v in answer.weight]), float(answer.bias)
-        if to_inputs is not None:
-            w, b = to_inputs(w, b)
-        sol = np.append(w, b)
-        margin = float(np.min(rows @ sol))
-        if margin > 0 and np.all(np.isfinite(sol / margin)):
-            return sol / margin, np.empty(0, dtype=np.int64), True
+        w, b = _float_separator(answer.weight, answer.bias)
+        candidates = [to_inputs(w, b) if to_inputs is not None else (w, b)]
+        if exact_inputs is not inputs:
+            on_inputs = exact_separation(inputs, targets)
+            if isinstance(on_inputs, ExactAnswer) and on_inputs.separable:
+                candidates.append(_float_separator(on_inputs.weight, on_inputs.bias))
+        for w, b in candidates:
+            sol = np.append(w, b)
+            margin = float(np.min(rows @ sol)) if np.all(np.isfinite(sol)) else 0.0
+            if margin > 0 and np.all(np.isfinite(sol / margin)):
+                return sol / margin, np.empty(0, dtype=np.int64), "exact"
+        return None, np.arange(len(rows)), "thin"
     support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))
-    return None, support, False
+    return None, support, "float"
+
+
+def _float_separator(weight: list[Fraction], bias: Fraction) -> tuple[np.ndarray, float]:
+    """An exact separator rounded to float64, after scaling by a power of two (which changes no
+    sign) so that its largest entry is about 1: the rounding cannot overflow."""
+    big = max(abs(v) for v in [*weight, bias])
+    if big == 0:
+        return np.zeros(len(weight)), 0.0
+    scale = Fraction(2) ** (big.denominator.bit_length() - big.numerator.bit_length())
+    return np.array([float(v * scale) for v in weight]), float(bias * scale)
 
 
 def _hull_weights(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
@@ -317,7 +336,7 @@ def separable(inputs, targets) -> Separation:
             w = np.zeros(n)
             w[cols] = w_z / spread[cols]
             b = float(b_z - np.dot(w_z, mean[cols] / spread[cols]))
-            if separator_holds(xk, tk, w, b):
+            if _usable(xk, tk, w, b):
                 return Separation(True, w, b, float(np.min(tk * (xk @ w + b))),
                                   reason="margin-1 separator found by the LP, checked exactly")
             continue
@@ -349,6 +368,12 @@ def separable(inputs, targets) -> Separation:
                            "float64: merge or round the nearly equal ones and try again")
 
 
+def _usable(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
+    """A float64 separator that separates exactly and also when its scores are computed in float64."""
+    with np.errstate(all="ignore"):
+        return separator_holds(x, t, w, b) and bool(np.min(t * (x @ w + b)) > 0)
+
+
 def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
     """The Separation of an exact answer found on the distinct rows (row u is x[rows_of_uniq[u]])."""
     why = "float64's LP could not settle classes this close"
@@ -360,16 +385,20 @@ def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
         return Separation(False, witness=lam, point=(lam * (t > 0)) @ x, exact_witness=mu,
                           reason=f"the convex hulls of the two classes intersect (a common point found by an exact "
                                  f"rational LP, {why})")
-    w = np.array([float(v) for v in answer.weight])
-    b = float(answer.bias)
-    margin = float(np.min(tk * (xk @ w + b)))
-    if separator_holds(xk, tk, w, b):
-        return Separation(True, w, b, margin,
-                          reason=f"separator found by an exact rational LP ({why}), checked exactly")
+    w, b = _float_separator(answer.weight, answer.bias)
+    with np.errstate(all="ignore"):
+        margin = float(np.min(tk * (xk @ w + b)))
+        if margin > 0:  # a power of two brings the margin to about 1 where that stays finite
+            scale = 2.0 ** -np.round(np.log2(margin))
+            if np.all(np.isfinite(w * scale)) and np.isfinite(b * scale):
+                w, b, margin = w * scale, b * scale, float(np.min(tk * (xk @ (w * scale) + b * scale)))
+    if _usable(xk, tk, w, b):
+        return Separation(True, w, b, margin, reason=f"separator found by an exact rational LP ({why}), "
+                                                     f"checked exactly")
     return Separation(True, w, b, margin, exact_separator=(answer.weight, answer.bias),
-                      reason=f"separable, by an exact rational LP ({why}), but by a margin so thin that the float64 "
-                             f"rounding of the exact separator (weight, bias) does not separate every example: "
-                             f"exact_separator holds the exact one")
+                      reason=f"separable, by an exact rational LP ({why}), but the float64 rounding of the exact "
+                             f"separator (weight, bias) does not separate every example, exactly or in float64 "
+                             f"arithmetic: exact_separator holds the exact one")
 
 
 def _float_witness(x: np.ndarray, t: np.ndarray, lam: np.ndarray, why: str) -> Separation | None:

@@ -16,14 +16,17 @@ data as given (every float64 number is a rational), by the simplex method's phas
 The tableau is kept in integers by Edmonds' integer-preserving pivoting (the fraction-free
 counterpart of Bareiss' elimination in :func:`.certify.fraction_free_echelon`): every entry is the
 true value times one common denominator (the current basis' determinant), and every division
-is exact. The most negative reduced cost enters (Dantzig's rule); a long run of degenerate
-pivots hands over to Bland's rule, so the degenerate phase 1 cannot cycle. The cost grows like
-(pivots) x (rows) x (examples) operations on integers that grow with the rows;
-:func:`exact_separation` gives up (returns ``"too large"``) past :data:`MAX_SIMPLEX_WORK`.
+is exact. The examples are first translated by one of them, which changes no dichotomy and keeps
+offsets and constant columns out of the integers. The most negative reduced cost enters
+(Dantzig's rule); a long run of degenerate pivots hands over to Bland's rule, so the degenerate
+phase 1 cannot cycle. The cost grows like (pivots) x (rows) x (examples) operations on integers
+that grow with every pivot; :func:`exact_separation` gives up (returns ``"too large"``) past
+:data:`MAX_SIMPLEX_WORK`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -33,10 +36,11 @@ from .certify import integer_row
 
 __all__ = ["ExactAnswer", "exact_separation", "MAX_SIMPLEX_WORK"]
 
-# Work of the whole simplex run, in 64-bit limb operations (each pivot updates rows x columns
-# entries of about as many limbs as the basis determinant has): about 0.3 us each on this
-# project's machine, so the limit is a few seconds.
-MAX_SIMPLEX_WORK = 10_000_000
+# Work of the whole simplex run: each pivot updates (rows + 1) x (columns) entries, each costing
+# _limb_cost(bits) for entries of that many bits (about 0.05-0.1 us a unit on this project's
+# machine, so the limit is about 3 s). Too-large problems are refused before the first pivot when
+# an estimate of at least 2 r pivots already exceeds it, otherwise stopped when it is reached.
+MAX_SIMPLEX_WORK = 30_000_000
 # Degenerate pivots in a row (the objective does not move) before Bland's rule takes over.
 STALL_PIVOTS = 50
 
@@ -50,6 +54,7 @@ class ExactAnswer:
     mu: when not separable, exact weights >= 0 (one per example, each class summing to 1) whose
         two class averages coincide.
     pivots: simplex pivots taken.
+    work: their cost in the units of :data:`MAX_SIMPLEX_WORK`.
     """
 
     separable: bool
@@ -57,36 +62,45 @@ class ExactAnswer:
     bias: Fraction | None = None
     mu: list[Fraction] | None = None
     pivots: int = 0
+    work: float = 0.0
 
 
 def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) -> ExactAnswer | str:
     """Decide exactly whether the classes of ``t`` (+1 / -1, both present) are strictly separable
     by a hyperplane in the float64 data ``x``; return the certificate (:class:`ExactAnswer`), or
     ``"too large"`` when the simplex would take more than ``max_work`` (default
-    :data:`MAX_SIMPLEX_WORK`) limb operations."""
+    :data:`MAX_SIMPLEX_WORK`) units of work."""
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     m, n = x.shape
-    if not (np.any(t > 0) and np.any(t < 0)):
-        raise ValueError("exact_separation needs examples of both classes (targets +1 and -1)")
+    if not (np.any(t > 0) and np.any(t < 0)) or not np.all(np.abs(t) == 1):
+        raise ValueError("exact_separation needs targets +1 and -1 only, both present")
     budget = MAX_SIMPLEX_WORK if max_work is None else max_work
 
-    # Rows: the coordinates that are not zero on every example, then the two class sums.
-    signed = x.T * t
-    coords = np.flatnonzero(np.any(signed != 0, axis=1))
+    # Rows: the coordinates that are not constant over the examples, then the two class sums.
+    # The examples are translated by the first one (x_i - x_0: the same dichotomy, exactly, in
+    # integers), so constant columns drop out and offsets do not inflate the integers.
+    coords = np.flatnonzero(np.any(x != x[0], axis=0))
     r = len(coords) + 2
     ops_per_pivot = (r + 1) * (m + r + 1)
-    # A phase 1 here takes at least about 2r pivots, on entries of about r 64-bit limbs.
-    if ops_per_pivot * 2 * r * (1 + r) > budget:
+    if ops_per_pivot * 2 * r > budget:  # at least ~2r pivots (a first bound, before any integers are made)
         return "too large"
-    # A float row is an integer row times a power of two; that power maps multipliers back.
+    # Column j is an integer column over a power of two; the row t_i (x_ij - x_0j) is divided by
+    # its gcd. scales[k]: integer row k = scales[k] * t_i (x_ij - x_0j), to map multipliers back.
     rows, scales = [], []
+    signs = [int(v) for v in t]
     for j in coords:
-        ints, scale = integer_row(list(signed[j]) + [0.0])
-        rows.append(ints)
-        scales.append(scale)
+        ints, scale = integer_row(list(x[:, j]))
+        shifted = [(v - ints[0]) * s for v, s in zip(ints, signs)]
+        g = math.gcd(*shifted)
+        rows.append([v // g for v in shifted] + [0])
+        scales.append(Fraction(scale, g))
     rows.append([int(v > 0) for v in t] + [1])
     rows.append([int(v < 0) for v in t] + [1])
+    entry_bits = max(abs(v).bit_length() for row in rows for v in row)
+    # Entries grow by about entry_bits a pivot (they are minors of the tableau): ~r entry_bits / 2 on average.
+    if ops_per_pivot * 2 * r * _limb_cost(r * entry_bits // 2) > budget:
+        return "too large"
 
     # Tableau [A | I | b] over an objective row [-1.A | 0 | -1.b] (reduced costs of phase 1,
     # whose cost is 1 on each artificial, and minus its value); basis: the artificials.
@@ -119,7 +133,8 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
             if lhs < rhs or (lhs == rhs and basis[i] < basis[leave]):
                 leave = i
         # (phase 1 is bounded below by 0, so some entry is positive)
-        work += ops_per_pivot * (1 + int(denom).bit_length() // 64)
+        bits = max(abs(int(v)).bit_length() for v in np.concatenate([tab[leave], col]))
+        work += ops_per_pivot * _limb_cost(bits)
         if work > budget:
             return "too large"
         stalled = stalled + 1 if tab[leave, -1] == 0 else 0
@@ -135,10 +150,10 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
         for i, var in enumerate(basis):
             if var < m:
                 mu[var] = Fraction(int(tab[i, -1]), int(denom))
-        return ExactAnswer(False, mu=mu, pivots=pivots)
+        return ExactAnswer(False, mu=mu, pivots=pivots, work=work)
 
     # Positive optimum. The multiplier of row k is y_k = 1 - (reduced cost of its artificial);
-    # on the integer rows, so coordinate j's is y_k times that row's power of two.
+    # on the integer rows, so coordinate j's is y_k times that row's scale.
     y = [1 - Fraction(int(tab[r, m + k]), int(denom)) for k in range(r)]
     v = [Fraction(0)] * n
     for k, j in enumerate(coords):
@@ -146,5 +161,13 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
     c_pos, c_neg = y[-2], y[-1]
     half_gap = (c_pos + c_neg) / 2  # > 0: the optimum y.b
     weight = [-vj / half_gap for vj in v]
-    bias = (c_neg - c_pos) / 2 / half_gap
-    return ExactAnswer(True, weight=weight, bias=bias, pivots=pivots)
+    # A separator of the translated examples, t_i (w.(x_i - x_0) + b0) >= 1; b = b0 - w.x_0.
+    shift = sum((w * Fraction(float(x0)) for w, x0 in zip(weight, x[0]) if w), Fraction(0))
+    bias = (c_neg - c_pos) / 2 / half_gap - shift
+    return ExactAnswer(True, weight=weight, bias=bias, pivots=pivots, work=work)
+
+
+def _limb_cost(bits: int) -> float:
+    """Relative cost of one big-integer multiply-add on entries of ``bits`` bits: 1 for machine
+    words, then growing like Karatsuba's n^1.6 in the number of 64-bit limbs."""
+    return (1 + bits / 64) ** 1.6

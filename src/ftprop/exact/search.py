@@ -278,10 +278,10 @@ class TargetSearch:
                 items = np.concatenate([ia, ib])
                 self.stats.lp_calls += 1
                 targets = np.concatenate([np.ones(len(ia)), -np.ones(len(ib))])
-                sol, support, exact = conflict_lp(rows_of(items)[:, :-1], targets,
-                                                  None if exact_of is None else exact_of(items), to_rows)
-                if not exact:
-                    self.stats.extra["float_conflicts"] = self.stats.extra.get("float_conflicts", 0) + 1
+                sol, support, how = conflict_lp(rows_of(items)[:, :-1], targets,
+                                                None if exact_of is None else exact_of(items), to_rows)
+                if how != "exact":  # counted as float_conflicts or thin_conflicts
+                    self.stats.extra[how + "_conflicts"] = self.stats.extra.get(how + "_conflicts", 0) + 1
                 for i in items[support]:
                     conflict |= 1 << int(i)
             cache[key] = (sol, conflict)

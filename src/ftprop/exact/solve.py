@@ -202,8 +202,11 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) 
     result.message = message
     if status == "infeasible" and s.extra.get("float_conflicts"):
         result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
-                           f"(not checked exactly: inputs nearly equal, or too many to check), and the proof "
-                           f"may rest on them")
+                           f"(not checked exactly: inputs nearly equal, and too many to decide in rationals), "
+                           f"and the proof may rest on them")
+    if status == "infeasible" and s.extra.get("thin_conflicts"):
+        result.message += (f"; {s.extra['thin_conflicts']} of its LP conflicts are separable in exact arithmetic, "
+                           f"but by no float64 separator found, and the proof treats them as conflicts")
     if status == "feasible":
         result.weights = _weights_from_targets(xu, tu, targets)
     else:
