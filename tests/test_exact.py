@@ -32,6 +32,7 @@ from ftprop.exact.certify import (
     separator_holds,
     witness_holds,
 )
+from ftprop.exact.lp import conflict_lp
 from ftprop.exact.network import dedupe
 from ftprop.exact.rational import exact_separation
 from ftprop.exact.search import luby, search_targets
@@ -198,8 +199,40 @@ def test_search_says_when_a_conflict_is_separable_only_in_exact_arithmetic():
     assert sep and sep.exact_separator is not None and not separator_holds(x, t, sep.weight, sep.bias)
     assert rational_separator_holds(x, t, *sep.exact_separator)
     res = solve(x, t[:, None], hidden=[])
-    assert res.status == "infeasible" and res.stats["thin_conflicts"] == 1 and "float_conflicts" not in res.stats
-    assert "separable in exact arithmetic" in res.message
+    assert res.status == "unknown" and res.stats["thin_conflicts"] == 1 and "float_conflicts" not in res.stats
+    assert "infeasibility not proved" in res.message and "separable in exact arithmetic" in res.message
+
+
+def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():
+    # Rank 1 up to rounding: the exact separator of x, mapped to the rescaled z, has a float64
+    # margin of about 1e-17 there; scaling it to margin 1 must not flip any sign.
+    x = np.array([[-1.4083328061408549, -0.07467254619905009], [-0.78334599906135, -0.0415345293738044],
+                  [-0.7619779739761969, -0.04040155509855062], [-0.23806565541377844, -0.012622704359919981],
+                  [0.30758296379650085, 0.016308647341016218], [1.7339297351086538, 0.09193632903120626]])
+    t = np.array([1.0, -1.0, 1.0, -1.0, -1.0, -1.0])
+    mean, spread = x.mean(0), np.abs(x - x.mean(0)).max(0)
+    z = (x - mean) / spread
+    sol, support, how = conflict_lp(z, t, x, lambda w, b: (w * spread, b + float(w @ mean)))
+    assert how == "exact" and len(support) == 0
+    assert np.all(t * (z @ sol[:-1] + sol[-1]) > 0)
+
+
+def test_separator_check_sees_products_that_underflow():
+    # The score of row 0 is 3 (0.5 + 2^-10) 2^-1074 - 2 2^-1074 < 0 exactly, but each product rounds up to
+    # 2^-1074 in float64, so the float score is +1 subnormal step.
+    x = np.array([[5e-324] * 3, [0.0] * 3])
+    w, b = np.full(3, 0.5 + 2.0**-10), -1e-323
+    assert float(np.min(np.array([1.0, -1.0]) * (x @ w + b))) > 0  # float64 is fooled
+    assert not separator_holds(x, np.array([1.0, -1.0]), w, b)
+    x = np.array([[5e-324, 1.5e-323, 5e-324], [-5e-324, 5e-324, -1e-323], [-5e-324, 5e-324, 0.0],
+                  [5e-324, 5e-324, -1.5e-323]])
+    t = np.array([1.0, -1.0, -1.0, -1.0])
+    sep = separable(x, t)
+    assert sep
+    if sep.exact_separator is None:
+        assert rational_separator_holds(x, t, sep.weight, sep.bias)
+    else:
+        assert rational_separator_holds(x, t, *sep.exact_separator)
 
 
 def test_rational_separator_check_is_exact_and_skips_ignored_rows():

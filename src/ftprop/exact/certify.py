@@ -29,17 +29,19 @@ __all__ = ["separator_holds", "rational_separator_holds", "witness_holds", "exac
 # rows x support^2 of the elimination: 3e6 big-integer operations take a few seconds.
 MAX_EXACT_WORK = 3_000_000
 _EPS = np.finfo(np.float64).eps
+_TINY = 2.0**-1074  # the smallest subnormal: products below it round to a multiple of it
 
 
 def separator_holds(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
     """Exactly: t_i (w.x_i + b) > 0 for every row i of ``x`` (``t`` in {-1, +1})."""
     if not (np.all(np.isfinite(w)) and np.isfinite(b)):
         return False
-    # |fl(x.w + b) - (x.w + b)| <= gamma_(n+1) (sum_j |x_j w_j| + |b|), gamma_k = k u / (1 - k u).
-    # Rows whose float64 score overflows (inf, or nan from inf - inf) are doubtful too.
-    with np.errstate(over="ignore", invalid="ignore"):
+    # |fl(x.w + b) - (x.w + b)| <= gamma_(n+1) (sum_j |x_j w_j| + |b|) + (n + 2) * tiny, where
+    # gamma_k = k u / (1 - k u) and the last term covers products that underflow. Rows whose
+    # float64 score overflows (inf, or nan from inf - inf) are doubtful too.
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         s = t * (x @ w + b)
-        bound = (x.shape[1] + 2) * _EPS * (np.abs(x) @ np.abs(w) + abs(b))
+        bound = (x.shape[1] + 2) * (_EPS * (np.abs(x) @ np.abs(w) + abs(b)) + _TINY)
         doubtful = np.flatnonzero(~(s > bound) | ~np.isfinite(bound))
     if len(doubtful) == 0:
         return True

@@ -216,22 +216,36 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     if isinstance(answer, ExactAnswer) and not answer.separable:
         return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), "exact"
     if isinstance(answer, ExactAnswer):
-        w, b = _float_separator(answer.weight, answer.bias)
-        candidates = [to_inputs(w, b) if to_inputs is not None else (w, b)]
-        if exact_inputs is not inputs:
-            on_inputs = exact_separation(inputs, targets)
-            if isinstance(on_inputs, ExactAnswer) and on_inputs.separable:
-                candidates.append(_float_separator(on_inputs.weight, on_inputs.bias))
-        for w, b in candidates:
-            sol = np.append(w, b)
-            margin = float(np.min(rows @ sol)) if np.all(np.isfinite(sol)) else 0.0
-            if margin > 0 and np.all(np.isfinite(sol / margin)):
-                return sol / margin, np.empty(0, dtype=np.int64), "exact"
+        def candidates():  # the exact separator of exact_inputs mapped to inputs, then one of inputs
+            w, b = _float_separator(answer.weight, answer.bias)
+            with np.errstate(over="ignore", invalid="ignore"):
+                yield to_inputs(w, b) if to_inputs is not None else (w, b)
+            if exact_inputs is not inputs:
+                on_inputs = exact_separation(inputs, targets)
+                if isinstance(on_inputs, ExactAnswer) and on_inputs.separable:
+                    yield _float_separator(on_inputs.weight, on_inputs.bias)
+
+        for w, b in candidates():
+            sol = _margin_one(rows, np.append(w, b))
+            if sol is not None:
+                return sol, np.empty(0, dtype=np.int64), "exact"
         return None, np.arange(len(rows)), "thin"
     support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))
     return None, support, "float"
+
+
+def _margin_one(rows: np.ndarray, sol: np.ndarray) -> np.ndarray | None:
+    """``sol`` scaled by a power of two (exact, unless it overflows) to a float64 margin near 1 on
+    ``rows``, if it separates them (rows @ sol > 0) in float64 before and after; else None."""
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(sol)) or not np.min(rows @ sol) > 0:
+            return None
+        scaled = sol * 2.0 ** -np.round(np.log2(np.min(rows @ sol)))
+        if np.all(np.isfinite(scaled)) and np.min(rows @ scaled) > 0:
+            return scaled
+        return sol
 
 
 def _float_separator(weight: list[Fraction], bias: Fraction) -> tuple[np.ndarray, float]:
@@ -334,8 +348,9 @@ def separable(inputs, targets) -> Separation:
         if sol is not None:
             w_z, b_z = to_z(sol[:-1], sol[-1])
             w = np.zeros(n)
-            w[cols] = w_z / spread[cols]
-            b = float(b_z - np.dot(w_z, mean[cols] / spread[cols]))
+            with np.errstate(over="ignore", invalid="ignore"):
+                w[cols] = w_z / spread[cols]
+                b = float(b_z - np.dot(w_z, mean[cols] / spread[cols]))
             if _usable(xk, tk, w, b):
                 return Separation(True, w, b, float(np.min(tk * (xk @ w + b))),
                                   reason="margin-1 separator found by the LP, checked exactly")

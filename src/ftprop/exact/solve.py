@@ -200,13 +200,15 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) 
                     "contradictions": s.contradictions, "backtracks": s.backtracks, "deepest": s.deepest,
                     "hint_rows_taken": s.hint_rows_taken, **s.extra, **mb_stats}
     result.message = message
-    if status == "infeasible" and s.extra.get("float_conflicts"):
-        result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
-                           f"(not checked exactly: inputs nearly equal, and too many to decide in rationals), "
-                           f"and the proof may rest on them")
     if status == "infeasible" and s.extra.get("thin_conflicts"):
-        result.message += (f"; {s.extra['thin_conflicts']} of its LP conflicts are separable in exact arithmetic, "
-                           f"but by no float64 separator found, and the proof treats them as conflicts")
+        status = "unknown"  # some conflicts it used are known to be separable: nothing is proved
+        result.message = (f"infeasibility not proved: {message}, but {s.extra['thin_conflicts']} of the LP "
+                          f"conflicts it used are separable in exact arithmetic (by no float64 separator found "
+                          f"in the search's rescaled coordinates)")
+    if status in ("infeasible", "unknown") and s.extra.get("float_conflicts"):
+        result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
+                           f"(not checked exactly: inputs nearly equal or nearly on a subspace, and too many to "
+                           f"decide in rationals), and the proof may rest on them")
     if status == "feasible":
         result.weights = _weights_from_targets(xu, tu, targets)
     else:
