@@ -217,6 +217,16 @@ def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():
     assert np.all(t * (z @ sol[:-1] + sol[-1]) > 0)
 
 
+def test_a_separator_whose_rounding_fails_is_refitted():
+    # The exact separators found round to w = -1, b between two adjacent subnormals, and to
+    # w = 1, b between -(1 + 2^-52) and -1: no float64 bias fits either. A rescaled w leaves room.
+    for x, t in ((np.array([[5e-324], [1e-323]]), np.array([1.0, -1.0])),
+                 (np.array([[1 + 2.0**-52], [1.0], [-1e3]]), np.array([1.0, -1.0, -1.0]))):
+        sep = separable(x, t)
+        assert sep and sep.exact_separator is None and sep.margin > 0, sep.reason
+        assert separator_holds(x, t, sep.weight, sep.bias)
+
+
 def test_separator_check_sees_products_that_underflow():
     # The score of row 0 is 3 (0.5 + 2^-10) 2^-1074 - 2 2^-1074 < 0 exactly, but each product rounds up to
     # 2^-1074 in float64, so the float score is +1 subnormal step.

@@ -227,6 +227,9 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
 
         for w, b in candidates():
             sol = _margin_one(rows, np.append(w, b))
+            if sol is None:
+                refit = _refit(inputs, targets, w)
+                sol = None if refit is None else _margin_one(rows, np.append(*refit))
             if sol is not None:
                 return sol, np.empty(0, dtype=np.int64), "exact"
         return None, np.arange(len(rows)), "thin"
@@ -389,6 +392,37 @@ def _usable(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
         return separator_holds(x, t, w, b) and bool(np.min(t * (x @ w + b)) > 0)
 
 
+def _refit(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Float64 weights along ``w`` and a bias that separate (x, t) exactly and in float64
+    (:func:`_usable`), or None. The rounding of an exact separator often fails on its bias alone:
+    the exact scores w.x_i leave an interval for b that holds no float64 number. So the weights
+    are tried at a few scales (scores brought to about 1, then times 3, 5, 7, which moves the
+    interval's ends off the float64 grid), each with the float64 bias inside its exact interval."""
+    if not np.all(np.isfinite(w)) or not np.any(w):
+        return None
+    with np.errstate(all="ignore"):
+        top = float(np.max(np.abs(x) @ np.abs(w)))
+    unit = 2.0 ** float(np.clip(-np.round(np.log2(top)), -1000, 1000)) if np.isfinite(top) and top > 0 else 1.0
+    for k in (1, 3, 5, 7):
+        with np.errstate(all="ignore"):
+            wk = w * (unit * k)
+        if not np.all(np.isfinite(wk)):
+            continue
+        fw = [Fraction(float(v)) for v in wk]
+        scores = [sum((Fraction(float(v)) * wj for v, wj in zip(row, fw) if v != 0 and wj != 0), Fraction(0))
+                  for row in x]
+        lo = max(-sc for sc, ti in zip(scores, t) if ti > 0)  # b > lo
+        hi = min(-sc for sc, ti in zip(scores, t) if ti < 0)  # b < hi
+        if not lo < hi:
+            continue
+        b = float((lo + hi) / 2)
+        for _ in range(3):  # the rounding of the midpoint, then its neighbours toward the inside
+            if lo < Fraction(b) < hi and _usable(x, t, wk, b):
+                return wk, b
+            b = float(np.nextafter(b, np.inf if Fraction(b) <= lo else -np.inf))
+    return None
+
+
 def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
     """The Separation of an exact answer found on the distinct rows (row u is x[rows_of_uniq[u]])."""
     why = "float64's LP could not settle classes this close"
@@ -407,6 +441,11 @@ def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
             scale = 2.0 ** -np.round(np.log2(margin))
             if np.all(np.isfinite(w * scale)) and np.isfinite(b * scale):
                 w, b, margin = w * scale, b * scale, float(np.min(tk * (xk @ (w * scale) + b * scale)))
+    if not _usable(xk, tk, w, b):
+        refit = _refit(xk, tk, w)
+        if refit is not None:
+            w, b = refit
+            margin = float(np.min(tk * (xk @ w + b)))
     if _usable(xk, tk, w, b):
         return Separation(True, w, b, margin, reason=f"separator found by an exact rational LP ({why}), "
                                                      f"checked exactly")
