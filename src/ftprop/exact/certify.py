@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["separator_holds", "rational_separator_holds", "witness_holds", "exact_hull_weights",
+__all__ = ["separator_holds", "exact_scores", "rational_separator_holds", "witness_holds", "exact_hull_weights",
            "fraction_free_echelon", "integer_row", "MAX_EXACT_WORK"]
 
 # rows x support^2 of the elimination: 3e6 big-integer operations take a few seconds.
@@ -43,24 +43,22 @@ def separator_holds(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bo
         s = t * (x @ w + b)
         bound = (x.shape[1] + 2) * (_EPS * (np.abs(x) @ np.abs(w) + abs(b)) + _TINY)
         doubtful = np.flatnonzero(~(s > bound) | ~np.isfinite(bound))
-    if len(doubtful) == 0:
-        return True
-    fw = [Fraction(float(v)) for v in w]
-    fb = Fraction(float(b))
-    for i in doubtful:
-        value = sum((Fraction(float(xv)) * wv for xv, wv in zip(x[i], fw) if xv != 0 and wv != 0), fb)
-        if int(t[i]) * value <= 0:
-            return False
-    return True
+    return all(int(t[i]) * value > 0 for i, value in zip(doubtful, exact_scores(x[doubtful], w, b)))
+
+
+def exact_scores(x: np.ndarray, weight, bias=0) -> list[Fraction]:
+    """weight.x_i + bias for every row of ``x``, in exact rational arithmetic (``weight`` and
+    ``bias`` as floats or Fractions)."""
+    w = [Fraction(v) for v in weight]
+    b = Fraction(bias)
+    return [sum((Fraction(float(v)) * wj for v, wj in zip(row, w) if v != 0 and wj != 0), b) for row in x]
 
 
 def rational_separator_holds(x: np.ndarray, t: np.ndarray, weight, bias) -> bool:
     """Exactly: t_i (weight.x_i + bias) > 0 for every row i with t_i != 0, for a separator given
     in Fractions or floats (e.g. ``Separation.exact_separator``)."""
-    w = [Fraction(v) for v in weight]
-    b = Fraction(bias)
-    return all(int(ti) * sum((Fraction(float(v)) * wj for v, wj in zip(row, w) if v != 0 and wj != 0), b) > 0
-               for row, ti in zip(x, t) if ti != 0)
+    keep = np.flatnonzero(np.asarray(t) != 0)
+    return all(int(t[i]) * value > 0 for i, value in zip(keep, exact_scores(np.asarray(x)[keep], weight, bias)))
 
 
 def witness_holds(x: np.ndarray, t: np.ndarray, mu) -> bool:

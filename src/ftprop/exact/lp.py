@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.optimize import linprog
 
-from .certify import exact_hull_weights, separator_holds
+from .certify import exact_hull_weights, exact_scores, separator_holds
 from .rational import ExactAnswer, exact_separation
 
 __all__ = ["Separation", "separable", "margin_lp", "conflict_lp", "NumericalTrouble"]
@@ -147,6 +147,11 @@ def _solve_rows(rows: np.ndarray, want_ray: bool = False) -> tuple[np.ndarray | 
     raise NumericalTrouble("HiGHS could not decide a separability LP: " + "; ".join(messages))
 
 
+def _lp_rows(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The rows t_i [x_i, 1] of the separability LP rows @ [w, b] >= 1."""
+    return targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
+
+
 def margin_lp(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
     """Solve t_i (w.x_i + b) >= 1; return [w, b] (length n+1) or None if infeasible.
 
@@ -154,7 +159,7 @@ def margin_lp(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
     scale (±1 codes or rescaled data). A returned separator is checked in float64.
     Raises NumericalTrouble if HiGHS neither finds a checked solution nor proves infeasibility.
     """
-    rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
+    rows = _lp_rows(inputs, targets)
     return _solve_rows(rows)[0]
 
 
@@ -192,7 +197,7 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     the float witness is confirmed by solving the LP of its examples alone instead (or, if that
     LP is feasible, every example is blamed), marked ``"float"``.
     """
-    rows = targets[:, None] * np.hstack([inputs, np.ones((len(inputs), 1))])
+    rows = _lp_rows(inputs, targets)
     sol, ray = _solve_rows(rows, want_ray=True)
     if sol is not None:
         return sol, np.empty(0, dtype=np.int64), "exact"
@@ -408,9 +413,7 @@ def _refit(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, flo
             wk = w * (unit * k)
         if not np.all(np.isfinite(wk)):
             continue
-        fw = [Fraction(float(v)) for v in wk]
-        scores = [sum((Fraction(float(v)) * wj for v, wj in zip(row, fw) if v != 0 and wj != 0), Fraction(0))
-                  for row in x]
+        scores = exact_scores(x, wk)
         lo = max(-sc for sc, ti in zip(scores, t) if ti > 0)  # b > lo
         hi = min(-sc for sc, ti in zip(scores, t) if ti < 0)  # b < hi
         if not lo < hi:
@@ -435,17 +438,13 @@ def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
                           reason=f"the convex hulls of the two classes intersect (a common point found by an exact "
                                  f"rational LP, {why})")
     w, b = _float_separator(answer.weight, answer.bias)
+    scaled = _margin_one(_lp_rows(xk, tk), np.append(w, b))
+    if scaled is not None:  # a power of two brings the margin to about 1 where that stays finite
+        w, b = scaled[:-1], float(scaled[-1])
+    if not _usable(xk, tk, w, b):
+        w, b = _refit(xk, tk, w) or (w, b)
     with np.errstate(all="ignore"):
         margin = float(np.min(tk * (xk @ w + b)))
-        if margin > 0:  # a power of two brings the margin to about 1 where that stays finite
-            scale = 2.0 ** -np.round(np.log2(margin))
-            if np.all(np.isfinite(w * scale)) and np.isfinite(b * scale):
-                w, b, margin = w * scale, b * scale, float(np.min(tk * (xk @ (w * scale) + b * scale)))
-    if not _usable(xk, tk, w, b):
-        refit = _refit(xk, tk, w)
-        if refit is not None:
-            w, b = refit
-            margin = float(np.min(tk * (xk @ w + b)))
     if _usable(xk, tk, w, b):
         return Separation(True, w, b, margin, reason=f"separator found by an exact rational LP ({why}), "
                                                      f"checked exactly")

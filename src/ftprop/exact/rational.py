@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .certify import integer_row
+from .certify import exact_scores, integer_row
 
 __all__ = ["ExactAnswer", "exact_separation", "MAX_SIMPLEX_WORK"]
 
@@ -162,8 +162,7 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
     half_gap = (c_pos + c_neg) / 2  # > 0: the optimum y.b
     weight = [-vj / half_gap for vj in v]
     # A separator of the translated examples, t_i (w.(x_i - x_0) + b0) >= 1; b = b0 - w.x_0.
-    shift = sum((w * Fraction(float(x0)) for w, x0 in zip(weight, x[0]) if w), Fraction(0))
-    bias = (c_neg - c_pos) / 2 / half_gap - shift
+    bias = (c_neg - c_pos) / 2 / half_gap - exact_scores(x[:1], weight)[0]
     return ExactAnswer(True, weight=weight, bias=bias, pivots=pivots, work=work)
 
 
