@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -201,6 +202,20 @@ def test_search_says_when_a_conflict_is_separable_only_in_exact_arithmetic():
     res = solve(x, t[:, None], hidden=[])
     assert res.status == "unknown" and res.stats["thin_conflicts"] == 1 and "float_conflicts" not in res.stats
     assert "infeasibility not proved" in res.message and "separable in exact arithmetic" in res.message
+
+
+def test_search_keeps_examples_that_rescaling_would_merge():
+    # Centring on the mean (about 3e299) rounds 0 and 1e-300 to the same z: the search must use
+    # coordinates that keep them apart (here x itself), find the network, and order the examples
+    # without overflowing their squared distances.
+    x = np.array([[0.0], [1e-300], [1e300]])
+    t = np.array([[1.0], [-1.0], [1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = solve(x, t, hidden=[2], heuristic="none")
+        assert solve(x, t, hidden=[1], heuristic="none").status == "infeasible"
+    check_feasible(res, x, t)
+    assert "thin_conflicts" not in res.stats
 
 
 def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():

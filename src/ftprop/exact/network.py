@@ -27,7 +27,8 @@ def forward(weights, x, *, all_layers: bool = False):
     h = np.asarray(x, dtype=np.float64)
     outs = []
     for w, b in weights:
-        h = np.where(h @ np.asarray(w, dtype=np.float64).T + np.asarray(b, dtype=np.float64) > 0, 1.0, -1.0)
+        with np.errstate(over="ignore"):  # a score that overflows to +-inf keeps its sign
+            h = np.where(h @ np.asarray(w, dtype=np.float64).T + np.asarray(b, dtype=np.float64) > 0, 1.0, -1.0)
         outs.append(h)
     return outs if all_layers else h
 

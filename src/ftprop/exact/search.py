@@ -133,9 +133,31 @@ def example_order(x: np.ndarray, t: np.ndarray, kind: str = "nn", start: int = 0
     return np.asarray(order)
 
 
+def _layer1_coordinates(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The coordinates z = (x - mean) / spread of the layer-1 LPs (constant columns dropped) and
+    (mean, spread, cols) to map a separator to them. z is centred and scaled into [-1, 1] (the
+    same dichotomies, better conditioned LPs) unless rounding there merges distinct examples or
+    overflows, as when 0 and 1e-300 sit beside 1e300; then x is scaled by powers of two only
+    (exact unless it underflows), and failing that used as it is."""
+    m, n = x.shape
+    cols = np.any(x != x[:1], axis=0)
+    with np.errstate(all="ignore"):
+        centre = x.mean(0)
+        power = np.where(cols, 2.0 ** np.frexp(np.abs(x).max(0))[1], 1.0)
+        for shift, spread in ((centre, np.abs(x - centre).max(0)), (np.zeros(n), power), (np.zeros(n), np.ones(n))):
+            mean = np.where(cols, shift, x[0])  # a dropped constant column goes into the bias
+            z = (x[:, cols] - mean[cols]) / spread[cols]
+            if np.all(np.isfinite(z)) and np.all(np.isfinite(mean)) and len(np.unique(z, axis=0)) == m:
+                break
+    return z, (mean, spread, cols)
+
+
 def _orders(x: np.ndarray, t: np.ndarray, rng: np.random.Generator):
     """Example orders for successive restarts: three fixed ones, then randomised variants."""
     m = len(x)
+    top = np.abs(x).max(initial=0.0)
+    if top > 2.0**400:  # squared distances would overflow: one common power of two keeps the orders
+        x = x * 2.0 ** -np.frexp(top)[1]
     centre = x.mean(0)
     far = int(np.argmax(((x - centre) ** 2).sum(1)))
     yield example_order(x, t, "radial", far)
@@ -237,12 +259,8 @@ class TargetSearch:
         # masks over the examples' original indices, code dichotomies by masks over codes.
         shared = {} if shared is None else shared
         if "z" not in shared:
-            # Layer-1 LPs run on centred, rescaled data (same dichotomies, better conditioning).
-            mean = self.x.mean(0)
-            spread = np.abs(self.x - mean).max(0)
-            cols = spread > 0
-            shared["z"] = np.hstack([(self.x[:, cols] - mean[cols]) / spread[cols], np.ones((self.m, 1))])
-            shared["x_to_z"] = (mean, spread, cols)
+            z, shared["x_to_z"] = _layer1_coordinates(self.x)
+            shared["z"] = np.hstack([z, np.ones((self.m, 1))])
             shared["cache1"], shared["cache_code"], shared["decoded"] = {}, {}, {}
         self.z = shared["z"]
         self._x_to_z = shared["x_to_z"]
