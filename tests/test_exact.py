@@ -14,6 +14,7 @@ from ftprop import Sign
 from ftprop.cli import main
 from ftprop.exact import (
     SolveResult,
+    certify,
     digits,
     feasibility_report,
     forward,
@@ -33,7 +34,7 @@ from ftprop.exact.certify import (
     separator_holds,
     witness_holds,
 )
-from ftprop.exact.lp import conflict_lp
+from ftprop.exact.lp import conflict_lp, scaled_coordinates
 from ftprop.exact.network import dedupe
 from ftprop.exact.rational import exact_separation
 from ftprop.exact.search import luby, search_targets
@@ -218,6 +219,40 @@ def test_search_keeps_examples_that_rescaling_would_merge():
     assert "thin_conflicts" not in res.stats
 
 
+def test_a_float64_conflict_whose_certificate_fails_proves_nothing():
+    # The class is decided by column 0 alone, 0 against 1e-300, beside one 1e300 and 9 noise
+    # columns: a plain threshold separates it. Centring rounds that column to one value (the rows
+    # stay distinct through the noise), and the float64 LP's certificate then fails its exact
+    # check on a problem too large for the rational LP. That used to give "infeasible".
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 10))
+    x[:, 0] = np.where(np.arange(16) % 2, 1e-300, 0.0)
+    x[0, 0] = 1e300
+    t = np.where(x[:, 0] > 0, 1.0, -1.0)[:, None]
+    z, _ = scaled_coordinates(x)
+    assert len(np.unique(z[:, 0])) == 3  # the coordinates keep column 0's three values apart
+    for hidden in ([], [1]):
+        res = solve(x, t, hidden=hidden, heuristic="none", time_limit=30)
+        assert res.status != "infeasible", res.message
+        if res.status == "unknown":
+            assert "infeasibility not proved" in res.message
+
+
+def test_inputs_near_the_largest_float_do_not_overflow():
+    # The mean of 1.6e308 and 1.7e308 overflows; the power-of-two scaling must not form 2^1024.
+    x = np.array([[0.0], [1.6e308], [1.7e308]])
+    xor = np.array([[1.7e308, 1.7e308], [-1.7e308, -1.7e308], [1.7e308, -1.7e308], [-1.7e308, 1.7e308]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        z, _ = scaled_coordinates(x)
+        assert np.all(np.isfinite(z)) and len(np.unique(z)) == 3
+        sep = separable(x, np.array([-1.0, 1.0, 1.0]))
+        assert sep and sep.exact and separator_holds(x, np.array([-1.0, 1.0, 1.0]), sep.weight, sep.bias)
+        check_feasible(solve(x, np.array([[-1.0], [1.0], [1.0]]), hidden=[]), x, np.array([[-1.0], [1.0], [1.0]]))
+        txor = np.array([[-1.0], [-1.0], [1.0], [1.0]])
+        check_feasible(solve(xor, txor, hidden=[2], heuristic="none"), xor, txor)
+
+
 def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():
     # Rank 1 up to rounding: the exact separator of x, mapped to the rescaled z, has a float64
     # margin of about 1e-17 there; scaling it to margin 1 must not flip any sign.
@@ -334,11 +369,17 @@ def test_search_settles_gaps_its_float_lps_cannot_see(hidden, monkeypatch):
     res = solve(x, t, hidden=hidden, time_limit=20)
     check_feasible(res, x, t)
     assert "float_conflicts" not in res.stats
-    # Without the rational LP, the search's "infeasible" says that it rests on float tolerance.
+    # Without the rational LP, the float64 LPs' certificates fail their exact check: no proof.
     monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)
+    res = solve(x, t, hidden=hidden, time_limit=20)
+    assert res.status == "unknown" and res.stats["doubtful_conflicts"] >= 1 and "float_conflicts" not in res.stats
+    assert "infeasibility not proved" in res.message
+    # Without the exact check too, the search's (wrong) "infeasible" says that it rests on float tolerance.
+    monkeypatch.setattr(certify, "MAX_EXACT_WORK", 0)
     res = solve(x, t, hidden=hidden, time_limit=20)
     assert res.status == "infeasible" and res.stats["float_conflicts"] >= 1
     assert "float64 tolerance only" in res.message
+    monkeypatch.undo()
     gap = solve(x + [[0.0, 0.0], [0.0, 0.0], [1e-3, 0.0], [0.0, 0.0]], t, hidden=hidden)
     assert gap.status == "feasible" and "float_conflicts" not in gap.stats
     proof = solve(*xor(), hidden=[1])
@@ -349,7 +390,10 @@ def test_search_conflicts_on_data_rank_deficient_up_to_rounding_are_exact(monkey
     x, t = rank_deficient()
     res = solve(x, t[:, None], hidden=[], time_limit=20)
     assert res.status == "infeasible" and "float_conflicts" not in res.stats
-    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)  # without the rational LP: flagged
+    monkeypatch.setattr(rational, "MAX_SIMPLEX_WORK", 0)  # without the rational LP: not proved
+    res = solve(x, t[:, None], hidden=[], time_limit=20)
+    assert res.status == "unknown" and res.stats["doubtful_conflicts"] >= 1
+    monkeypatch.setattr(certify, "MAX_EXACT_WORK", 0)  # and without the exact check: flagged
     res = solve(x, t[:, None], hidden=[], time_limit=20)
     assert res.status == "infeasible" and res.stats["float_conflicts"] >= 1
 

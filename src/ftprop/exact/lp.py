@@ -184,7 +184,7 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
                 to_inputs=None) -> tuple[np.ndarray | None, np.ndarray, str]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
     infeasibility certificate (a small subset whose two classes' convex hulls already intersect),
-    and how far that answer is proved: ``"exact"``, ``"float"`` or ``"thin"``.
+    and how far that answer is proved: ``"exact"``, ``"float"``, ``"thin"`` or ``"doubtful"``.
 
     The certificate is checked exactly (:mod:`.certify`) on ``exact_inputs`` (the same examples
     before any rescaling, ``inputs`` being an affine image of them; default ``inputs``). When it
@@ -194,8 +194,10 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     margin 1, if it still separates them in float64 (else the rational LP runs on ``inputs``
     themselves). An answer "separable" proved exactly, with no float64 separator of ``inputs``
     found, is returned as a conflict of every example, marked ``"thin"``. Otherwise (too large)
-    the float witness is confirmed by solving the LP of its examples alone instead (or, if that
-    LP is feasible, every example is blamed), marked ``"float"``.
+    a float witness too large to check exactly is confirmed by solving the LP of its examples
+    alone instead (or, if that LP is feasible, every example is blamed), marked ``"float"``; if
+    every witness failed its exact check, the float64 LP's "infeasible" is suspect: every example
+    is blamed, marked ``"doubtful"``.
     """
     rows = _lp_rows(inputs, targets)
     sol, ray = _solve_rows(rows, want_ray=True)
@@ -207,15 +209,15 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
         yield _ray_weights(rows, targets, ray)
         yield _hull_weights(inputs, targets)
 
-    approximate = None
+    approximate = None  # a witness too large to check exactly (one that fails the check is dropped)
     for lam in witnesses():
         if lam is None:
             continue
         mu = exact_hull_weights(exact_inputs, targets, lam)
         if isinstance(mu, list):
             return None, np.array([i for i, v in enumerate(mu) if v != 0], dtype=np.int64), "exact"
-        approximate = lam if approximate is None else approximate
         if mu == "too large":
+            approximate = lam
             break
     answer = exact_separation(exact_inputs, targets)  # decided in rationals, if small enough
     if isinstance(answer, ExactAnswer) and not answer.separable:
@@ -238,7 +240,9 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
             if sol is not None:
                 return sol, np.empty(0, dtype=np.int64), "exact"
         return None, np.arange(len(rows)), "thin"
-    support = np.arange(len(rows)) if approximate is None else np.flatnonzero(approximate > 0)
+    if approximate is None:  # every witness failed its exact check, and the rational LP is too large
+        return None, np.arange(len(rows)), "doubtful"
+    support = np.flatnonzero(approximate > 0)
     if len(support) < len(rows) and _solve_rows(rows[support])[0] is not None:
         support = np.arange(len(rows))
     return None, support, "float"
@@ -299,6 +303,27 @@ def _as_problem(inputs, targets) -> tuple[np.ndarray, np.ndarray]:
     return x, t
 
 
+def scaled_coordinates(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Coordinates z = (x - mean) / spread for the LPs of distinct rows ``x`` (constant columns
+    dropped), and (mean, spread, cols) to map a separator between them. z is centred and scaled
+    into [-1, 1] (the same dichotomies, better conditioned LPs) unless rounding there merges two
+    values of a column or overflows, as when 0 and 1e-300 sit beside 1e300; then x is scaled by
+    powers of two only (exact unless it underflows), and failing that used as it is."""
+    m, n = x.shape
+    cols = np.any(x != x[:1], axis=0)
+    distinct = [len(np.unique(x[:, j])) for j in np.flatnonzero(cols)]
+    with np.errstate(all="ignore"):
+        centre = x.mean(0)
+        power = np.where(cols, 2.0 ** np.minimum(np.frexp(np.abs(x).max(0))[1], 1023), 1.0)
+        for shift, spread in ((centre, np.abs(x - centre).max(0)), (np.zeros(n), power), (np.zeros(n), np.ones(n))):
+            mean = np.where(cols, shift, x[0])  # a dropped constant column goes into the bias
+            z = (x[:, cols] - mean[cols]) / spread[cols]
+            if (np.all(np.isfinite(z)) and np.all(np.isfinite(mean))
+                    and [len(np.unique(c)) for c in z.T] == distinct):
+                break
+    return z, (mean, spread, cols)
+
+
 def separable(inputs, targets) -> Separation:
     """Is there a sign unit (w, b) with sign(w.x_i + b) = t_i for every example? With a certificate.
 
@@ -342,10 +367,8 @@ def separable(inputs, targets) -> Separation:
     tu = lo  # the (consistent) target of each distinct row
 
     # Constant columns carry no information (the bias absorbs them); rescale the others to O(1).
-    mean = uniq.mean(axis=0)
-    spread = np.abs(uniq - mean).max(axis=0)
-    cols = np.flatnonzero(spread > 0)  # not empty: the rows are distinct
-    z = (uniq[:, cols] - mean[cols]) / spread[cols]
+    z, (mean, spread, cols) = scaled_coordinates(uniq)
+    cols = np.flatnonzero(cols)  # not empty: the rows are distinct
 
     # First on z; if its certificate fails the exact check, once more in whitened coordinates,
     # where a direction in which the data barely varies is stretched to unit spread.
@@ -472,6 +495,9 @@ def _plain(z: np.ndarray):
 def _whitened(z: np.ndarray):
     """z in its principal axes, each scaled to unit spread (axes with no spread in float64
     dropped), and the map of a separator (w, b) there back to z."""
+    top = np.abs(z).max(initial=0.0)
+    k = int(np.frexp(top)[1]) if top > 2.0**400 or 0 < top < 2.0**-400 else 0
+    z = np.ldexp(z, -k)  # a power of two that keeps the mean and the SVD from overflowing
     centre = z.mean(axis=0)
     _, s, vt = np.linalg.svd(z - centre, full_matrices=False)
     axes = s > s[0] * max(z.shape) * np.finfo(np.float64).eps
@@ -483,6 +509,6 @@ def _whitened(z: np.ndarray):
 
     def to_z(w, b):
         w_z = proj @ w
-        return w_z, b - float(centre @ w_z)
+        return np.ldexp(w_z, -k), b - float(centre @ w_z)
 
     return view, to_z

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .lp import conflict_lp
+from .lp import conflict_lp, scaled_coordinates
 
 __all__ = ["Hint", "SearchStats", "TargetSearch", "example_order", "search_targets", "luby"]
 
@@ -133,31 +133,12 @@ def example_order(x: np.ndarray, t: np.ndarray, kind: str = "nn", start: int = 0
     return np.asarray(order)
 
 
-def _layer1_coordinates(x: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """The coordinates z = (x - mean) / spread of the layer-1 LPs (constant columns dropped) and
-    (mean, spread, cols) to map a separator to them. z is centred and scaled into [-1, 1] (the
-    same dichotomies, better conditioned LPs) unless rounding there merges distinct examples or
-    overflows, as when 0 and 1e-300 sit beside 1e300; then x is scaled by powers of two only
-    (exact unless it underflows), and failing that used as it is."""
-    m, n = x.shape
-    cols = np.any(x != x[:1], axis=0)
-    with np.errstate(all="ignore"):
-        centre = x.mean(0)
-        power = np.where(cols, 2.0 ** np.frexp(np.abs(x).max(0))[1], 1.0)
-        for shift, spread in ((centre, np.abs(x - centre).max(0)), (np.zeros(n), power), (np.zeros(n), np.ones(n))):
-            mean = np.where(cols, shift, x[0])  # a dropped constant column goes into the bias
-            z = (x[:, cols] - mean[cols]) / spread[cols]
-            if np.all(np.isfinite(z)) and np.all(np.isfinite(mean)) and len(np.unique(z, axis=0)) == m:
-                break
-    return z, (mean, spread, cols)
-
-
 def _orders(x: np.ndarray, t: np.ndarray, rng: np.random.Generator):
     """Example orders for successive restarts: three fixed ones, then randomised variants."""
     m = len(x)
     top = np.abs(x).max(initial=0.0)
-    if top > 2.0**400:  # squared distances would overflow: one common power of two keeps the orders
-        x = x * 2.0 ** -np.frexp(top)[1]
+    if top > 2.0**400 or 0 < top < 2.0**-400:  # squared distances would overflow or underflow:
+        x = x * 2.0 ** -np.frexp(top)[1]       # one common power of two keeps the orders
     centre = x.mean(0)
     far = int(np.argmax(((x - centre) ** 2).sum(1)))
     yield example_order(x, t, "radial", far)
@@ -259,7 +240,7 @@ class TargetSearch:
         # masks over the examples' original indices, code dichotomies by masks over codes.
         shared = {} if shared is None else shared
         if "z" not in shared:
-            z, shared["x_to_z"] = _layer1_coordinates(self.x)
+            z, shared["x_to_z"] = scaled_coordinates(self.x)
             shared["z"] = np.hstack([z, np.ones((self.m, 1))])
             shared["cache1"], shared["cache_code"], shared["decoded"] = {}, {}, {}
         self.z = shared["z"]
@@ -402,7 +383,8 @@ class TargetSearch:
         """Row of hidden layer d that the current separators compute on example i, and |z|."""
         h = self.z[self.order[i]]
         for dd in range(1, d + 1):
-            z = np.array([(s @ h) if s is not None else 0.0 for s in self.sep[dd]])
+            with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: a nan score (inf - inf) counts as 0
+                z = np.nan_to_num(np.array([(s @ h) if s is not None else 0.0 for s in self.sep[dd]]), nan=0.0)
             r = np.where(z > 0, 1.0, -1.0)
             h = np.append(r, 1.0)
         return r, np.abs(z)
@@ -488,8 +470,9 @@ class TargetSearch:
                 st: dict = {"key": key}
                 sep = self.sep[1][u]
                 if sep is not None:
-                    score = float(sep @ z)
-                    if score != 0:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        score = float(sep @ z)
+                    if np.isfinite(score) and score != 0:  # inf - inf = nan decides nothing
                         st[1.0 if score > 0 else -1.0] = sep
                         self.stats.reused_separators += 1
                 memo[key] = st

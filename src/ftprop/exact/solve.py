@@ -205,6 +205,11 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) 
         result.message = (f"infeasibility not proved: {message}, but {s.extra['thin_conflicts']} of the LP "
                           f"conflicts it used are separable in exact arithmetic (by no float64 separator found "
                           f"in the search's rescaled coordinates)")
+    if status == "infeasible" and s.extra.get("doubtful_conflicts"):
+        status = "unknown"  # some conflicts rest on float64 LPs whose certificates failed the exact check
+        result.message = (f"infeasibility not proved: {message}, but {s.extra['doubtful_conflicts']} of the LP "
+                          f"conflicts it used rest on float64 LPs whose certificates failed the exact check, "
+                          f"on problems too large to decide in rationals")
     if status in ("infeasible", "unknown") and s.extra.get("float_conflicts"):
         result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
                            f"(not checked exactly: inputs nearly equal or nearly on a subspace, and too many to "
