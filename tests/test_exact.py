@@ -253,6 +253,21 @@ def test_inputs_near_the_largest_float_do_not_overflow():
         check_feasible(solve(xor, txor, hidden=[2], heuristic="none"), xor, txor)
 
 
+def test_forward_does_not_depend_on_the_order_of_summation():
+    # A separator exact on every row, whose score on the last row (exactly 1e-300-ish) is far inside
+    # float64's rounding error of products near 1e300: a matrix-vector and a matrix-matrix product
+    # sum in different orders and disagree on its sign. forward decides such scores exactly.
+    p = np.array(list(itertools.product([0.0, 1e-300], repeat=5)))
+    x = np.vstack([p, [[1e300, -1e300, 1e300, -1e300, 1e300]]])
+    t = np.where((x[:, 0] == 0) & (x[:, 1] == 0), 1.0, -1.0)
+    t[-1] = 1
+    sep = separable(x, t)
+    assert sep and sep.exact and rational_separator_holds(x, t, sep.weight, sep.bias)
+    one = forward([(sep.weight[None, :], np.array([sep.bias]))], x)
+    two = forward([(np.vstack([sep.weight] * 2), np.array([sep.bias] * 2))], x)
+    assert np.array_equal(one[:, 0], t) and np.array_equal(two, np.stack([t, t], axis=1))
+
+
 def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():
     # Rank 1 up to rounding: the exact separator of x, mapped to the rescaled z, has a float64
     # margin of about 1e-17 there; scaling it to margin 1 must not flip any sign.

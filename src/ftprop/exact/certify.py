@@ -23,8 +23,8 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["separator_holds", "exact_scores", "rational_separator_holds", "witness_holds", "exact_hull_weights",
-           "fraction_free_echelon", "integer_row", "MAX_EXACT_WORK"]
+__all__ = ["separator_holds", "exact_signs", "exact_scores", "rational_separator_holds", "witness_holds",
+           "exact_hull_weights", "fraction_free_echelon", "integer_row", "MAX_EXACT_WORK"]
 
 # rows x support^2 of the elimination: 3e6 big-integer operations take a few seconds.
 MAX_EXACT_WORK = 3_000_000
@@ -32,18 +32,37 @@ _EPS = np.finfo(np.float64).eps
 _TINY = 2.0**-1074  # the smallest subnormal: products below it round to a multiple of it
 
 
+def _scores_and_bounds(x: np.ndarray, w: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 scores x @ w + b (w of shape (n,) or (n, k)) and a bound on their rounding error,
+    whatever the order of summation: |fl(x.w + b) - (x.w + b)| <= gamma_(n+1) (sum_j |x_j w_j| +
+    |b|) + (n + 2) * tiny, where gamma_k = k u / (1 - k u) and the last term covers products that
+    underflow. A score that overflows (inf, or nan from inf - inf) gets an infinite bound."""
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        s = x @ w + b
+        bound = (x.shape[1] + 2) * (_EPS * (np.abs(x) @ np.abs(w) + np.abs(b)) + _TINY)
+        return s, np.where(np.isfinite(s) & np.isfinite(bound), bound, np.inf)
+
+
 def separator_holds(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
     """Exactly: t_i (w.x_i + b) > 0 for every row i of ``x`` (``t`` in {-1, +1})."""
     if not (np.all(np.isfinite(w)) and np.isfinite(b)):
         return False
-    # |fl(x.w + b) - (x.w + b)| <= gamma_(n+1) (sum_j |x_j w_j| + |b|) + (n + 2) * tiny, where
-    # gamma_k = k u / (1 - k u) and the last term covers products that underflow. Rows whose
-    # float64 score overflows (inf, or nan from inf - inf) are doubtful too.
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        s = t * (x @ w + b)
-        bound = (x.shape[1] + 2) * (_EPS * (np.abs(x) @ np.abs(w) + abs(b)) + _TINY)
-        doubtful = np.flatnonzero(~(s > bound) | ~np.isfinite(bound))
+    s, bound = _scores_and_bounds(x, w, b)
+    doubtful = np.flatnonzero(~(t * s > bound))
     return all(int(t[i]) * value > 0 for i, value in zip(doubtful, exact_scores(x[doubtful], w, b)))
+
+
+def exact_signs(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """+1 where the exact score w_j.x_i + b_j > 0, else -1 (sign(0) = -1), for x (m, n), w (k, n)
+    and b (k,) in float64: the float64 scores decide, except those within their rounding bound of
+    0 (or not finite), which are recomputed in Fractions. So the answer does not depend on the
+    order in which the products are summed."""
+    s, bound = _scores_and_bounds(x, w.T, b)
+    out = np.where(s > 0, 1.0, -1.0)
+    finite = np.all(np.isfinite(w), axis=1) & np.isfinite(b) & np.all(np.isfinite(x), axis=1)[:, None]
+    for i, j in zip(*np.nonzero(~(np.abs(s) > bound) & finite)):  # (non-finite weights keep the float answer)
+        out[i, j] = 1.0 if exact_scores(x[i:i + 1], w[j], b[j])[0] > 0 else -1.0
+    return out
 
 
 def exact_scores(x: np.ndarray, weight, bias=0) -> list[Fraction]:

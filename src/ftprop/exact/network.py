@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import atomic_write
+from .certify import exact_signs
 
 __all__ = ["SolveResult", "forward", "check_problem", "dedupe", "fits", "STATUSES"]
 
@@ -20,21 +21,22 @@ STATUSES = ("feasible", "infeasible", "unknown")
 
 
 def forward(weights, x, *, all_layers: bool = False):
-    """Outputs of the sign network ``weights`` on inputs x (m, n), in float64.
+    """Outputs of the sign network ``weights`` on inputs x (m, n): the float64 scores decide,
+    except those within float64's rounding error of 0, which are decided in exact arithmetic
+    (:func:`.certify.exact_signs`), so no order of summation changes an output.
 
     With ``all_layers=True`` return the list [h_1, ..., h_L] of every layer's outputs.
     """
     h = np.asarray(x, dtype=np.float64)
     outs = []
     for w, b in weights:
-        with np.errstate(over="ignore"):  # a score that overflows to +-inf keeps its sign
-            h = np.where(h @ np.asarray(w, dtype=np.float64).T + np.asarray(b, dtype=np.float64) > 0, 1.0, -1.0)
+        h = exact_signs(h, np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64))
         outs.append(h)
     return outs if all_layers else h
 
 
 def fits(weights, x, t) -> bool:
-    """Does the network reproduce targets t on every example (float64 forward pass)?"""
+    """Does the network reproduce targets t on every example (:func:`forward`)?"""
     return bool(np.array_equal(forward(weights, x), np.asarray(t, dtype=np.float64)))
 
 
