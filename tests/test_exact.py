@@ -268,6 +268,21 @@ def test_forward_does_not_depend_on_the_order_of_summation():
     assert np.array_equal(one[:, 0], t) and np.array_equal(two, np.stack([t, t], axis=1))
 
 
+def test_the_rational_lp_gives_a_separator_float64_can_round():
+    # A point 1e-300 from the origin against the origin and (1e300, 1e300, 1e300). The phase-1
+    # vertex without a box was about (-1e300, -1e300, 2e300): its weights cancel on the far point
+    # to within 1e-300 of it, and no rounding of them separates. With the residual minimised in
+    # l1 (every multiplier boxed), the separator has room to spare, and float64 keeps it.
+    x = np.array([[0.0, 0.0, 1e-300], [0.0, 0.0, 0.0], [1e300, 1e300, 1e300]])
+    t = np.array([1.0, -1.0, -1.0])
+    sep = separable(x, t)
+    assert sep and sep.exact and sep.exact_separator is None and separator_holds(x, t, sep.weight, sep.bias)
+    # The same points in a network: XOR of the first two coordinates on {0, 1e-300}^3, plus the far point.
+    p = np.vstack([np.array(list(itertools.product([0.0, 1e-300], repeat=3))), [[1e300] * 3]])
+    tp = np.where((p[:, 0] > 0) != (p[:, 1] > 0), 1.0, -1.0)[:, None]
+    check_feasible(solve(p, tp, hidden=[2], heuristic="none", time_limit=30), p, tp)
+
+
 def test_conflict_lp_returns_only_separators_that_hold_on_its_rows():
     # Rank 1 up to rounding: the exact separator of x, mapped to the rescaled z, has a float64
     # margin of about 1e-17 there; scaling it to margin 1 must not flip any sign.

@@ -223,12 +223,15 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     if isinstance(answer, ExactAnswer) and not answer.separable:
         return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), "exact"
     if isinstance(answer, ExactAnswer):
-        def candidates():  # the exact separator of exact_inputs mapped to inputs, then one of inputs
-            w, b = _float_separator(answer.weight, answer.bias)
-            with np.errstate(over="ignore", invalid="ignore"):
-                yield to_inputs(w, b) if to_inputs is not None else (w, b)
+        def candidates():  # the exact separator of exact_inputs mapped to inputs, the boxed one, then on inputs
+            for other in (answer, lambda: exact_separation(exact_inputs, targets, box=True)):
+                other = other() if callable(other) else other  # (the boxed LP only if it is needed)
+                if isinstance(other, ExactAnswer) and other.separable:
+                    w, b = _float_separator(other.weight, other.bias)
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        yield to_inputs(w, b) if to_inputs is not None else (w, b)
             if exact_inputs is not inputs:
-                on_inputs = exact_separation(inputs, targets)
+                on_inputs = exact_separation(inputs, targets, box=True)
                 if isinstance(on_inputs, ExactAnswer) and on_inputs.separable:
                     yield _float_separator(on_inputs.weight, on_inputs.bias)
 
@@ -405,7 +408,7 @@ def separable(inputs, targets) -> Separation:
     # Neither view gave a certificate that checks exactly: decide the LP in rationals, if small.
     answer = exact_separation(uniq, tu)
     if isinstance(answer, ExactAnswer):
-        return _from_exact(answer, x, t, xk, tk, keep[first])
+        return _from_exact(answer, x, t, xk, tk, keep[first], lambda: exact_separation(uniq, tu, box=True))
     if approximate is not None:
         return approximate
     raise NumericalTrouble("the separability LP could not be settled in float64: the two classes come within "
@@ -449,8 +452,21 @@ def _refit(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, flo
     return None
 
 
-def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
-    """The Separation of an exact answer found on the distinct rows (row u is x[rows_of_uniq[u]])."""
+def _rounded(answer: ExactAnswer, xk, tk) -> tuple[np.ndarray, float]:
+    """The float64 rounding of an exact separator, at margin about 1, refitted (:func:`_refit`)
+    if it does not separate (xk, tk) exactly and in float64 (then it may still fail)."""
+    w, b = _float_separator(answer.weight, answer.bias)
+    scaled = _margin_one(_lp_rows(xk, tk), np.append(w, b))
+    if scaled is not None:  # a power of two brings the margin to about 1 where that stays finite
+        w, b = scaled[:-1], float(scaled[-1])
+    if not _usable(xk, tk, w, b):
+        w, b = _refit(xk, tk, w) or (w, b)
+    return w, b
+
+
+def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq, boxed) -> Separation:
+    """The Separation of an exact answer found on the distinct rows (row u is x[rows_of_uniq[u]]);
+    ``boxed()`` gives the boxed exact separator, tried when this one does not round to float64."""
     why = "float64's LP could not settle classes this close"
     if not answer.separable:
         mu = [Fraction(0)] * len(x)
@@ -460,12 +476,13 @@ def _from_exact(answer: ExactAnswer, x, t, xk, tk, rows_of_uniq) -> Separation:
         return Separation(False, witness=lam, point=(lam * (t > 0)) @ x, exact_witness=mu,
                           reason=f"the convex hulls of the two classes intersect (a common point found by an exact "
                                  f"rational LP, {why})")
-    w, b = _float_separator(answer.weight, answer.bias)
-    scaled = _margin_one(_lp_rows(xk, tk), np.append(w, b))
-    if scaled is not None:  # a power of two brings the margin to about 1 where that stays finite
-        w, b = scaled[:-1], float(scaled[-1])
+    w, b = _rounded(answer, xk, tk)
     if not _usable(xk, tk, w, b):
-        w, b = _refit(xk, tk, w) or (w, b)
+        other = boxed()
+        if isinstance(other, ExactAnswer):
+            w2, b2 = _rounded(other, xk, tk)
+            if _usable(xk, tk, w2, b2):
+                w, b = w2, b2
     with np.errstate(all="ignore"):
         margin = float(np.min(tk * (xk @ w + b)))
     if _usable(xk, tk, w, b):

@@ -13,6 +13,13 @@ data as given (every float64 number is a rational), by the simplex method's phas
   with c+ + c- > 0. Then w = -v, b = (c- - c+) / 2 separates the classes, every example at
   least (c+ + c-) / 2 from the boundary: an exact separator, however thin its margin.
 
+Phase 1's dual bounds each multiplier only from above (y <= 1), so the separator can be a
+lopsided vertex whose huge weights cancel on some example, which no float64 rounding keeps.
+With ``box=True`` phase 1 minimises the l1 norm of the residual instead (an artificial of either
+sign on each coordinate row) with the coordinate rows scaled to a common magnitude: its dual
+bounds every weight on both sides relative to its column's spread, and the separator is one of
+largest margin in that box. It takes more work on ordinary data, so it is the fallback.
+
 The tableau is kept in integers by Edmonds' integer-preserving pivoting (the fraction-free
 counterpart of Bareiss' elimination in :func:`.certify.fraction_free_echelon`): every entry is the
 true value times one common denominator (the current basis' determinant), and every division
@@ -65,11 +72,14 @@ class ExactAnswer:
     work: float = 0.0
 
 
-def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) -> ExactAnswer | str:
+def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None, *,
+                     box: bool = False) -> ExactAnswer | str:
     """Decide exactly whether the classes of ``t`` (+1 / -1, both present) are strictly separable
     by a hyperplane in the float64 data ``x``; return the certificate (:class:`ExactAnswer`), or
     ``"too large"`` when the simplex would take more than ``max_work`` (default
-    :data:`MAX_SIMPLEX_WORK`) units of work."""
+    :data:`MAX_SIMPLEX_WORK`) units of work. ``box=True`` gives a separator of largest margin with
+    each weight bounded relative to its column's spread (module docstring): slower, for when the
+    default one is too thin to round to float64."""
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     m, n = x.shape
@@ -82,7 +92,8 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
     # integers), so constant columns drop out and offsets do not inflate the integers.
     coords = np.flatnonzero(np.any(x != x[0], axis=0))
     r = len(coords) + 2
-    ops_per_pivot = (r + 1) * (m + r + 1)
+    q = len(coords) if box else 0  # negative artificials
+    ops_per_pivot = (r + 1) * (m + q + r + 1)
     if ops_per_pivot * 2 * r > budget:  # at least ~2r pivots (a first bound, before any integers are made)
         return "too large"
     # Column j is an integer column over a power of two; the row t_i (x_ij - x_0j) is divided by
@@ -95,6 +106,12 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
         g = math.gcd(*shifted)
         rows.append([v // g for v in shifted] + [0])
         scales.append(Fraction(scale, g))
+    if box:  # every coordinate row to the same largest magnitude (within a factor 2, by a power of two)
+        top = max((max(abs(v) for v in row).bit_length() for row in rows), default=0)
+        for k, row in enumerate(rows):
+            shift = top - max(abs(v) for v in row).bit_length()
+            rows[k] = [v << shift for v in row]
+            scales[k] *= 2**shift
     rows.append([int(v > 0) for v in t] + [1])
     rows.append([int(v < 0) for v in t] + [1])
     entry_bits = max(abs(v).bit_length() for row in rows for v in row)
@@ -102,23 +119,28 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
     if ops_per_pivot * 2 * r * _limb_cost(r * entry_bits // 2) > budget:
         return "too large"
 
-    # Tableau [A | I | b] over an objective row [-1.A | 0 | -1.b] (reduced costs of phase 1,
-    # whose cost is 1 on each artificial, and minus its value); basis: the artificials.
-    tab = np.zeros((r + 1, m + r + 1), dtype=object)
+    # Tableau [A | -I_q | I | b] over an objective row [-1.A | 2 | 0 | -1.b] (reduced costs of
+    # phase 1, whose cost is 1 on each artificial, and minus its value); basis: the positive
+    # artificials. Example columns and (with the box) the q negative artificials may enter.
+    tab = np.zeros((r + 1, m + q + r + 1), dtype=object)
     for i, row in enumerate(rows):
         tab[i, :m] = row[:m]
-        tab[i, m + i] = 1
+        if i < q:
+            tab[i, m + i] = -1  # (the box's negative artificial of coordinate row i)
+        tab[i, m + q + i] = 1
         tab[i, -1] = row[m]
     tab[r] = -tab[:r].sum(axis=0)
-    tab[r, m:m + r] = 0
-    basis = list(range(m, m + r))
+    tab[r, m:m + q] += 1
+    tab[r, m + q:m + q + r] = 0
+    basis = list(range(m + q, m + q + r))
+    enterable = m + q
     denom, pivots, work, stalled = 1, 0, 0, 0
     while True:
-        # The example column with the most negative reduced cost enters (denom > 0, so the
-        # integer entries order as the values do); artificials never re-enter. After
+        # The column with the most negative reduced cost enters (denom > 0, so the
+        # integer entries order as the values do); positive artificials never re-enter. After
         # STALL_PIVOTS degenerate pivots in a row, Bland's rule (the first negative column, ties
         # in the ratio test to the lowest basic index) takes over, and the simplex cannot cycle.
-        costs = tab[r, :m]
+        costs = tab[r, :enterable]
         negative = np.flatnonzero(costs < 0)
         if len(negative) == 0:
             break
@@ -154,7 +176,7 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None) 
 
     # Positive optimum. The multiplier of row k is y_k = 1 - (reduced cost of its artificial);
     # on the integer rows, so coordinate j's is y_k times that row's scale.
-    y = [1 - Fraction(int(tab[r, m + k]), int(denom)) for k in range(r)]
+    y = [1 - Fraction(int(tab[r, m + q + k]), int(denom)) for k in range(r)]
     v = [Fraction(0)] * n
     for k, j in enumerate(coords):
         v[j] = y[k] * scales[k]
