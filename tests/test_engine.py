@@ -219,6 +219,64 @@ def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):
         train(apply_overrides(cfg, ["train.batch_size=64"]), tmp_path / "r", resume=True, log=None)
 
 
+def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path):
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config(epochs=2)
+    train(cfg, tmp_path / "r", log=None)
+    config_before = (tmp_path / "r" / "config.toml").read_text()
+    with pytest.raises(RunDirError, match="already trained 2 epochs; pass --epochs 2 or more"):
+        train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "r", resume=True, log=None)
+    assert (tmp_path / "r" / "config.toml").read_text() == config_before  # still describes the run
+    state = load_checkpoint(tmp_path / "r")
+    save_checkpoint(tmp_path / "r", {**state, "epoch": 1, "step": 3})  # as a stop inside epoch 2 leaves it
+    with pytest.raises(RunDirError, match="1 epochs and part of the next; pass --epochs 2"):
+        train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "r", resume=True, log=None)
+
+
+class FailingData(ArrayDataset):
+    """Fails on the first batch, as bad input that only training reveals would."""
+
+    def batches(self, batch_size, **kw):
+        raise RuntimeError("a corrupt example")
+        yield
+
+
+def test_a_new_run_that_fails_before_its_first_epoch_leaves_nothing_behind(tmp_path):
+    cfg = small_config(epochs=1)
+    with pytest.raises(RuntimeError, match="corrupt"):
+        train(cfg, tmp_path / "new", data=_tiny_data(FailingData), log=None)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        train(cfg, tmp_path / "mine", data=_tiny_data(FailingData), force=True, log=None)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # the user's file stays
+    train(cfg, tmp_path / "new", data=_tiny_data(), log=None)  # the same command runs once the data is fixed
+    # A resumed run keeps its files whatever happens.
+    with pytest.raises(RuntimeError, match="corrupt"):
+        train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "new", resume=True,
+              data=_tiny_data(FailingData), log=None)
+    assert len(read_metrics(tmp_path / "new" / "metrics.jsonl")) == 1
+
+
+def test_run_names_outside_ascii_read_back(tmp_path):
+    cfg = small_config("name='run😀 ü'", "data.root='/tmp/dätä'", epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    back = read_run(tmp_path / "r").config
+    assert back.name == "run😀 ü" and back.data.root == "/tmp/dätä"
+    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+
+
+def test_non_finite_settings_and_unknown_devices_are_refused():
+    from ftprop.engine import resolve_device
+
+    with pytest.raises(ConfigError, match="optim.lr = inf: give a finite number"):
+        train(small_config("optim.lr=inf"), save=False, log=None)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
 def test_mid_epoch_resume_refuses_another_seed(tmp_path):
     from ftprop.runs import resume_differences
 

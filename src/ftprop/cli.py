@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, DatasetError, RunDirError, NonFiniteLossError, FileNotFoundError) as err:
+    except (ValueError, DatasetError, RunDirError, NonFiniteLossError, OSError) as err:
         if os.environ.get("FTPROP_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -263,6 +264,11 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for section, values in config_to_dict(cfg).items():
+        for key, value in (values.items() if isinstance(values, dict) else []):
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{section}.{key} = {v}: give a finite number")
     if s.name == "multistep" and not s.milestones:
         raise ConfigError("schedule.name = 'multistep' needs schedule.milestones (e.g. [200, 250])")
     if s.name != "multistep" and s.milestones:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config, ConfigError, validate
+from .config import DEVICES, Config, ConfigError, validate
 from .data import load_dataset
 from .models import build_model
 from .runs import (
@@ -76,6 +76,8 @@ class RunResult:
 # ---- pieces --------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -318,6 +320,11 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
         if diffs:
             raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind or, "
                               f"inside an epoch, batch size or seed (start a new run instead): " + "; ".join(diffs))
+        reached = 0 if state is None else state["epoch"] + (state["step"] > 0)
+        if reached > cfg.train.epochs:
+            part = " and part of the next" if state["step"] > 0 else ""
+            raise RunDirError(f"cannot resume {out} with train.epochs = {cfg.train.epochs}: it has already trained "
+                              f"{state['epoch']} epochs{part}; pass --epochs {reached} or more")
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -345,7 +352,28 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     ``resume=True`` continues the run in ``out`` from its last checkpoint (the config may
     change the number of epochs, not the model or dataset). ``progress``: a progress bar per
     epoch (None: only when stderr is a terminal). ``data`` may pass pre-loaded splits.
+    A new run that fails before its first epoch ends (bad input that only training reveals)
+    leaves no run directory behind, so the same command can be run again once it is fixed.
     """
+    made: dict[str, Any] = {}
+    try:
+        return _train(cfg, out, resume, force, save, progress, log, data, made)
+    except TrainingStopped:
+        raise
+    except BaseException:
+        run_dir = made.get("dir")
+        if run_dir is not None and not resume and not (run_dir / CHECKPOINT).is_file():
+            metrics = run_dir / "metrics.jsonl"
+            if not metrics.is_file() or not metrics.read_text().strip():
+                for name in ("config.toml", "environment.json", "metrics.jsonl", "summary.json"):
+                    (run_dir / name).unlink(missing_ok=True)
+                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+                if made.get("new") and not any(run_dir.iterdir()):
+                    run_dir.rmdir()
+        raise
+
+
+def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
     validate(cfg)
     log = log or (lambda message: None)
     device = resolve_device(cfg.train.device)
@@ -365,7 +393,10 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
 
     run_dir, state = (None, None)
     if save:
-        run_dir, state = _prepare_run_dir(cfg, Path(out) if out is not None else None, resume, force)
+        target = Path(out) if out is not None else None
+        made["new"] = target is None or not target.exists()
+        run_dir, state = _prepare_run_dir(cfg, target, resume, force)
+        made["dir"] = run_dir
     elif resume:
         raise RunDirError("resume needs save=True and a run directory")
 

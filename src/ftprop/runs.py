@@ -85,8 +85,8 @@ def _toml_value(v: Any) -> str:
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"cannot write {v} to TOML")
         return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # (not ASCII-only: json would write an emoji as a surrogate pair, which TOML refuses)
+        return json.dumps(v, ensure_ascii=False)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
