@@ -277,6 +277,19 @@ def test_non_finite_settings_and_unknown_devices_are_refused():
         resolve_device("tpu")
 
 
+def test_resume_compares_models_not_spellings():
+    from ftprop.runs import resume_differences
+
+    cfg = small_config()  # sign units, loss and weighting left to their defaults
+    same = ["model.loss='soft_hinge'", "model.loss='ftp_sh'", "model.weighted=true", "data.name='DIGITS'"]
+    for change in same:
+        assert resume_differences(cfg, apply_overrides(cfg, [change]), mid_epoch=True) == [], change
+    assert resume_differences(cfg, apply_overrides(cfg, ["model.loss='sste'"]), mid_epoch=False) == [
+        "model.loss: 'soft_hinge' != 'saturated_hinge'"]
+    assert resume_differences(cfg, apply_overrides(cfg, ["model.weighted=false"]), mid_epoch=False) == [
+        "model.weighted: True != False"]
+
+
 def test_mid_epoch_resume_refuses_another_seed(tmp_path):
     from ftprop.runs import resume_differences
 

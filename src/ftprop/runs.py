@@ -200,7 +200,7 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
     take: the model, the data (not where it lives), the optimiser's kind, and, inside an epoch,
     the batch size and seed (the batches already trained would no longer be the ones skipped)."""
-    da, db = config_to_dict(previous), config_to_dict(cfg)
+    da, db = _resolved(config_to_dict(previous)), _resolved(config_to_dict(cfg))
     pairs = {f"{s}.{k}": (da[s][k], db[s][k]) for s in ("model", "data") for k in da[s] if k != "options"}
     for s in ("model", "data"):
         for k in set(da[s]["options"]) | set(db[s]["options"]):
@@ -210,6 +210,26 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
         for k in ("batch_size", "seed"):
             pairs[f"train.{k}"] = (da["train"][k], db["train"][k])
     return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in _RESUME_FREE and a != b]
+
+
+def _resolved(d: dict) -> dict:
+    """A config dict with the defaults and spellings that build the same model made explicit
+    (loss None = soft_hinge, an alias = its loss, weighted None = True, staircase steps None = 3
+    and surrogate None = "single", dataset names in any case), so that a resume compares models."""
+    from .losses import get_loss
+
+    model, data = dict(d["model"]), dict(d["data"])
+    if model["activation"] in ("sign", "step", "staircase"):
+        try:
+            model["loss"] = get_loss(model["loss"] or "soft_hinge").name
+        except ValueError:
+            pass  # an unknown loss stays as written (and differs)
+        model["weighted"] = True if model["weighted"] is None else model["weighted"]
+    if model["activation"] == "staircase":
+        model["steps"] = 3 if model["steps"] is None else model["steps"]
+        model["surrogate"] = model["surrogate"] or "single"
+    data["name"] = str(data["name"]).lower()
+    return {**d, "model": model, "data": data}
 
 
 def config_from_checkpoint(state: dict) -> Config:
