@@ -64,6 +64,9 @@ def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
     # a second call reuses the finished runs instead of training again
     path = run_table1(tmp_path / "out", runs, notes, log=lambda m: None)
     assert path.read_text() == text
+    # a call that plans one cell keeps the others in the table
+    path = run_table1(tmp_path / "out", runs[:1], notes, log=lambda m: None)
+    assert path.read_text() == text
     assert main(["reproduce", "table1", "--rows", "convnet4", "--data-root", str(tmp_path / "data"),
                  "--dry-run"]) == 0
     assert "convnet4-qrelu_ftpsh" in capsys.readouterr().out

@@ -90,7 +90,8 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
 
 
 def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str], None] = print) -> Path:
-    """Train (or resume, or reuse) every planned cell, then write ``out/table1.md``."""
+    """Train (or resume, or reuse) every planned cell, then write ``out/table1.md`` of every run
+    in ``out``, those of earlier calls included."""
     from .engine import train
 
     out = Path(out)
@@ -107,6 +108,12 @@ def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str
             log(notes[-1])
             continue
         done.setdefault((row, col), []).append(run_dir)
+    # The table covers every run in ``out``: cells (and seeds) of earlier calls stay in it.
+    for row in ROWS:
+        for col in COLS:
+            found = {p.parent for p in (out / f"{row}-{col}").glob("seed*/config.toml")}
+            if found - set(done.get((row, col), [])):
+                done[(row, col)] = sorted(found | set(done.get((row, col), [])))
     return write_table1(out, done, notes)
 
 
