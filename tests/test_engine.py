@@ -260,6 +260,19 @@ def test_a_new_run_that_fails_before_its_first_epoch_leaves_nothing_behind(tmp_p
     assert len(read_metrics(tmp_path / "new" / "metrics.jsonl")) == 1
 
 
+def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
+    from ftprop.cli import main
+
+    (tmp_path / "afile").write_text("")
+    cases = [(["train", "--config", str(tmp_path)], "is a directory, not a TOML file"),
+             (["evaluate", str(tmp_path / "nowhere")], "no such directory"),
+             (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
+             (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory")]
+    for argv, message in cases:
+        assert main(argv) != 0, argv
+        assert message in capsys.readouterr().err, argv
+
+
 def test_run_names_outside_ascii_read_back(tmp_path):
     cfg = small_config("name='run😀 ü'", "data.root='/tmp/dätä'", epochs=1)
     train(cfg, tmp_path / "r", log=None)

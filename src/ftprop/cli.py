@@ -92,6 +92,8 @@ def resolve_train_config(args: argparse.Namespace):
         run_cfg = Path(args.resume) / "config.toml"
         if args.config is not None:
             raise ValueError("--resume continues a run with its own config; pass changes with flags or --set")
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError("--resume continues the run in its own directory: drop --out")
         if not run_cfg.is_file():
             raise ValueError(f"cannot resume {args.resume}: it holds no run (no config.toml)")
         cfg = load_config(run_cfg)

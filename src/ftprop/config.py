@@ -183,7 +183,8 @@ def load_config(path: str | Path) -> Config:
     """Read a TOML config file; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is a directory, not a TOML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
@@ -247,6 +248,7 @@ def validate(cfg: Config) -> None:
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.eval_batch_size >= 0, "train.eval_batch_size must be >= 0 (0: 4 x batch_size)"),
         (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        (0 <= t.seed < 2**63, "train.seed must be in [0, 2^63)"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no averaging; e.g. 0.999)"),
         (o.lr > 0, "optim.lr must be > 0"),

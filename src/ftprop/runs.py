@@ -65,6 +65,8 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
+    elif not path.exists() and path.suffix != ".pt":
+        raise RunDirError(f"no run at {path}: no such directory")
     if not path.is_file():
         raise RunDirError(f"no checkpoint at {path}: the run has not completed an epoch yet")
     try:
