@@ -706,3 +706,9 @@ def test_imagefolder_corrupt_image_names_the_file(tmp_path, workers):
         for _ in ds.batches(2, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0)):
             pass
     assert "Traceback" not in str(e.value)
+
+
+@pytest.mark.parametrize("option", [{"crop": 32.7}, {"workers": 1.5}, {"workers": True}])
+def test_imagefolder_options_must_be_whole_numbers(tmp_path, option):
+    with pytest.raises(ValueError, match=f"data.options.{next(iter(option))} must be a whole number"):
+        load_dataset("imagefolder", tmp_path, "train", **{"resize": 40, "crop": 32, "workers": 0, **option})

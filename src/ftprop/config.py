@@ -274,9 +274,12 @@ def validate(cfg: Config) -> None:
     if s.name == "multistep" and not s.milestones:
         raise ConfigError("schedule.name = 'multistep' needs schedule.milestones (e.g. [200, 250])")
     if s.name != "multistep" and s.milestones:
-        raise ConfigError(f"schedule.milestones only apply to the multistep schedule, not {s.name!r}")
+        raise ConfigError(f"schedule.milestones only apply to the multistep schedule, not {s.name!r} "
+                          f"(add --set schedule.milestones=[] to drop them)")
     if s.name in ("cosine", "onecycle") and s.warmup_epochs >= t.epochs:
         raise ConfigError(f"schedule.warmup_epochs = {s.warmup_epochs} leaves no decay in {t.epochs} epochs; "
                           f"make it shorter than train.epochs")
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ConfigError("optim.nesterov = true needs optim.momentum > 0")
     if o.name != "sgd" and (o.nesterov or o.momentum != 0.9):
         raise ConfigError(f"optim.momentum/nesterov apply to sgd only, not {o.name!r} (use optim.betas)")

@@ -230,6 +230,9 @@ def _images(folder: Path) -> list[str]:
 def load_imagefolder(root: Path, split: str = "train", download: bool = False, workers: int = 4,
                      resize: int = 256, crop: int = 224) -> ImageFolderDataset:
     """A class-folder image dataset (ImageNet layout); ``split="test"`` reads ``val/``."""
+    for key, value in (("workers", workers), ("resize", resize), ("crop", crop)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"data.options.{key} must be a whole number, got {value!r}")
     if crop < 1 or resize < crop:
         raise ValueError(f"need 1 <= crop <= resize, got crop={crop}, resize={resize}")
     if workers < 0:
