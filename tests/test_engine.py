@@ -612,3 +612,15 @@ def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
     atomic_write_text(tmp_path / "atomic", "x")
     assert (tmp_path / "atomic").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
     assert [p.name for p in tmp_path.iterdir()].count("atomic") == 1 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_report_refuses_runs_without_a_finished_epoch(tmp_path):
+    from ftprop.report import write_report
+    from ftprop.runs import config_to_toml
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.toml").write_text(config_to_toml(small_config()))
+    (tmp_path / "r" / "metrics.jsonl").write_text("")
+    with pytest.raises(RunDirError, match="no finished epoch to report"):
+        write_report([tmp_path / "r"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import config_to_dict
-from .runs import Run, atomic_write_text, read_run
+from .runs import Run, RunDirError, atomic_write_text, read_run
 
 __all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
 
@@ -106,6 +106,10 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
     """Read runs, write ``out/report.md`` (+ ``report.json``) and ``out/curves.png``."""
     runs = [read_run(p) for p in run_dirs]
+    empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
+    if empty:
+        raise RunDirError(f"no finished epoch to report in {', '.join(empty)}: train (or resume) them first, "
+                          f"or leave them out")
     table, rows = runs_table(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
