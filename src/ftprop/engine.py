@@ -331,11 +331,16 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
             what = "a run" if cfg_file.is_file() else "other files"
             raise RunDirError(f"{out} already holds {what}; use --resume {out} to continue it, another --out, "
                               f"or --force to overwrite it")
-        for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)  # else the old run's curves mix with the new
+        _remove_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     return out, None
+
+
+def _remove_run_files(out: Path) -> None:
+    """Delete what a run writes in ``out`` (and nothing else the folder holds)."""
+    for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)  # else an old run's curves mix with a new one's
 
 
 def _log_default(message: str) -> None:
@@ -365,9 +370,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         if run_dir is not None and not resume and not (run_dir / CHECKPOINT).is_file():
             metrics = run_dir / "metrics.jsonl"
             if not metrics.is_file() or not metrics.read_text().strip():
-                for name in ("config.toml", "environment.json", "metrics.jsonl", "summary.json"):
-                    (run_dir / name).unlink(missing_ok=True)
-                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+                _remove_run_files(run_dir)
                 if made.get("new") and not any(run_dir.iterdir()):
                     run_dir.rmdir()
         raise

@@ -111,9 +111,9 @@ def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str
     # The table covers every run in ``out``: cells (and seeds) of earlier calls stay in it.
     for row in ROWS:
         for col in COLS:
-            found = {p.parent for p in (out / f"{row}-{col}").glob("seed*/config.toml")}
-            if found - set(done.get((row, col), [])):
-                done[(row, col)] = sorted(found | set(done.get((row, col), [])))
+            found = sorted(p.parent for p in (out / f"{row}-{col}").glob("seed*/config.toml"))
+            if found:  # (every run trained above is among them: train writes config.toml first)
+                done[(row, col)] = found
     return write_table1(out, done, notes)
 
 

@@ -223,9 +223,12 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     if isinstance(answer, ExactAnswer) and not answer.separable:
         return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), "exact"
     if isinstance(answer, ExactAnswer):
-        def candidates():  # the exact separator of exact_inputs mapped to inputs, the boxed one, then on inputs
-            for other in (answer, lambda: exact_separation(exact_inputs, targets, box=True)):
-                other = other() if callable(other) else other  # (the boxed LP only if it is needed)
+        def exact_answers():  # the boxed LP runs only if the first separator is not taken
+            yield answer
+            yield exact_separation(exact_inputs, targets, box=True)
+
+        def candidates():  # the exact separators of exact_inputs mapped to inputs, then one of inputs
+            for other in exact_answers():
                 if isinstance(other, ExactAnswer) and other.separable:
                     w, b = _float_separator(other.weight, other.bias)
                     with np.errstate(over="ignore", invalid="ignore"):
@@ -509,12 +512,19 @@ def _plain(z: np.ndarray):
     return z, lambda w, b: (w, b)
 
 
+def common_exponent(x: np.ndarray) -> int:
+    """k such that x * 2^-k has its largest entry in [0.5, 1) when x's entries are so large or so
+    small that squares, means or an SVD of them would overflow or underflow; else 0. Scaling by
+    a power of two is exact and changes no order, no sign and no direction."""
+    top = float(np.abs(x).max(initial=0.0))
+    return int(np.frexp(top)[1]) if top > 2.0**400 or 0 < top < 2.0**-400 else 0
+
+
 def _whitened(z: np.ndarray):
     """z in its principal axes, each scaled to unit spread (axes with no spread in float64
     dropped), and the map of a separator (w, b) there back to z."""
-    top = np.abs(z).max(initial=0.0)
-    k = int(np.frexp(top)[1]) if top > 2.0**400 or 0 < top < 2.0**-400 else 0
-    z = np.ldexp(z, -k)  # a power of two that keeps the mean and the SVD from overflowing
+    k = common_exponent(z)
+    z = np.ldexp(z, -k)  # keeps the mean and the SVD from overflowing
     centre = z.mean(axis=0)
     _, s, vt = np.linalg.svd(z - centre, full_matrices=False)
     axes = s > s[0] * max(z.shape) * np.finfo(np.float64).eps

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .lp import conflict_lp, scaled_coordinates
+from .lp import common_exponent, conflict_lp, scaled_coordinates
 
 __all__ = ["Hint", "SearchStats", "TargetSearch", "example_order", "search_targets", "luby"]
 
@@ -136,9 +136,7 @@ def example_order(x: np.ndarray, t: np.ndarray, kind: str = "nn", start: int = 0
 def _orders(x: np.ndarray, t: np.ndarray, rng: np.random.Generator):
     """Example orders for successive restarts: three fixed ones, then randomised variants."""
     m = len(x)
-    top = np.abs(x).max(initial=0.0)
-    if top > 2.0**400 or 0 < top < 2.0**-400:  # squared distances would overflow or underflow:
-        x = x * 2.0 ** -np.frexp(top)[1]       # one common power of two keeps the orders
+    x = np.ldexp(x, -common_exponent(x))  # squared distances must not overflow or underflow
     centre = x.mean(0)
     far = int(np.argmax(((x - centre) ** 2).sum(1)))
     yield example_order(x, t, "radial", far)
