@@ -130,6 +130,14 @@ def test_non_finite_training_stops_naming_where_and_keeps_checkpoint(tmp_path, a
     assert len(read_metrics(tmp_path / "r" / "metrics.jsonl")) == 1
 
 
+def test_an_optimiser_step_past_float_range_is_a_clear_error_and_leaves_no_run(tmp_path):
+    """Adam's first step size is lr / (1 - beta1) = 10 lr: lr 1e38 overflows float32 inside torch."""
+    cfg = small_config("optim.name=adam", "optim.lr=1e38", epochs=1)
+    with pytest.raises(NonFiniteLossError, match=r"optimiser step overflowed at epoch 1, step 0.*Lower optim.lr"):
+        train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
+    assert not (tmp_path / "r").exists()
+
+
 def test_multistep_schedule_follows_the_paper():
     cfg = config_from_dict({"optim": {"lr": 1.0}, "schedule": {"name": "multistep", "milestones": [200, 250]},
                             "train": {"epochs": 300}})

@@ -499,7 +499,14 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer_step()
+                try:
+                    optimizer_step()
+                except RuntimeError as err:  # e.g. Adam's step size lr / (1 - beta1^t) past float range
+                    if "overflow" not in str(err):
+                        raise
+                    raise NonFiniteLossError(f"the optimiser step overflowed at epoch {epoch}, step {step} ({err}); "
+                                             f"{_kept(run_dir, saved)}. Lower optim.lr "
+                                             f"(now {cfg.optim.lr:g}).") from err
                 if ema is not None:
                     ema.update()
                 loss = loss.detach()
