@@ -5,7 +5,9 @@ data rounded to one decimal, so with ties; and near-duplicate pairs of examples,
 apart, with random targets), each answered by ``ftprop.exact.separable`` twice in one process:
 with the rational LP (:mod:`ftprop.exact.rational`) and without it (``MAX_SIMPLEX_WORK = 0``, the
 code before it). Every answer marked exact is verified here in Fractions
-(``certify.rational_separator_holds``, ``certify.witness_holds``).
+(``certify.rational_separator_holds``, ``certify.witness_holds``). A second table times the
+rational LP alone (``rational.exact_separation``) on problems of growing size, with and without
+the boxed margin, to show where its work limit refuses.
 
     python benchmarks/exact_rational_fuzz.py [--problems 400] [--seed 7]
 
@@ -49,6 +51,43 @@ def problem(kind: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
         half = m - m // 2
         x[m // 2:] = x[:half] + rng.standard_normal((half, n)) * 10.0 ** -rng.integers(8, 15)
     return x, np.where(rng.random(m) < 0.5, 1.0, -1.0)
+
+
+def sized_problems(rng: np.random.Generator):
+    """(name, x, t) of growing size: Gaussian examples with random targets (mostly not
+    separable) and with targets from a random hyperplane (separable), the digits, and extreme
+    magnitudes."""
+    for m, n in ((40, 6), (200, 10), (100, 20), (500, 20)):
+        x = rng.standard_normal((m, n))
+        yield f"Gaussian {m}x{n}, random targets", x, np.where(rng.random(m) < 0.5, 1.0, -1.0)
+        yield f"Gaussian {m}x{n}, hyperplane targets", x, np.where(x @ rng.standard_normal(n) > 0, 1.0, -1.0)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.data.astype(np.float64)
+    yield "digits 1797x64, class 0 against the rest", x, np.where(digits.target == 0, 1.0, -1.0)
+    x = rng.standard_normal((60, 8)) * 10.0 ** rng.integers(-300, 301, size=(60, 8))
+    yield "60x8, magnitudes 1e-300 to 1e300", x, np.where(rng.random(60) < 0.5, 1.0, -1.0)
+
+
+def time_sizes(rng: np.random.Generator) -> list[dict]:
+    rows = []
+    for name, x, t in sized_problems(rng):
+        for box in (False, True):
+            t0 = time.perf_counter()
+            got = rational.exact_separation(x, t, box=box)
+            seconds = time.perf_counter() - t0
+            if isinstance(got, str):
+                answer_, pivots = got, None
+            else:
+                answer_, pivots = "separable" if got.separable else "not separable", got.pivots
+                ok = (rational_separator_holds(x, t, got.weight, got.bias) if got.separable
+                      else witness_holds(x, t, got.mu))
+                assert ok, f"{name}: the exact answer fails its check"
+            rows.append({"problem": name, "box": box, "answer": answer_, "pivots": pivots,
+                         "seconds": round(seconds, 4)})
+            print(rows[-1], flush=True)
+    return rows
 
 
 def answer(x: np.ndarray, t: np.ndarray) -> str:
@@ -95,6 +134,7 @@ def main(argv=None) -> int:
         if got["rational"] != got["float"]:
             changed[KINDS[kind], got["float"], got["rational"]] += 1
     rational.MAX_SIMPLEX_WORK = SIMPLEX_WORK
+    sizes = time_sizes(np.random.default_rng(args.seed))
     meta = run_meta(argv, started, problems=args.problems, seed=args.seed)
     answers = sorted({a for c in counts.values() for _, a in c})
     table = [{"kind": k, **{f"{mode}: {a}": counts[mode][k, a] for mode in counts for a in answers}} for k in KINDS]
@@ -102,7 +142,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(
         {"meta": meta, "seconds": {k: round(v, 2) for k, v in seconds.items()}, "counts": table,
-         "changed": [{"kind": k, "without": a, "with": b, "problems": n} for (k, a, b), n in sorted(changed.items())]},
+         "changed": [{"kind": k, "without": a, "with": b, "problems": n} for (k, a, b), n in sorted(changed.items())],
+         "sizes": sizes},
         indent=1))
     lines = ["# The separability LP with and without the rational LP", "",
              f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy "
@@ -115,7 +156,13 @@ def main(argv=None) -> int:
         lines += [f"| {k} | " + " | ".join(str(counts[mode][k, a]) for a in answers) + " |" for k in KINDS]
     lines += ["", "Answers that changed:", "", "| kind | without | with | problems |", "|---|---|---|---|",
               *[f"| {k} | {a} | {b} | {n} |" for (k, a, b), n in sorted(changed.items())], "",
-              f"Time for all problems: {seconds['float']:.1f} s without, {seconds['rational']:.1f} s with.", ""]
+              f"Time for all problems: {seconds['float']:.1f} s without, {seconds['rational']:.1f} s with.", "",
+              "The rational LP alone (`rational.exact_separation`, work limit "
+              f"{SIMPLEX_WORK:.2g}; \"too large\" = refused by it; boxed = the margin LP with bounded weights; "
+              "every exact answer verified in Fractions):", "",
+              "| problem | boxed | answer | pivots | seconds |", "|---|---|---|---|---|",
+              *[f"| {r['problem']} | {'yes' if r['box'] else 'no'} | {r['answer']} | "
+                f"{'' if r['pivots'] is None else r['pivots']} | {r['seconds']:.3f} |" for r in sizes], ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
     print("\n".join(lines))
     return 0
