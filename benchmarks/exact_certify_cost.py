@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     lines = [
         "# Cost of the exact certificate checks", "",
         f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy {meta['numpy']}, "
-        f"SciPy {meta['scipy']}, torch {meta['torch']}; one thread; median of {args.rounds} interleaved rounds.", "",
+        f"SciPy {meta['scipy']}, torch {meta['torch']}; one thread; median of {args.rounds} interleaved rounds; "
+        f"git {meta['git_commit']}.", "",
         "Exact search, `heuristic=\"none\"` (both modes search the same tree when they agree):", "",
         "| instance | answer | nodes | LP calls | same answer without the exact checks | exact s | float s | ratio |",
         "|---|---|---|---|---|---|---|---|",

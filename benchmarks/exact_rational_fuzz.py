@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     lines = ["# The separability LP with and without the rational LP", "",
              f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy "
              f"{meta['numpy']}, SciPy {meta['scipy']}; {args.problems} problems, seed {args.seed}, "
-             f"{args.problems // len(KINDS)} of each kind; one process, both modes on each problem. Every exact "
+             f"{args.problems // len(KINDS)} of each kind; git {meta['git_commit']}; one process, both modes on each "
+             "problem. Every exact "
              "answer was verified in Fractions.", "",
              "| kind | " + " | ".join(answers) + " |", "|---|" + "---|" * len(answers)]
     for mode, label in (("float", "without"), ("rational", "with")):

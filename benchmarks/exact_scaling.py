@@ -38,7 +38,7 @@ import scipy
 import torch
 
 from ftprop.exact import parity, planted, solve
-from ftprop.runs import atomic_write_text
+from ftprop.runs import atomic_write_text, git_commit
 
 METHODS = ("ftprop", "milp", "mb")
 
@@ -180,7 +180,7 @@ def run_meta(argv, started: float, **settings) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({_cpu_model()}), {platform.system()}",
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__, **settings,
+        "torch": torch.__version__, "git_commit": git_commit(), **settings,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -200,7 +200,7 @@ def markdown(meta, results, report) -> str:
              f"`{meta['command']}` — {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy "
              f"{meta['numpy']}, SciPy {meta['scipy']} (HiGHS), torch {meta['torch']}; {meta['threads']}; "
              f"budget {meta['budget_s']:g} s per method and instance; seed {meta['seed']}; "
-             f"total {meta['total_seconds'] / 60:.1f} min.", "",
+             f"total {meta['total_seconds'] / 60:.1f} min; git {meta.get('git_commit')}.", "",
              "✔ feasible = a network was found and checked by a float64 forward pass; ✘ infeasible = proved "
              "that no network of that architecture exists; ? unknown = budget spent. `mb` can never prove "
              "infeasibility. Times are wall-clock seconds including model building and (for ftprop) the short "

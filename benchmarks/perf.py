@@ -35,7 +35,7 @@ from torch import nn
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
-from ftprop.runs import atomic_write_text
+from ftprop.runs import atomic_write_text, git_commit
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -88,7 +88,7 @@ def machine(device: torch.device) -> dict:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "command": "python " + " ".join(sys.argv)}
+            "command": "python " + " ".join(sys.argv), "git_commit": git_commit()}
     try:
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
     except (OSError, StopIteration):
@@ -175,7 +175,8 @@ def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: b
     m = payload["machine"]
     head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
             f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
-            f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`", ""]
+            f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`",
+            f"- git: {m.get('git_commit')}", ""]
     atomic_write_text(RESULTS / f"{name}.md", "\n".join(head + table + [""] + notes) + "\n")
     if not quiet:
         print("\n".join(table + [""] + notes))
