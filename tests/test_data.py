@@ -660,6 +660,21 @@ def test_start_skips_batches_with_the_same_randomness(kind, request):
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(full[2:], rest))
 
 
+@pytest.mark.parametrize("kind", ["cifar10", "imagefolder"])
+def test_batches_leave_the_global_rng_alone(kind, request):
+    """Dropout draws from the global RNG, which a mid-epoch resume restores: the batches must not
+    draw from it (a DataLoader does, for its workers' seed, unless it has a generator of its own)."""
+    if kind == "cifar10":
+        ds = load_dataset("cifar10", request.getfixturevalue("cifar_root"), "train")
+    else:
+        ds = load_folder(request.getfixturevalue("folder_root"), "train")
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for _ in ds.batches(3, shuffle=True, augment=True, generator=torch.Generator().manual_seed(1), start=1):
+        pass
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_imagefolder_val_split_and_to(folder_root):
     val = load_folder(folder_root, "val", val_fraction=0.34, val_seed=0)
     train = load_folder(folder_root, "train", val_fraction=0.34, val_seed=0)

@@ -469,6 +469,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             first = start_step if epoch == start_epoch else 0
             if first and carry is not None:
                 torch.set_rng_state(carry["rng"])
+                if device.type == "cuda" and carry.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state(carry["cuda_rng"], device)
                 loss_sum, correct, seen = (carry["loss_sum"].to(device), carry["correct"].to(device), carry["seen"])
                 seen_before = seen  # examples of this epoch trained before the resume
             else:
@@ -530,7 +532,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             elapsed += train_time
             if stopper.signal is not None and step < steps_per_epoch - 1:
                 partial = {"rng": torch.get_rng_state(), "loss_sum": loss_sum.cpu(), "correct": correct.cpu(),
-                           "seen": seen}
+                           "seen": seen,  # dropout on a GPU draws from the device's generator
+                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
                 checkpoint(epoch - 1, step + 1, partial)
                 status = "stopped"
                 log(f"stopped by signal {stopper.signal} at epoch {epoch}, step {step + 1}; "

@@ -195,8 +195,11 @@ class ImageFolderDataset:
         stop = n - n % batch_size if drop_last else n
         batch_items = _BatchItems(order, seed, batch_size, stop, start)
         cuda = self.device.type == "cuda"
+        # A generator of its own: a DataLoader draws its workers' base seed when iterated, from the global
+        # RNG unless given one, which would move dropout's masks (and break an exact mid-epoch resume).
+        # The decoding's randomness comes from ``seed`` alone.
         loader = DataLoader(self._decode, batch_sampler=batch_items, num_workers=self.workers, collate_fn=_collate,
-                            pin_memory=cuda)
+                            pin_memory=cuda, generator=torch.Generator())
         for out in loader:
             if isinstance(out, _Failed):
                 raise _decode_error(out)
