@@ -128,6 +128,8 @@ def test_non_finite_training_stops_naming_where_and_keeps_checkpoint(tmp_path, a
     assert "checkpoint (after epoch 1)" in str(err.value)
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
     assert len(read_metrics(tmp_path / "r" / "metrics.jsonl")) == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())  # agrees with the metrics, says it failed
+    assert summary["status"] == "failed: NonFiniteLossError" and summary["epochs"] == 1
 
 
 def test_an_optimiser_step_past_float_range_is_a_clear_error_and_leaves_no_run(tmp_path):
@@ -214,6 +216,40 @@ def test_resume_takes_new_optimiser_settings_and_data_location_but_not_another_o
     group = load_checkpoint(tmp_path / "r")["optimizer"]["param_groups"][0]
     assert group["weight_decay"] == 0.01 and list(group["betas"]) == [0.8, 0.99]
     assert read_run(tmp_path / "r").config.optim.weight_decay == 0.01
+
+
+def test_a_resume_that_fails_leaves_the_run_as_its_checkpoint_describes(tmp_path):
+    """config.toml is rewritten with the resume's first checkpoint, not before: a plain --resume
+    (which reads it) must not take up the settings of an attempt that failed."""
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    config_before = (tmp_path / "r" / "config.toml").read_text()
+    with pytest.raises(NonFiniteLossError):
+        train(apply_overrides(cfg, ["optim.lr=1e38", "train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    assert (tmp_path / "r" / "config.toml").read_text() == config_before
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed: NonFiniteLossError" and summary["epochs"] == 1
+    assert len(read_metrics(tmp_path / "r" / "metrics.jsonl")) == load_checkpoint(tmp_path / "r")["epoch"] == 1
+    env = json.loads((tmp_path / "r" / "environment.json").read_text())
+    assert "resumed" not in env  # the failed attempt trained nothing
+    again = train(apply_overrides(read_run(tmp_path / "r").config, ["train.epochs=2"]), tmp_path / "r", resume=True,
+                  log=None)
+    assert again.summary["status"] == "completed" and again.summary["epochs"] == 2
+    assert read_run(tmp_path / "r").config.train.epochs == 2
+
+
+def test_resume_cannot_switch_the_weight_average_on_or_off(tmp_path):
+    """With an average, test_acc measures it; switching it mid-run would mix two measures in one curve."""
+    plain, averaged = small_config(epochs=1), small_config("train.ema_decay=0.99", epochs=1)
+    train(plain, tmp_path / "plain", log=None)
+    train(averaged, tmp_path / "avg", log=None)
+    with pytest.raises(RunDirError, match=r"weight average on/off.*train.ema_decay: 0.0 != 0.99"):
+        train(apply_overrides(averaged, ["train.epochs=2"]), tmp_path / "plain", resume=True, log=None)
+    with pytest.raises(RunDirError, match=r"train.ema_decay: 0.99 != 0.0"):
+        train(apply_overrides(plain, ["train.epochs=2"]), tmp_path / "avg", resume=True, log=None)
+    slower = train(apply_overrides(averaged, ["train.ema_decay=0.995", "train.epochs=2"]), tmp_path / "avg",
+                   resume=True, log=None)  # another decay is fine
+    assert [("live_test_acc" in r) for r in slower.history] == [True, True]
 
 
 def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):

@@ -36,6 +36,7 @@ from .runs import (
     CHECKPOINT,
     RunDirError,
     atomic_write_text,
+    config_from_checkpoint,
     config_to_toml,
     environment,
     load_checkpoint,
@@ -316,10 +317,13 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
 
         previous = read_run(out).config
         state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+        if state is not None:  # what the weights were trained with (config.toml says the same once written)
+            previous = config_from_checkpoint(state)
         diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
         if diffs:
-            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind or, "
-                              f"inside an epoch, batch size or seed (start a new run instead): " + "; ".join(diffs))
+            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, weight average "
+                              f"on/off or, inside an epoch, batch size or seed (start a new run instead): "
+                              + "; ".join(diffs))
         reached = 0 if state is None else state["epoch"] + (state["step"] > 0)
         if reached > cfg.train.epochs:
             part = " and part of the next" if state["step"] > 0 else ""
@@ -365,7 +369,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         return _train(cfg, out, resume, force, save, progress, log, data, made)
     except TrainingStopped:
         raise
-    except BaseException:
+    except BaseException as err:
         run_dir = made.get("dir")
         if run_dir is not None and not resume and not (run_dir / CHECKPOINT).is_file():
             metrics = run_dir / "metrics.jsonl"
@@ -373,6 +377,9 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 _remove_run_files(run_dir)
                 if made.get("new") and not any(run_dir.iterdir()):
                     run_dir.rmdir()
+                raise
+        if "write_summary" in made and (run_dir / "summary.json").exists():  # say the last attempt failed
+            made["write_summary"](f"failed: {type(err).__name__}")
         raise
 
 
@@ -415,12 +422,11 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     if ema is not None and state is not None:
-        if state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        else:
-            log("note: the checkpoint has no weight average (train.ema_decay was 0); "
-                "it starts from the current weights")
-    if run_dir is not None:
+        ema.load_state_dict(state["ema"])  # a resume cannot switch the average on (resume_differences)
+    def describe_run() -> None:
+        """config.toml and environment.json; a resume writes them with its first checkpoint, so one
+        that fails before it leaves the run as its checkpoint describes it (and a later plain
+        ``--resume``, which reads config.toml, does not take up the failed settings)."""
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
         if resume and env_path.is_file():  # keep where the run started; list each resume
@@ -428,6 +434,12 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step})
             env = first
         atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
+
+    described = False
+    if run_dir is not None:
+        if not resume or state is None:
+            describe_run()
+            described = True
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     tb = _tensorboard(run_dir) if run_dir is not None and cfg.train.tensorboard else None
 
@@ -454,13 +466,22 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     saved = (state["epoch"], state["step"]) if state is not None else None  # the last checkpoint written
 
     def checkpoint(epoch: int, step: int, partial: dict | None = None) -> None:
-        nonlocal saved
+        nonlocal saved, described
         if run_dir is not None:
             saved = (epoch, step)
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "history": history, "elapsed": elapsed})
+            if not described:
+                describe_run()
+                described = True
+
+    def write_summary(status: str) -> None:
+        if run_dir is not None:
+            atomic_write_text(run_dir / "summary.json", json.dumps(_summary(history, status, elapsed), indent=2) + "\n")
+
+    made["write_summary"] = write_summary
 
     with stopper.installed():
         for epoch in range(start_epoch, t.epochs + 1):
@@ -560,6 +581,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     checkpoint(epoch, 0)
                 with open(run_dir / "metrics.jsonl", "a") as f:  # rewritten from the checkpoint on resume
                     f.write(json.dumps(row) + "\n")
+                write_summary("running")  # the state a kill leaves agrees with metrics.jsonl
             if tb is not None:
                 for k, v in row.items():
                     if k != "epoch":
@@ -574,7 +596,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         tb.close()
     summary = _summary(history, status, elapsed)
     if run_dir is not None:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_summary(status)
         if history:
             from .report import plot_runs
 

@@ -200,14 +200,19 @@ _RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
 
 def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
     """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
-    take: the model, the data (not where it lives), the optimiser's kind, and, inside an epoch,
-    the batch size and seed (the batches already trained would no longer be the ones skipped)."""
+    take: the model, the data (not where it lives), the optimiser's kind, a weight average switched
+    on or off (``test_acc`` would measure other weights from then on, and the best over epochs would
+    mix the two), and, inside an epoch, the batch size and seed (the batches already trained would no
+    longer be the ones skipped). The average's decay itself may change."""
     da, db = _resolved(config_to_dict(previous)), _resolved(config_to_dict(cfg))
     pairs = {f"{s}.{k}": (da[s][k], db[s][k]) for s in ("model", "data") for k in da[s] if k != "options"}
     for s in ("model", "data"):
         for k in set(da[s]["options"]) | set(db[s]["options"]):
             pairs[f"{s}.options.{k}"] = (da[s]["options"].get(k), db[s]["options"].get(k))
     pairs["optim.name"] = (da["optim"]["name"], db["optim"]["name"])
+    ema = (da["train"]["ema_decay"], db["train"]["ema_decay"])
+    if (ema[0] > 0) != (ema[1] > 0):
+        pairs["train.ema_decay"] = ema
     if mid_epoch:
         for k in ("batch_size", "seed"):
             pairs[f"train.{k}"] = (da["train"][k], db["train"][k])
