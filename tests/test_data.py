@@ -467,6 +467,36 @@ def test_idx_own_folder_wins_over_root(tmp_path):
     assert torch.equal(ds.images[:, 0], torch.from_numpy(fashion["test"][2]))
 
 
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 1009, 974]  # MNIST's uneven test classes
+
+
+def write_official_size_test_split(folder, counts):
+    labels = np.repeat(np.arange(10, dtype=np.uint8), counts)
+    write_idx(Path(folder) / "t10k-images-idx3-ubyte", np.zeros((len(labels), 28, 28), np.uint8), gz=True)
+    write_idx(Path(folder) / "t10k-labels-idx1-ubyte", labels, gz=True)
+
+
+def test_mnist_and_fashion_mnist_files_are_told_apart_outside_their_own_folders(tmp_path, server, monkeypatch):
+    """Their files share names: official-size labels in a bare root are checked to be the asked dataset's."""
+    write_official_size_test_split(tmp_path / "a", MNIST_TEST_COUNTS)
+    assert len(load_dataset("mnist", tmp_path / "a", "test")) == 10000
+    with pytest.raises(DatasetError, match=r"looks like mnist's test labels, not fashion-mnist's.*own folder"):
+        load_dataset("fashion-mnist", tmp_path / "a", "test")
+    write_official_size_test_split(tmp_path / "b", [1000] * 10)
+    assert len(load_dataset("fashion-mnist", tmp_path / "b", "test")) == 10000
+    with pytest.raises(DatasetError, match=r"looks like fashion-mnist's test labels, not mnist's"):
+        load_dataset("mnist", tmp_path / "b", "test")
+    # with --download, the right files are fetched into the dataset's own folder and used
+    served, url = server
+    write_official_size_test_split(served, [1000] * 10)
+    sums = {p.name: md5(p) for p in served.iterdir()}
+    monkeypatch.setitem(idx_mod.SOURCES["fashion-mnist"], "url", url)
+    monkeypatch.setitem(idx_mod.SOURCES["fashion-mnist"], "md5", sums)
+    ds = load_dataset("fashion-mnist", tmp_path / "a", "test", download=True)
+    assert torch.bincount(ds.labels).tolist() == [1000] * 10
+    assert (tmp_path / "a" / "fashion-mnist" / "raw" / "t10k-labels-idx1-ubyte.gz").is_file()
+
+
 def test_fashion_mnist_system_fallback(tmp_path, monkeypatch):
     files = write_mnist(tmp_path / "usr-share")
     monkeypatch.setitem(idx_mod.SOURCES["fashion-mnist"], "fallbacks", (tmp_path / "usr-share",))

@@ -47,7 +47,8 @@ SOURCES = {
         # /work/shared/data/fashion-mnist) is re-gzipped, so its .gz md5s differ; its decompressed
         # contents have md5 f4a8712d7a061bf5bd6d2ca38dc4d50a (train images), 9018921c3c673c538a1fc5bad174d6f9
         # (train labels), 8181f5470baa50b63fa0f6fddb340f0a (t10k images), 15d484375f8d13e6eb1aabb0c3f46965
-        # (t10k labels). Local files are never checksummed; only downloads are.
+        # (t10k labels). Local files are never checksummed; only downloads are (but official-size
+        # labels are checked to be this dataset's, not MNIST's: _other_dataset).
         "md5": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                 "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                 "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
@@ -116,14 +117,36 @@ def _search_dirs(root: Path, name: str) -> list[Path]:
     return [*dirs, root, *SOURCES[name]["fallbacks"]]
 
 
+# The official files' sizes. Fashion-MNIST has exactly 6,000 training and 1,000 test images of each
+# class; MNIST's classes are uneven (5,421 to 6,742 and 892 to 1,135). The two share their file names,
+# so files found outside the dataset's own folder are told apart by this.
+_OFFICIAL_N = {"train": 60000, "test": 10000}
+
+
+def _other_dataset(name: str, split: str, labels: np.ndarray) -> str | None:
+    """The other dataset's name when these official-size labels are its, not ``name``'s."""
+    if len(labels) != _OFFICIAL_N[split] or labels.size == 0 or int(labels.max()) >= 10:
+        return None
+    balanced = len(set(np.bincount(labels, minlength=10).tolist())) == 1
+    if name == "fashion-mnist" and not balanced:
+        return "mnist"
+    if name == "mnist" and balanced:
+        return "fashion-mnist"
+    return None
+
+
+def _fetch(name: str, root: Path, split: str) -> None:
+    src = SOURCES[name]
+    for base in FILES[split]:
+        fetch(src["url"] + base + ".gz", root / name / "raw" / (base + ".gz"), src["md5"][base + ".gz"])
+
+
 def _load(name: str, root: Path, split: str, download: bool) -> ArrayDataset:
     src = SOURCES[name]
     root = Path(root)
     files = _find(root, name, split)
     if files is None and download:
-        dest = root / name / "raw"
-        for base in FILES[split]:
-            fetch(src["url"] + base + ".gz", dest / (base + ".gz"), src["md5"][base + ".gz"])
+        _fetch(name, root, split)
         files = _find(root, name, split)
     if files is None:
         wanted = " and ".join(f"{b}[.gz]" for b in FILES[split])
@@ -131,7 +154,18 @@ def _load(name: str, root: Path, split: str, download: bool) -> ArrayDataset:
                                  f"Pass --download (download=True) to fetch them from {src['url']} into "
                                  f"{root / name / 'raw'}, or --data-root a folder that holds them")
     img_path, lab_path = files
-    images, labels = read_idx(img_path), read_idx(lab_path)
+    labels = read_idx(lab_path)
+    other = _other_dataset(name, split, labels) if labels.dtype == np.uint8 and labels.ndim == 1 else None
+    if other is not None and download:  # fetched into the dataset's own folder, which _find tries first
+        _fetch(name, root, split)
+        return _load(name, root, split, download=False)
+    if other is not None:
+        why = ("its classes are all the same size, as only Fashion-MNIST's are" if other == "fashion-mnist"
+               else "its classes differ in size, and Fashion-MNIST's are all the same")
+        raise DatasetError(f"{lab_path} looks like {other}'s {split} labels, not {name}'s ({why}; the two datasets' "
+                           f"files have the same names). Put each dataset in its own folder ({root / 'mnist'}, "
+                           f"{root / 'fashion-mnist'}), or pass --download to fetch {name}")
+    images = read_idx(img_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DatasetError(f"{img_path} holds {images.dtype.name} values of shape {images.shape}; "
                            f"expected uint8 N x 28 x 28 images")
