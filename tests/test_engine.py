@@ -458,6 +458,25 @@ def test_report_table_and_plot_hold_the_numbers(tmp_path):
     assert "mlp sign soft_hinge" in text and "mlp relu" in text
 
 
+def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the_recipe(tmp_path):
+    from ftprop.report import runs_table
+    from ftprop.runs import Run
+
+    def run(i, *overrides):
+        cfg = apply_overrides(small_config(), [f"train.seed={i}", *overrides])
+        return Run(tmp_path / str(i), cfg, [{"epoch": 1, "test_acc": 0.5 + i / 100, "train_acc": 0.9}], {})
+
+    _, rows = runs_table([run(0), run(1, "train.device=cuda", "data.root='/elsewhere'", "train.checkpoint_every=5"),
+                          run(2, "train.compile=true", "data.options.workers=4", "train.tensorboard=true"),
+                          run(3, "optim.lr=0.01"), run(4, "optim.lr=0.01", "train.eval_batch_size=7")])
+    assert [r["runs"] for r in rows] == [3, 2]  # where and how fast a run went is not its recipe
+    assert [r["seeds"] for r in rows] == [[0, 1, 2], [3, 4]]
+    method = "mlp sign soft_hinge"
+    assert [r["method"] for r in rows] == [f"{method} (optim.lr=0.001)", f"{method} (optim.lr=0.01)"]
+    _, rows = runs_table([run(0), run(1, "train.bf16=true")])
+    assert [r["method"] for r in rows] == [f"{method} (train.bf16=False)", f"{method} (train.bf16=True)"]
+
+
 def test_evaluate_matches_training_metrics():
     result = train(small_config(epochs=1), save=False, log=None)
     from ftprop.data import load_dataset

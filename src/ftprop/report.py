@@ -28,20 +28,53 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
-def _group_key(run: Run) -> str:
+# Settings that say where or how fast a run went, not what it trained: runs differing only in
+# these (and the seed) are one group. (bf16 stays: it changes the arithmetic; eval_train stays: it
+# changes what the gap is measured on.)
+_NOT_THE_RECIPE = {"data": ("root", "download"), "data.options": ("workers",),
+                   "train": ("seed", "epochs", "device", "eval_batch_size", "checkpoint_every", "tensorboard",
+                             "compile", "compile_mode", "channels_last")}
+
+
+def _recipe(run: Run) -> dict:
+    """The run's config, flattened to ``section.key: value``, without the _NOT_THE_RECIPE keys
+    (epochs: runs stopped at different epochs still share a recipe)."""
     cfg = config_to_dict(run.config)
-    cfg.pop("name")
-    cfg["train"].pop("seed")
-    cfg["train"].pop("epochs")  # runs stopped at different epochs still share a recipe
-    return json.dumps(cfg, sort_keys=True)
+    flat = {}
+    for section, values in cfg.items():
+        if section == "name":
+            continue
+        for k, v in values.items():
+            if isinstance(v, dict):
+                flat.update({f"{section}.{k}.{kk}": vv for kk, vv in v.items()
+                             if kk not in _NOT_THE_RECIPE.get(f"{section}.{k}", ())})
+            elif k not in _NOT_THE_RECIPE.get(section, ()):
+                flat[f"{section}.{k}"] = v
+    return flat
 
 
 def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:
-    """Runs that differ only in seed (and run name) form one group, in first-seen order."""
+    """Runs that differ only in seed, run name, epochs reached and settings that do not change what
+    is trained (device, data location, workers, compile, checkpointing, logging) form one group, in
+    first-seen order."""
     groups: OrderedDict[str, list[Run]] = OrderedDict()
     for run in runs:
-        groups.setdefault(_group_key(run), []).append(run)
+        groups.setdefault(json.dumps(_recipe(run), sort_keys=True, default=str), []).append(run)
     return groups
+
+
+def _labels(groups: Sequence[list[Run]]) -> list[str]:
+    """Each group's method label; groups that share one get the settings that tell them apart."""
+    labels = [g[0].label for g in groups]
+    for label in set(labels):
+        same = [i for i, lab in enumerate(labels) if lab == label]
+        if len(same) < 2:
+            continue
+        recipes = [_recipe(groups[i][0]) for i in same]
+        keys = sorted({k for r in recipes for k in r if any(r.get(k) != o.get(k) for o in recipes)})
+        for i, r in zip(same, recipes):
+            labels[i] = f"{label} ({', '.join(f'{k}={r.get(k)}' for k in keys)})"
+    return labels
 
 
 def _run_stats(run: Run) -> dict:
@@ -58,16 +91,17 @@ def runs_table(runs: Sequence[Run]) -> tuple[str, list[dict]]:
     header = ("| method | runs | best test acc (%) | final test acc (%) | final train acc (%) | gap (pts) "
               "| epochs | time (min) |\n|---|---|---|---|---|---|---|---|")
     lines, rows = [header], []
-    for group in group_runs(r for r in runs if r.metrics).values():
+    groups = list(group_runs(r for r in runs if r.metrics).values())
+    for group, label in zip(groups, _labels(groups)):
         stats = [_run_stats(r) for r in group]
         col = {k: [s[k] for s in stats] for k in stats[0]}
         epochs = sorted(set(col["epochs"]))
-        row = {"method": group[0].label, "runs": len(group), "paths": [str(r.path) for r in group],
+        row = {"method": label, "runs": len(group), "paths": [str(r.path) for r in group],
                "seeds": [r.config.train.seed for r in group],
                **{f"{k}_mean": statistics.mean(v) for k, v in col.items()},
                **{f"{k}_std": (statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in col.items()}}
         rows.append(row)
-        lines.append(f"| {group[0].label} | {len(group)} | {mean_std(col['best'])} | {mean_std(col['final'])} | "
+        lines.append(f"| {label} | {len(group)} | {mean_std(col['best'])} | {mean_std(col['final'])} | "
                      f"{mean_std(col['train'])} | {mean_std(col['gap'])} | "
                      f"{'/'.join(map(str, epochs))} | {mean_std(col['time'], scale=1 / 60, digits=1)} |")
     return "\n".join(lines) + "\n", rows
@@ -118,6 +152,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     md = out / "report.md"
     atomic_write_text(md, f"# {title}\n\n{table}\nBest = best test accuracy over epochs (as the paper reports; "
                           f"selected on the test set). Gap = final train - final test accuracy. "
-                          f"Mean ± sample std over runs that differ only in seed.\n\n![curves](curves.png)\n")
+                          f"Mean ± sample std over runs that differ only in seed (or device, data location, "
+                          f"compile).\n\n![curves](curves.png)\n")
     atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")
     return md, png
