@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 from test_data import write_cifar  # the tiny official-layout CIFAR-10 generator
@@ -45,6 +46,8 @@ def test_missing_data_skips_cells_with_a_note(tmp_path):
     assert runs == [] and "does not exist" in notes[0]
     with pytest.raises(ValueError, match="unknown row"):
         plan(rows="vgg16")
+    with pytest.raises(ValueError, match="--download needs --data-root"):  # else every cell is skipped
+        plan(rows="convnet4", download=True)
 
 
 def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
@@ -67,6 +70,20 @@ def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
     # a call that plans one cell keeps the others in the table
     path = run_table1(tmp_path / "out", runs[:1], notes, log=lambda m: None)
     assert path.read_text() == text
+    # a cell that diverges, or one already trained past --epochs, is a note; the others go on
+    row, col, _, cfg = runs[0]
+    diverging = replace(cfg, optim=replace(cfg.optim, lr=1e38))
+    notes = []
+    path = run_table1(tmp_path / "out", [(row, col, 7, diverging), *runs[:1]], notes, log=lambda m: None)
+    assert not (tmp_path / "out" / f"{row}-{col}" / "seed7").exists()
+    assert len(notes) == 1 and "seed7" in notes[0] and "overflowed" in notes[0]
+    assert path.read_text().startswith(text) and notes[0] in path.read_text()  # the same table, and the note
+    fewer = plan(rows="convnet4", cols="relu", epochs=1, data_root=str(tmp_path / "data"), device="cpu")[0]
+    train_more = [(r, c, k, replace(cfg, train=replace(cfg.train, epochs=2))) for r, c, k, cfg in fewer]
+    run_table1(tmp_path / "out", train_more, [], log=lambda m: None)
+    notes = []
+    run_table1(tmp_path / "out", fewer, notes, log=lambda m: None)
+    assert len(notes) == 1 and "already trained 2 epochs" in notes[0]
     assert main(["reproduce", "table1", "--rows", "convnet4", "--data-root", str(tmp_path / "data"),
                  "--dry-run"]) == 0
     assert "convnet4-qrelu_ftpsh" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import Config, load_config
 from .data import DatasetError
 from .report import mean_std
-from .runs import atomic_write_text, read_run
+from .runs import RunDirError, atomic_write_text, read_run
 
 ROWS = ("convnet4", "convnet8", "alexnet", "resnet18")
 COLS = ("sign_sste", "sign_ftpsh", "qrelu_sste", "qrelu_ftpsh", "relu", "satrelu")
@@ -71,7 +71,9 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
     runs, notes = [], []
     for row in _parse_list(rows, ROWS, "row"):
         root = data_root if ROW_DATA[row] == "cifar10" else imagenet_root
-        if root is None and not (download and ROW_DATA[row] == "cifar10"):
+        if root is None and download and ROW_DATA[row] == "cifar10":
+            raise ValueError("--download needs --data-root DIR: the folder to download CIFAR-10 into")
+        if root is None:
             flag = "--data-root (or --download)" if ROW_DATA[row] == "cifar10" else "--imagenet-root"
             notes.append(f"skipped {row}: no {ROW_DATA[row]} data given ({flag})")
             continue
@@ -92,7 +94,7 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
 def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str], None] = print) -> Path:
     """Train (or resume, or reuse) every planned cell, then write ``out/table1.md`` of every run
     in ``out``, those of earlier calls included."""
-    from .engine import train
+    from .engine import NonFiniteLossError, train
 
     out = Path(out)
     for note in notes:
@@ -105,6 +107,10 @@ def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str
             train(cfg, run_dir, resume=(run_dir / "config.toml").is_file(), log=log)
         except DatasetError as err:
             notes.append(f"skipped {row}-{col}: {err}")
+            log(notes[-1])
+            continue
+        except (NonFiniteLossError, RunDirError) as err:  # one cell's trouble does not stop the others
+            notes.append(f"{row}-{col} seed {cfg.train.seed} ({run_dir}): {err}")
             log(notes[-1])
             continue
         done.setdefault((row, col), []).append(run_dir)
