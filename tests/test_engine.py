@@ -188,6 +188,22 @@ def test_impossible_combinations_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.parametrize("settings, message", [
+    (["schedule.name=multistep", "schedule.milestones=[2]", "schedule.warmup_epochs=1"],
+     "schedule.warmup_epochs applies to the cosine and onecycle schedules only, not 'multistep'"),
+    (["schedule.final_lr_fraction=0.1"], "schedule.final_lr_fraction applies to the cosine and onecycle"),
+    (["schedule.name=cosine", "schedule.gamma=0.5"], "schedule.gamma applies to the multistep schedule only"),
+    (["optim.name=sgd", "optim.betas=[0.8,0.99]"], "optim.betas apply to adam and adamw only"),
+])
+def test_settings_the_schedule_or_optimiser_would_ignore_are_refused(settings, message):
+    from ftprop.config import validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(small_config(*settings))
+    validate(small_config("schedule.name=onecycle", "schedule.warmup_epochs=1", "schedule.final_lr_fraction=0.1"))
+    validate(small_config("schedule.name=multistep", "schedule.milestones=[2]", "schedule.gamma=0.5"))
+
+
 def test_resume_with_different_model_refused_and_no_silent_overwrite(tmp_path):
     cfg = small_config(epochs=1)
     train(cfg, tmp_path / "r", log=None)

@@ -279,6 +279,17 @@ def validate(cfg: Config) -> None:
     if s.name in ("cosine", "onecycle") and s.warmup_epochs >= t.epochs:
         raise ConfigError(f"schedule.warmup_epochs = {s.warmup_epochs} leaves no decay in {t.epochs} epochs; "
                           f"make it shorter than train.epochs")
+    # A setting that the chosen schedule or optimiser would ignore is refused, not silently dropped.
+    defaults = ScheduleConfig()
+    if s.name not in ("cosine", "onecycle"):
+        for key in ("warmup_epochs", "final_lr_fraction"):
+            if getattr(s, key) != getattr(defaults, key):
+                raise ConfigError(f"schedule.{key} applies to the cosine and onecycle schedules only, not {s.name!r} "
+                                  f"(drop it, or pick one of those)")
+    if s.name != "multistep" and s.gamma != defaults.gamma:
+        raise ConfigError(f"schedule.gamma applies to the multistep schedule only, not {s.name!r}")
+    if o.name == "sgd" and list(o.betas) != OptimConfig().betas:
+        raise ConfigError("optim.betas apply to adam and adamw only, not 'sgd' (use optim.momentum)")
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
         raise ConfigError("optim.nesterov = true needs optim.momentum > 0")
     if o.name != "sgd" and (o.nesterov or o.momentum != 0.9):
