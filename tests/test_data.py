@@ -277,6 +277,34 @@ def test_safe_extract_refuses_escapes(tmp_path, kind):
     assert not dest.exists() and not (tmp_path / "evil.txt").exists()
 
 
+def test_an_interrupted_extraction_leaves_whole_files_or_none(tmp_path, monkeypatch):
+    import ftprop.data.download as dl
+
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("d/one.bin", "d/two.bin"):
+            info = tarfile.TarInfo(name)
+            info.size = 3 * dl.CHUNK
+            tar.addfile(info, io.BytesIO(b"x" * info.size))
+    real, calls = dl.shutil.copyfileobj, []
+
+    def interrupted(src, out, length):  # the second file is cut off after its first chunk
+        calls.append(1)
+        if len(calls) == 2:
+            out.write(src.read(length))
+            raise KeyboardInterrupt
+        real(src, out, length)
+
+    monkeypatch.setattr(dl.shutil, "copyfileobj", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        safe_extract_tar(archive, tmp_path / "dest")
+    assert sorted(p.name for p in (tmp_path / "dest" / "d").iterdir()) == ["one.bin"]
+    assert (tmp_path / "dest" / "d" / "one.bin").stat().st_size == 3 * dl.CHUNK
+    monkeypatch.setattr(dl.shutil, "copyfileobj", real)
+    assert safe_extract_tar(archive, tmp_path / "dest") == ["d/one.bin", "d/two.bin"]
+    assert (tmp_path / "dest" / "d" / "two.bin").read_bytes() == b"x" * 3 * dl.CHUNK
+
+
 # -- batches, augmentation and the validation split (ArrayDataset) -----------------------------
 def test_shuffled_batches_cover_every_example_once(cifar_root):
     ds = load_dataset("cifar10", cifar_root, "train")

@@ -92,7 +92,8 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> list[str]:
 
     Every member must be a plain file or folder with a relative path that stays inside
     ``dest`` (no absolute paths, no '..', no links, no devices); all are checked before
-    anything is written. Returns the member names.
+    anything is written. Each file is written beside its place and renamed into it once whole.
+    Returns the member names.
     """
     archive, dest = Path(archive), Path(dest)
     try:
@@ -114,8 +115,13 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> list[str]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(m)
                 assert src is not None
-                with src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                part = target.with_name(target.name + ".part")  # renamed when whole: an interrupted
+                try:  # extraction leaves a file missing (extracted again by --download), never cut short
+                    with src, open(part, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                    os.replace(part, target)
+                finally:
+                    part.unlink(missing_ok=True)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DatasetError(f"{archive} is not a readable archive ({e}); delete it and download it again") from None
     return [m.name for m in members]
