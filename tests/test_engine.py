@@ -401,6 +401,8 @@ def test_batch_norm_check_refuses_only_one_value_per_channel():
     with pytest.raises(ConfigError, match=r"e\.g\. 2\)"):
         _check_batches(dense, (1, 4, 4), 10, 1, cpu)
     assert dense.training  # the probe leaves the mode as it found it
+    with pytest.raises(ConfigError, match="the training set holds one example"):  # no batch size can help
+        _check_batches(dense, (1, 4, 4), 1, 4, cpu)
 
 
 def test_bad_input_found_before_the_run_directory_is_made(tmp_path):

@@ -720,6 +720,15 @@ def test_cli_solve(tmp_path, capsys):
     assert "unknown problem" in capsys.readouterr().err
     assert main(["solve", "--data", str(csv)]) == 2
     assert "--hidden is required" in capsys.readouterr().err
+    one_column = tmp_path / "t1d.npz"  # T as a vector, as solve() accepts it
+    x, t = xor()
+    np.savez(one_column, X=x, T=t[:, 0])
+    assert main(["solve", "--data", str(one_column), "--hidden", "2", "--no-save"]) == 0
+    assert "1 output(s)" in capsys.readouterr().out
+    assert main(["solve", "--data", "xor", "--seed", "-1", "--no-save"]) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err
+    assert main(["solve", "--data", "xor", "--hidden", "2", "--save", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
 
 
 def test_plain_linprog_fallback_gives_the_same_answers(monkeypatch):

@@ -649,6 +649,9 @@ def _check_batches(model: nn.Module, input_shape: tuple[int, ...], examples: int
         model.train(was_training)
         for h in hooks:
             h.remove()
+    if any(single) and examples == 1:
+        raise ConfigError("the training set holds one example, and batch norm cannot normalise one value per "
+                          "channel; use more training data (a smaller data.val_fraction)")
     if any(single):
         fits = next(b for b in range(max(2, batch_size + 1), examples + 2) if examples % b != 1)
         raise ConfigError(f"with train.batch_size = {batch_size} a training batch of the {examples} examples holds "

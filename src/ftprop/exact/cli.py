@@ -51,6 +51,10 @@ def run_solve(args: argparse.Namespace) -> int:
     try:
         if args.targets < 1:
             raise ValueError(f"--targets is the number of target columns of a CSV file, >= 1; got {args.targets}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0; got {args.seed}")
+        if not args.no_save and Path(args.save).expanduser().is_dir():
+            raise ValueError(f"--save {args.save} is a folder; give a file name, e.g. {Path(args.save) / 'net.npz'}")
         folder = Path(args.save).expanduser().parent
         if not args.no_save and not folder.is_dir():
             raise ValueError(f"--save {args.save}: there is no folder {folder}; create it, or pass --no-save")
@@ -74,7 +78,7 @@ def run_solve(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     print(f"problem   {args.data}: {s.get('examples')} examples ({s.get('distinct_examples')} distinct), "
-          f"{x.shape[1]} inputs, {t.shape[1]} output(s); hidden {result.hidden}")
+          f"{x.shape[1]} inputs, {1 if t.ndim == 1 else t.shape[1]} output(s); hidden {result.hidden}")
     print(f"method    {result.method}")
     print(f"outcome   {result.status.upper()}: {result.message}")
     if saved:
