@@ -268,6 +268,22 @@ def test_resume_cannot_switch_the_weight_average_on_or_off(tmp_path):
     assert [("live_test_acc" in r) for r in slower.history] == [True, True]
 
 
+def test_a_resume_without_a_checkpoint_does_not_train_the_recorded_epochs_over(tmp_path):
+    cfg = small_config("train.checkpoint_every=5", epochs=2)
+    train(cfg, tmp_path / "r", log=None)
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # as a kill before the first checkpoint leaves it
+    metrics = (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match=r"no checkpoint.pt, though metrics.jsonl records 2 epoch\(s\).*--force"):
+        train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "r", resume=True, log=None)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_relative_data_root_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train(small_config("data.root='data'", epochs=1), tmp_path / "r", log=None)
+    assert read_run(tmp_path / "r").config.data.root == str(tmp_path / "data")
+
+
 def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):
     from ftprop.runs import save_checkpoint
 

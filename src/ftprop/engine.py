@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -315,8 +315,14 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
             raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
         from .runs import read_run
 
-        previous = read_run(out).config
+        run = read_run(out)
+        previous = run.config
         state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+        if state is None and run.metrics:  # epochs were trained but none was kept: do not train them over
+            raise RunDirError(f"cannot resume {out}: it has no {CHECKPOINT}, though metrics.jsonl records "
+                              f"{len(run.metrics)} epoch(s) (with train.checkpoint_every = "
+                              f"{previous.train.checkpoint_every} they were not all saved, or the file was removed); "
+                              f"start it again with --force, or train into another --out")
         if state is not None:  # what the weights were trained with (config.toml says the same once written)
             previous = config_from_checkpoint(state)
         diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
@@ -385,6 +391,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
 
 def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
     validate(cfg)
+    if cfg.data.root:  # the run directory records where the data is, whatever the working directory later
+        cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     log = log or (lambda message: None)
     device = resolve_device(cfg.train.device)
     if cfg.train.bf16 and device.type == "cpu":
