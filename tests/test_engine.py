@@ -336,6 +336,19 @@ def test_a_new_run_that_fails_before_its_first_epoch_leaves_nothing_behind(tmp_p
     assert len(read_metrics(tmp_path / "new" / "metrics.jsonl")) == 1
 
 
+def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_path):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    (tmp_path / "r" / "notes.txt").write_text("kept")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(NonFiniteLossError):  # the new run diverges in its first epoch: the old one comes back
+        train(apply_overrides(cfg, ["optim.lr=1e38"]), tmp_path / "r", force=True, log=None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    train(apply_overrides(cfg, ["optim.lr=0.01"]), tmp_path / "r", force=True, log=None)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(before)  # nothing set aside is left
+    assert read_run(tmp_path / "r").config.optim.lr == 0.01
+
+
 def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
     from ftprop.cli import main
 

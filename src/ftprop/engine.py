@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -341,16 +342,42 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
             what = "a run" if cfg_file.is_file() else "other files"
             raise RunDirError(f"{out} already holds {what}; use --resume {out} to continue it, another --out, "
                               f"or --force to overwrite it")
-        _remove_run_files(out)
+        _set_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     return out, None
 
 
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json",
+             "tensorboard")
+ASIDE = ".replaced-run"  # where --force keeps the old run until the new one has finished an epoch
+
+
 def _remove_run_files(out: Path) -> None:
     """Delete what a run writes in ``out`` (and nothing else the folder holds)."""
-    for name in (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "tensorboard", ignore_errors=True)  # else an old run's curves mix with a new one's
+    for name in RUN_FILES:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name, ignore_errors=True)  # else an old run's curves mix with a new one's
+        else:
+            (out / name).unlink(missing_ok=True)
+
+
+def _set_aside(out: Path) -> None:
+    """Move the run files of ``out`` into ``out/ASIDE`` (dropping an older one): --force replaces a
+    run only once the new one has trained an epoch, so a new run that fails first gives it back."""
+    aside = out / ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for name in RUN_FILES:
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+
+
+def _give_back(out: Path) -> None:
+    aside = out / ASIDE
+    if aside.is_dir():
+        for entry in aside.iterdir():
+            os.replace(entry, out / entry.name)
+        aside.rmdir()
 
 
 def _log_default(message: str) -> None:
@@ -381,6 +408,7 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             metrics = run_dir / "metrics.jsonl"
             if not metrics.is_file() or not metrics.read_text().strip():
                 _remove_run_files(run_dir)
+                _give_back(run_dir)  # the run that --force was replacing
                 if made.get("new") and not any(run_dir.iterdir()):
                     run_dir.rmdir()
                 raise
@@ -590,6 +618,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 with open(run_dir / "metrics.jsonl", "a") as f:  # rewritten from the checkpoint on resume
                     f.write(json.dumps(row) + "\n")
                 write_summary("running")  # the state a kill leaves agrees with metrics.jsonl
+                shutil.rmtree(run_dir / ASIDE, ignore_errors=True)  # --force: the new run has replaced the old
             if tb is not None:
                 for k, v in row.items():
                     if k != "epoch":
