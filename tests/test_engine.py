@@ -520,8 +520,26 @@ def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the
     assert [r["seeds"] for r in rows] == [[0, 1, 2], [3, 4]]
     method = "mlp sign soft_hinge"
     assert [r["method"] for r in rows] == [f"{method} (optim.lr=0.001)", f"{method} (optim.lr=0.01)"]
+    with pytest.raises(RunDirError, match="is given twice"):
+        runs_table([run(0), run(0)])
+    twin = Run(tmp_path / "twin", run(1).config, run(1).metrics, {})
+    with pytest.raises(RunDirError, match=r"runs of one recipe with the same seed \(1\)"):
+        runs_table([run(1), twin])
     _, rows = runs_table([run(0), run(1, "train.bf16=true")])
     assert [r["method"] for r in rows] == [f"{method} (train.bf16=False)", f"{method} (train.bf16=True)"]
+
+
+def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
+    from ftprop.demo import run_demo
+    from ftprop.report import write_report
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    curves = (tmp_path / "r" / "curves.png").read_bytes()
+    with pytest.raises(RunDirError, match="is a run directory: the report would overwrite"):
+        write_report([tmp_path / "r"], tmp_path / "r")
+    with pytest.raises(RunDirError, match="is a run directory: the demo would overwrite"):
+        run_demo(tmp_path / "r", epochs=1, quiet=True)
+    assert (tmp_path / "r" / "curves.png").read_bytes() == curves
 
 
 def test_evaluate_matches_training_metrics():

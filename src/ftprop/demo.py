@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import Config, config_from_dict
 from .engine import train
 from .report import plot_runs
+from .runs import refuse_run_directory
 
 METHODS = (
     ("sign FTP-SH", {"activation": "sign", "loss": "soft_hinge"}),
@@ -36,6 +37,7 @@ def run_demo(out: str | Path = "demo_runs", epochs: int = 20, seed: int = 0, qui
     """Train each method, print a results table, write ``out/curves.png``; return the rows."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     out = Path(out)
+    refuse_run_directory(out, "the demo")
     rows, curves = [], []
     for label, model in METHODS:
         cfg = demo_config(model, epochs, seed)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import config_to_dict
-from .runs import Run, RunDirError, atomic_write_text, read_run
+from .runs import Run, RunDirError, atomic_write_text, read_run, refuse_run_directory
 
 __all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
 
@@ -92,6 +92,14 @@ def runs_table(runs: Sequence[Run]) -> tuple[str, list[dict]]:
               "| epochs | time (min) |\n|---|---|---|---|---|---|---|---|")
     lines, rows = [header], []
     groups = list(group_runs(r for r in runs if r.metrics).values())
+    for group in groups:  # a mean over seeds must not count one run (or one seed) twice
+        by_seed: dict[int, Path] = {}
+        for r in group:
+            other = by_seed.setdefault(r.config.train.seed, r.path)
+            if other is not r.path:
+                what = (f"{r.path} is given twice" if Path(other).resolve() == Path(r.path).resolve()
+                        else f"{other} and {r.path} are runs of one recipe with the same seed ({r.config.train.seed})")
+                raise RunDirError(f"{what}: it would count twice in the mean over seeds; leave one out")
     for group, label in zip(groups, _labels(groups)):
         stats = [_run_stats(r) for r in group]
         col = {k: [s[k] for s in stats] for k in stats[0]}
@@ -139,6 +147,7 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
     """Read runs, write ``out/report.md`` (+ ``report.json``) and ``out/curves.png``."""
+    refuse_run_directory(out, "the report")
     runs = [read_run(p) for p in run_dirs]
     empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
     if empty:

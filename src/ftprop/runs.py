@@ -167,6 +167,12 @@ class Run:
         return f"{m.name} {m.activation} {loss}{extra}"
 
 
+def refuse_run_directory(out: str | Path, what: str) -> None:
+    """``what`` (a report, the demo) writes curves.png into ``out``: never into a run's own folder."""
+    if (Path(out) / "config.toml").is_file():
+        raise RunDirError(f"{out} is a run directory: {what} would overwrite its curves.png; pick another --out")
+
+
 def read_metrics(path: Path) -> list[dict]:
     """Parse metrics.jsonl, ignoring a last line cut short by a kill."""
     rows = []
