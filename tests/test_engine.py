@@ -353,8 +353,21 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
     from ftprop.cli import main
 
     (tmp_path / "afile").write_text("")
+    (tmp_path / "latin1.toml").write_bytes(b"name = '\xff'\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    train(small_config(epochs=1), tmp_path / "run", log=None)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.toml").write_text((tmp_path / "run" / "config.toml").read_text())
+    (tmp_path / "broken" / "summary.json").write_text("{")
     cases = [(["train", "--config", str(tmp_path)], "is a directory, not a TOML file"),
+             (["train", "--config", str(tmp_path / "latin1.toml")], "latin1.toml is not UTF-8 text"),
              (["evaluate", str(tmp_path / "nowhere")], "no such directory"),
+             (["evaluate", str(tmp_path / "notes")], "is not an ftprop run directory"),
+             (["evaluate", str(tmp_path / "run" / "chekpoint.pt")], "no checkpoint file"),
+             (["evaluate", str(tmp_path / "run"), "--split", "val"], "trained without a validation split"),
+             (["train", "--out", str(tmp_path / "notes"), "--epochs", "1"], "other files (not a run)"),
+             (["report", str(tmp_path / "broken"), "--out", str(tmp_path / "rep")], "summary.json is not valid JSON"),
              (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
              (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory")]
     for argv, message in cases:

@@ -142,6 +142,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     d = cfg.data
     root = args.data_root if args.data_root is not None else d.root
+    if args.split == "val" and d.val_fraction == 0:
+        raise ValueError(f"{target} was trained without a validation split (data.val_fraction = 0): "
+                         f"evaluate --split test or train")
     split_opts = {"val_fraction": d.val_fraction, "val_seed": d.val_seed} if args.split != "test" else {}
     dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
     dataset = dataset.to(device)

@@ -186,9 +186,11 @@ def load_config(path: str | Path) -> Config:
         what = "is a directory, not a TOML file" if path.is_dir() else "does not exist"
         raise ConfigError(f"config file {path} {what}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text, as TOML must be ({err})") from None
     try:
         return config_from_dict(data)
     except ConfigError as err:

@@ -339,9 +339,11 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
-            what = "a run" if cfg_file.is_file() else "other files"
-            raise RunDirError(f"{out} already holds {what}; use --resume {out} to continue it, another --out, "
-                              f"or --force to overwrite it")
+            if cfg_file.is_file():
+                raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
+                                  f"or --force to replace it")
+            raise RunDirError(f"{out} already holds other files (not a run); pick another --out, or --force to "
+                              f"train there anyway (files that are not a run's are kept)")
         _set_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     return out, None

@@ -64,9 +64,13 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if path.is_dir():
+        if not (path / "config.toml").is_file() and not (path / CHECKPOINT).is_file():
+            raise RunDirError(f"{path} is not an ftprop run directory (no config.toml, no {CHECKPOINT})")
         path = path / CHECKPOINT
     elif not path.exists() and path.suffix != ".pt":
         raise RunDirError(f"no run at {path}: no such directory")
+    elif not path.exists():
+        raise RunDirError(f"no checkpoint file {path}")
     if not path.is_file():
         raise RunDirError(f"no checkpoint at {path}: the run has not completed an epoch yet")
     try:
@@ -196,7 +200,10 @@ def read_run(path: str | Path) -> Run:
     except ConfigError as err:
         raise RunDirError(str(err)) from None
     summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{summary_path} is not valid JSON ({err}); delete it (a resume writes it again)") from None
     return Run(path, config, read_metrics(path / "metrics.jsonl"), summary)
 
 
