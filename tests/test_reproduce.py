@@ -48,6 +48,13 @@ def test_missing_data_skips_cells_with_a_note(tmp_path):
         plan(rows="vgg16")
     with pytest.raises(ValueError, match="--download needs --data-root"):  # else every cell is skipped
         plan(rows="convnet4", download=True)
+    with pytest.raises(ValueError, match="train.epochs must be >= 1"):  # refused in a --dry-run too
+        plan(rows="convnet4", data_root=str(tmp_path), epochs=0)
+    with pytest.raises(ValueError, match="train.device"):
+        plan(rows="convnet4", data_root=str(tmp_path), device="tpu")
+    (tmp_path / "empty").mkdir()  # every cell skipped (no CIFAR-10 there): an empty table, and exit 1
+    assert main(["reproduce", "table1", "--rows", "convnet4", "--cols", "relu", "--data-root", str(tmp_path / "empty"),
+                 "--epochs", "1", "--out", str(tmp_path / "t1")]) == 1
 
 
 def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):

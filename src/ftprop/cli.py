@@ -179,6 +179,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     path = run_table1(args.out, runs, notes)
     print(path.read_text())
+    if not json.loads(path.with_suffix(".json").read_text())["cells"]:
+        print("no cell has a finished epoch: see the notes above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, load_config, validate
 from .data import DatasetError
 from .report import mean_std
 from .runs import RunDirError, atomic_write_text, read_run
@@ -87,7 +87,9 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
             if device is not None:
                 train = replace(train, device=device)
             for k in range(seeds):
-                runs.append((row, col, k, replace(base, data=data, train=replace(train, seed=base.train.seed + k))))
+                cfg = replace(base, data=data, train=replace(train, seed=base.train.seed + k))
+                validate(cfg)  # --epochs 0 or --device tpu is refused here, --dry-run included
+                runs.append((row, col, k, cfg))
     return runs, notes
 
 
