@@ -367,6 +367,9 @@ def test_cifar_crop_pad_option(cifar_root):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="crop_pad must be a whole number"):
             load_dataset("cifar10", cifar_root, "train", crop_pad=bad)
+    with pytest.raises(ValueError, match="crop_pad = 32 lets a 32x32 crop miss the image entirely"):
+        load_dataset("cifar10", cifar_root, "train", crop_pad=32)
+    assert load_dataset("cifar10", cifar_root, "train", crop_pad=31).crop_pad == 31
 
 
 def _smooth_images(n=200, seed=0):

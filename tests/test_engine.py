@@ -489,8 +489,10 @@ def test_run_directory_contents_and_evaluate(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["acc"] == pytest.approx(rows[-1]["test_acc"]) and result["tta"] is None
     assert main(["evaluate", str(out), "--tta", "flip"]) == 0
-    mirrored = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    mirrored = json.loads(captured.out)
     assert mirrored["tta"] == "flip" and mirrored["loss"] != pytest.approx(result["loss"])
+    assert "not mirror-symmetric" in captured.err  # digits: said, not refused
     assert main(["train", "--out", str(out), "--epochs", "1"]) == 1  # a clear error, not a traceback
     assert "--force" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x"), "--compile-mode", "reduce-overhead"]) == 2  # usage

@@ -725,6 +725,8 @@ def test_cli_solve(tmp_path, capsys):
     np.savez(one_column, X=x, T=t[:, 0])
     assert main(["solve", "--data", str(one_column), "--hidden", "2", "--no-save"]) == 0
     assert "1 output(s)" in capsys.readouterr().out
+    assert main(["solve", "--data", "digits:0", "--no-save"]) == 2
+    assert "at least one example" in capsys.readouterr().err
     assert main(["solve", "--data", "xor", "--seed", "-1", "--no-save"]) == 2
     assert "--seed must be >= 0" in capsys.readouterr().err
     assert main(["solve", "--data", "xor", "--hidden", "2", "--save", str(tmp_path)]) == 2

@@ -148,6 +148,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     split_opts = {"val_fraction": d.val_fraction, "val_seed": d.val_seed} if args.split != "test" else {}
     dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
     dataset = dataset.to(device)
+    if args.tta == "flip" and d.name.lower() in ("digits", "mnist"):
+        print(f"note: {d.name} images are not mirror-symmetric, so the mirrored view is not an example of the "
+              f"data; --tta flip is meant for natural images (CIFAR-10, image folders)", file=sys.stderr)
     model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
     with torch.no_grad():
         result = evaluate(model, dataset, args.batch_size, tta=args.tta)

@@ -47,6 +47,9 @@ class ArrayDataset:
             raise ValueError(f"unknown augmentation {augment!r}")
         if isinstance(crop_pad, bool) or not isinstance(crop_pad, numbers.Integral) or crop_pad < 0:
             raise ValueError(f"crop_pad must be a whole number of pixels >= 0 (0: flips only), got {crop_pad!r}")
+        if augment == "crop_flip" and images.dim() == 4 and crop_pad >= min(images.shape[-2:]):
+            raise ValueError(f"crop_pad = {crop_pad} lets a {images.shape[-2]}x{images.shape[-1]} crop miss the "
+                             f"image entirely; use less than {min(images.shape[-2:])} (the paper: 4)")
         self.name, self.split = name, split
         self.images, self.labels = images, labels.to(torch.int64)
         self.classes = list(classes)

@@ -89,6 +89,8 @@ def digits(n_examples: int = 40, classes=(0, 1), pool: int = 2, seed: int = 0) -
 
     if 8 % pool:
         raise ValueError(f"pool must divide 8 (1, 2, 4 or 8), got {pool}")
+    if n_examples < 1:
+        raise ValueError(f"digits needs at least one example, got {n_examples}")
     classes = [int(c) for c in classes]
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
         raise ValueError(f"classes must be at least two distinct digits 0-9, got {classes}")
