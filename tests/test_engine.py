@@ -219,6 +219,13 @@ def test_resume_with_different_model_refused_and_no_silent_overwrite(tmp_path):
     assert read_run(tmp_path / "r").config.model.activation == "relu"
 
 
+def test_a_resume_with_another_dataset_is_refused_before_the_data_is_looked_for(tmp_path):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    with pytest.raises(RunDirError, match="data.name: 'digits' != 'cifar10'"):  # not "needs a data root"
+        train(apply_overrides(cfg, ["data.name=cifar10", "train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+
+
 def test_resume_takes_new_optimiser_settings_and_data_location_but_not_another_optimiser(tmp_path):
     cfg = small_config(epochs=1)
     train(cfg, tmp_path / "r", log=None)

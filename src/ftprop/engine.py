@@ -427,6 +427,10 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     device = resolve_device(cfg.train.device)
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
+    if resume and not save:
+        raise RunDirError("resume needs save=True and a run directory")
+    # A resume only reads the run here: its refusals (another model or dataset) come before the data loads.
+    resumed = _prepare_run_dir(cfg, Path(out) if out is not None else None, True, force) if resume else None
     # Everything that can fail on bad input fails here, before a file is written.
     splits = data if data is not None else load_data(cfg, device)
     train_set, test_set = splits["train"], splits["test"]
@@ -443,10 +447,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     if save:
         target = Path(out) if out is not None else None
         made["new"] = target is None or not target.exists()
-        run_dir, state = _prepare_run_dir(cfg, target, resume, force)
+        run_dir, state = resumed or _prepare_run_dir(cfg, target, resume, force)
         made["dir"] = run_dir
-    elif resume:
-        raise RunDirError("resume needs save=True and a run directory")
 
     history: list[dict] = []
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
