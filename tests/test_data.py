@@ -8,11 +8,13 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import socket
 import struct
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +257,19 @@ def test_fetch_atomic_and_checked(tmp_path, server):
     assert [p.name for p in dest.parent.iterdir()] == ["f.bin"]
     with pytest.raises(DatasetError, match="could not download .*missing.bin"):
         fetch(url + "missing.bin", tmp_path / "out" / "m.bin", good)  # HTTP 404
+
+
+def test_fetch_removes_what_killed_downloads_left(tmp_path, server):
+    served, url = server
+    (served / "f.bin").write_bytes(b"data")
+    stale, running, other = (tmp_path / ".f.bin.abc.part", tmp_path / ".f.bin.def.part", tmp_path / ".g.bin.x.part")
+    for p in (stale, running, other):
+        p.write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    fetch(url + "f.bin", tmp_path / "f.bin", md5(served / "f.bin"))
+    assert not stale.exists() and running.exists() and other.exists()  # another file's download is not ours
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])

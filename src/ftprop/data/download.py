@@ -8,11 +8,13 @@ one :class:`~ftprop.data.base.DatasetError` that says which file and what to do.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -52,6 +54,7 @@ def fetch(url: str, dest: str | Path, md5: str, *, timeout: float = TIMEOUT_S) -
     except OSError as e:
         raise DatasetError(f"cannot create the folder {dest.parent} for {dest.name}: {e}; "
                            f"pass a writable --data-root") from None
+    _remove_stale_parts(dest)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     digest = hashlib.md5(usedforsecurity=False)
@@ -75,6 +78,21 @@ def fetch(url: str, dest: str | Path, md5: str, *, timeout: float = TIMEOUT_S) -
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+STALE_PART_S = 600  # a download in progress writes its .part every few seconds
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete what killed downloads of ``dest`` left (a killed process runs no clean-up): .part files
+    of this name untouched for STALE_PART_S; a download running beside this one keeps its file."""
+    now = time.time()
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+        except OSError:
+            pass
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
