@@ -608,6 +608,15 @@ def test_tensorboard_scalars_written_when_installed(tmp_path):
     test_acc = [e.value for e in acc.Scalars("test_acc")]
     assert [e.step for e in acc.Scalars("test_acc")] == [1, 2]
     assert test_acc == pytest.approx([h["test_acc"] for h in history], abs=1e-6)
+    # a resume from an older checkpoint (as a kill between checkpoints leaves it) trains epoch 3 again:
+    # its curve must not hold epoch 3 twice
+    older = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, log=None)
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(older)
+    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, log=None)
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("test_acc")] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

@@ -481,7 +481,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             describe_run()
             described = True
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    tb = _tensorboard(run_dir) if run_dir is not None and cfg.train.tensorboard else None
+    tb = _tensorboard(run_dir, start_epoch) if run_dir is not None and cfg.train.tensorboard else None
 
     step_model, optimizer_step = model, optimizer.step
     if cfg.train.compile:
@@ -755,10 +755,12 @@ def _progress_bar(show: bool, total: int, desc: str, initial: int = 0):
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(run_dir: Path, first_epoch: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # the tensorboard package is optional
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    # purge_step: a resume from an older checkpoint hides the epochs it trains again, so no curve
+    # holds an epoch twice
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch if first_epoch > 1 else None)
 
