@@ -138,6 +138,8 @@ def test_an_optimiser_step_past_float_range_is_a_clear_error_and_leaves_no_run(t
     with pytest.raises(NonFiniteLossError, match=r"optimiser step overflowed at epoch 1, step 0.*Lower optim.lr"):
         train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
     assert not (tmp_path / "r").exists()
+    with pytest.raises(NonFiniteLossError, match="overflowed"):  # the same error without a run directory
+        train(cfg, save=False, data=_tiny_data(), log=None)
 
 
 def test_multistep_schedule_follows_the_paper():

@@ -414,7 +414,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
                 if made.get("new") and not any(run_dir.iterdir()):
                     run_dir.rmdir()
                 raise
-        if "write_summary" in made and (run_dir / "summary.json").exists():  # say the last attempt failed
+        if run_dir is not None and "write_summary" in made and (run_dir / "summary.json").exists():
+            # say the last attempt failed
             made["write_summary"](f"failed: {type(err).__name__}")
         raise
 
