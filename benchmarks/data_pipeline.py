@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import claim
 from torch.utils.data import DataLoader, Dataset
 
 from ftprop.data import load_dataset
@@ -209,7 +210,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--force", action="store_true", help="replace data_pipeline.{json,md} in --out if they exist")
     args = p.parse_args(argv)
+    claim(args.out / "data_pipeline", args.force)
 
     cifar, train = check_cifar(args.data_root.expanduser())
     print("cifar10:", cifar, flush=True)

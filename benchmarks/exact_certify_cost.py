@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_scaling import digits_report, families, run_meta  # noqa: E402
+from results_file import claim  # noqa: E402
 
 from ftprop.exact import certify, rational, solve  # noqa: E402
 from ftprop.runs import atomic_write_text  # noqa: E402
@@ -47,7 +48,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--report-epochs", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_certify_cost"))
+    ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
+    claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()
     problems = {label: (x, t, h) for items in families(False).values() for label, x, t, h in items}

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_scaling import run_meta  # noqa: E402
+from results_file import claim  # noqa: E402
 
 from ftprop.exact import NumericalTrouble, rational, separable  # noqa: E402
 from ftprop.exact.certify import rational_separator_holds, witness_holds  # noqa: E402
@@ -114,7 +115,11 @@ def main(argv=None) -> int:
     ap.add_argument("--problems", type=int, default=400)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_rational_fuzz"))
+    ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
+    if args.problems < 1:
+        ap.error("--problems must be >= 1")
+    claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)

@@ -17,7 +17,7 @@ Optionally (--report) also measures ``feasibility_report`` on an MLP of sign uni
 few epochs with FTPROP-MB on binarised digits.
 
     python benchmarks/exact_scaling.py                   # the full run (~30 min on 2 cores)
-    python benchmarks/exact_scaling.py --budget 5 --quick  # a smoke test
+    python benchmarks/exact_scaling.py --budget 5 --quick --out /tmp/es  # a smoke test
 Writes benchmarks/results/exact_scaling.{json,md}.
 """
 
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
+from results_file import claim
 
 from ftprop.exact import parity, planted, solve
 from ftprop.runs import atomic_write_text, git_commit
@@ -137,7 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="also measure feasibility_report on digits")
     ap.add_argument("--report-epochs", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_scaling"))
+    ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
+    claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     x, t = parity(2)
     for method in METHODS:  # warm-up: imports and first-call costs are not charged to the first instance

@@ -50,11 +50,11 @@ fi
 #     (the GPU's work alone)
 if want fused; then
     stage "fused kernels"
-    within 40 $PY benchmarks/perf.py unit-time --device cuda --shape 256x64x56x56 --rounds 20 --variants quick \
+    within 40 $PY benchmarks/perf.py unit-time --force --device cuda --shape 256x64x56x56 --rounds 20 --variants quick \
         --fused --name unit_time_cuda_fused
-    within 100 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    within 100 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --fused --name step_time_cuda_fused
-    within 100 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    within 100 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --fused --name step_time_cuda_graph_fused
 fi
 
@@ -63,17 +63,17 @@ fi
 #    replayed from a CUDA graph (the GPU's work alone, without the host's)
 if want step; then
     stage "step time, fp32"
-    within 150 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    within 150 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants all --rounds 5 --steps 4 --target 1.05 --name step_time_cuda
 fi
 if want bf16; then
     stage "step time, bf16 + channels-last"
-    within 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
 fi
 if want graph; then
     stage "step time, CUDA graphs"
-    within 90 $PY benchmarks/perf.py step-time --device cuda --models convnet8,resnet18 --batch 256 \
+    within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --name step_time_cuda_graph
 fi
 
@@ -82,17 +82,17 @@ fi
 #    (mode reduce-overhead: fused unit kernels and no host work per step) against compiled ReLU
 if want unit; then
     stage "unit time"
-    within 60 $PY benchmarks/perf.py unit-time --device cuda --shape 256x64x56x56 --rounds 30 --name unit_time_cuda
+    within 60 $PY benchmarks/perf.py unit-time --force --device cuda --shape 256x64x56x56 --rounds 30 --name unit_time_cuda
 fi
 if want profile; then
     stage "profile"
-    within 90 $PY benchmarks/perf.py profile --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
+    within 90 $PY benchmarks/perf.py profile --force --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
         --variants "relu,sign linear,sign soft_hinge,sign saturated_hinge" --name profile_cuda
 fi
 if want compile; then
     for model in convnet8 resnet18; do
         stage "torch.compile, $model"
-        within 150 $PY benchmarks/perf.py compile --device cuda --models $model --speed-models $model \
+        within 150 $PY benchmarks/perf.py compile --force --device cuda --models $model --speed-models $model \
             --batch 256 --variants "relu,sign soft_hinge,sign saturated_hinge,staircase3 soft_hinge" \
             --mode reduce-overhead --no-check --rounds 5 --steps 5 --name compile_cuda_$model
     done

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import check_name, claim
 from torch import nn
 
 from ftprop import LOSSES, build_model, cuda_kernels
@@ -259,7 +260,7 @@ def cmd_step_time(args) -> None:
                 f"(train.ema_decay = {args.with_average:g}); " if args.with_average else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
-    write(args.name or f"step_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 
 
@@ -308,7 +309,7 @@ def cmd_unit_time(args) -> None:
     notes = [f"One module on a {args.shape} float32 tensor (fresh copy each time, so allocation is included), "
              f"medians of {args.rounds} interleaved rounds. This is the units' own cost; in a network it is diluted by "
              "the convolutions and matrix products (see step-time)."]
-    write(args.name or f"unit_time_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 
 
@@ -360,7 +361,7 @@ def cmd_profile(args) -> None:
     notes = [f"Batch {args.batch}, Adam, float32, eager. Wall = median of {args.steps} synchronised single steps; "
              "GPU busy = summed kernel time per step under torch.profiler. Wall well above GPU busy means the "
              "step is bound by the host (Python and kernel launches), not by the GPU."]
-    write(args.name or f"profile_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 
 
@@ -450,7 +451,7 @@ def cmd_memory(args) -> None:
              "torch.autograd.graph.saved_tensors_hooks; a unit's bytes are those saved while its forward runs. "
              "ReLU saves its output (4 B/element); the next layer also saves its input, the unit's output, in every "
              "network alike."]
-    write("memory", {"machine": machine(device), "rows": rows, "args": settings(args)}, table, notes)
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)}, table, notes)
 
 
 # ---- compile -------------------------------------------------------------------------
@@ -570,7 +571,7 @@ def report(args, device, rows: list[dict], final: bool) -> None:
                 else "enabled: warm if an earlier variant or run compiled the same graph.")]
     if not final:
         notes.append("**Incomplete**: written after each variant; the run stopped before the last one.")
-    write(args.name or f"compile_{device.type}", {"machine": machine(device), "rows": rows, "args": settings(args)},
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes, quiet=not final)
 
 
@@ -591,7 +592,8 @@ def main() -> None:
         for opt, default in shared.items():
             s.add_argument(f"--{opt}", type=None if default is None else type(default), default=default,
                            help=SHARED_HELP[opt])
-        s.set_defaults(func=func)
+        s.add_argument("--force", action="store_true", help="replace the result files of an existing --name")
+        s.set_defaults(func=func, default_name=cmd.replace("-", "_"))
         return s
 
     s = command("step-time", cmd_step_time, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, rounds=7,
@@ -612,7 +614,7 @@ def main() -> None:
     s.add_argument("--fused", action="store_true", help=FUSED_HELP)
     s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
-    command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128)
+    command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, name="memory")
     s = command("compile", cmd_compile, models="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18", batch=128,
                 rounds=5, steps=3, device="cpu", name=None)
     s.add_argument("--speed-models", default="mlp,convnet4")
@@ -621,7 +623,22 @@ def main() -> None:
     s.add_argument("--mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode; reduce-overhead replays CUDA graphs")
     args = p.parse_args()
+    check_args(p, args)
     args.func(args)
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad counts and names are refused before anything runs, and so is a --name whose result files
+    exist (without --force): a smoke test must not replace a committed measurement."""
+    for opt in ("rounds", "steps", "batch"):
+        if getattr(args, opt, 1) < 1:
+            p.error(f"--{opt} must be >= 1")
+    unknown = [m for m in getattr(args, "models", "").split(",") if m and m not in INPUT]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
+    if args.name is None:
+        args.name = f"{args.default_name}_{'cuda' if str(args.device).startswith('cuda') else 'cpu'}"
+    claim(RESULTS / check_name(args.name), args.force)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from results_file import check_name, claim
 
 from ftprop.runs import atomic_write_text, read_metrics
 
@@ -61,9 +64,17 @@ def main() -> None:
     p.add_argument("--tabulate", action="store_true",
                    help="run nothing: rebuild the table from the runs already in runs/<name>")
     args = p.parse_args()
+    if args.jobs < 0 or args.deadline < 0:
+        p.error("--jobs and --deadline must be >= 0 (0: all at once, no deadline)")
+    check_name(args.name)
+    if "/" in args.name:
+        p.error("--name must be one plain file name (no '/')")
     lines = list(args.variant)
     if args.variants_file:
-        lines += [ln for ln in Path(args.variants_file).read_text().splitlines() if ln.strip() and ln[0] != "#"]
+        if not Path(args.variants_file).is_file():
+            p.error(f"--variants-file {args.variants_file}: no such file")
+        lines += [ln for ln in Path(args.variants_file).read_text().splitlines()
+                  if ln.strip() and not ln.strip().startswith("#")]
     if not lines:
         raise SystemExit("no variants: give --variant or --variants-file")
     variants = [parse_variant(v) for v in lines]
@@ -75,7 +86,16 @@ def main() -> None:
     if taken and not (args.tabulate or args.force):
         raise SystemExit(f"{runs} already holds runs of {', '.join(taken)}; give another --name, --tabulate to "
                          f"rebuild their table, or --force to overwrite them")
+    if args.tabulate and not any(read_metrics(runs / n / "metrics.jsonl") for n in names):
+        raise SystemExit(f"error: no run of {', '.join(names)} in {runs} has a finished epoch: nothing to tabulate "
+                         f"(the results file is left as it is)")
+    if not args.tabulate:
+        claim(RESULTS / args.name, args.force)
     runs.mkdir(parents=True, exist_ok=True)
+    if args.force and not args.tabulate:  # a variant that fails to start must not show the old run's numbers
+        for n in names:
+            shutil.rmtree(runs / n, ignore_errors=True)
+            shutil.rmtree(runs / "results" / args.name / n, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     jobs = args.jobs or len(variants)
     pending, running, done = list(variants), {}, {}
@@ -130,6 +150,10 @@ def main() -> None:
                            final_live_test_acc=hist[-1]["live_test_acc"],
                            live_test_acc_by_epoch=[round(h["live_test_acc"], 4) for h in hist])
         rows.append(row)
+    if not args.tabulate and not any("best_test_acc" in r for r in rows):
+        raise SystemExit(f"error: no variant finished an epoch (return codes: "
+                         f"{', '.join(str(r['returncode']) for r in rows)}); see the logs in {runs}/*.log. "
+                         f"No results were written")
     env_file = next(runs.glob("*/environment.json"), None)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     payload = {"date": previous.get("date", now),
@@ -151,8 +175,9 @@ def main() -> None:
     for r in rows:
         live = (f"{100 * r['best_live_test_acc']:.2f} / {100 * r['final_live_test_acc']:.2f}"
                 if "best_live_test_acc" in r else "-")
+        failed = "" if r["returncode"] in (0, "not recorded") else f" ({r['returncode']})"
         if "best_test_acc" in r:
-            lines.append(f"| {r['variant']} | {' '.join(r['overrides']) or '(recipe)'} | {r['epochs_done']} | "
+            lines.append(f"| {r['variant']}{failed} | {' '.join(r['overrides']) or '(recipe)'} | {r['epochs_done']} | "
                          f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
                          f"{100 * r['final_train_acc']:.2f} | {live} | {r['mean_epoch_s']} |")
         else:

@@ -20,9 +20,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ftprop.config import apply_overrides, load_config
-from ftprop.engine import TrainingStopped, train
-from ftprop.runs import atomic_write_text, read_metrics
+from results_file import check_name, claim
+
+from ftprop.config import ConfigError, apply_overrides, load_config
+from ftprop.data import DatasetError
+from ftprop.engine import NonFiniteLossError, TrainingStopped, train
+from ftprop.runs import RunDirError, atomic_write_text, read_metrics
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
@@ -38,28 +41,38 @@ def main() -> None:
     p.add_argument("--target", type=float, default=PAPER_CONVNET4_SIGN_FTPSH - JPEG_PENALTY)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--name", default=None)
-    p.add_argument("--resume", action="store_true", help="continue runs/<name> if it exists")
-    p.add_argument("--force", action="store_true", help="overwrite runs/<name> if it holds a run")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name> (and replace its results)")
+    p.add_argument("--force", action="store_true", help="replace runs/<name> and results/<name>.{json,md}")
     args = p.parse_args()
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be >= 1")
 
-    cfg = load_config(args.config)
-    extra = [f"data.root={json.dumps(args.data_root)}"] + args.overrides
-    if args.epochs:
-        extra.append(f"train.epochs={args.epochs}")
-    if args.device:
-        extra.append(f"train.device={json.dumps(args.device)}")
-    cfg = apply_overrides(cfg, extra)
-    name = args.name or f"time_to_accuracy_{cfg.name}"
+    try:
+        cfg = load_config(args.config)
+        extra = [f"data.root={json.dumps(args.data_root)}"] + args.overrides
+        if args.epochs is not None:
+            extra.append(f"train.epochs={args.epochs}")
+        if args.device:
+            extra.append(f"train.device={json.dumps(args.device)}")
+        cfg = apply_overrides(cfg, extra)
+    except ConfigError as e:
+        p.error(str(e))
+    name = check_name(args.name or f"time_to_accuracy_{cfg.name}")
     run_dir = Path("runs") / name
+    if args.resume and not (run_dir / "config.toml").is_file():
+        p.error(f"--resume: there is no run in {run_dir} (check --name)")
+    claim(RESULTS / name, args.force or args.resume)
     t0 = time.perf_counter()
     stopped = None
     try:
-        hist = train(cfg, run_dir, resume=args.resume and (run_dir / "config.toml").is_file(),
-                     force=args.force).history
+        hist = train(cfg, run_dir, resume=args.resume, force=args.force).history
     except TrainingStopped as e:  # SIGTERM/SIGINT (e.g. a time limit): report the epochs done
         hist, stopped = read_metrics(run_dir / "metrics.jsonl"), str(e)
         if not hist:
             raise SystemExit(f"{e}: no epoch finished, nothing to report") from None
+    except (ConfigError, RunDirError, DatasetError, NonFiniteLossError) as e:
+        raise SystemExit(f"error: {e}" + (" (this script: --resume, --force or another --name)"
+                                          if isinstance(e, RunDirError) else "")) from None
     wall = time.perf_counter() - t0
     elapsed, reached = 0.0, None
     for h in hist:
@@ -76,7 +89,7 @@ def main() -> None:
                "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
                "epochs": hist[-1]["epoch"], "stopped": stopped, "wall_s": round(wall, 1), "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
-    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder
+    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a sweep's names hold a folder
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",

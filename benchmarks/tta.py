@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from results_file import check_name, claim
 
 from ftprop.data import load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
@@ -46,7 +47,9 @@ def main() -> None:
     p.add_argument("--name", required=True, help="result file name, without extension")
     p.add_argument("--data-root", help="override the runs' data root")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--force", action="store_true", help="replace results/<name>.{json,md} if they exist")
     args = p.parse_args()
+    claim(RESULTS / check_name(args.name), args.force)
     device = resolve_device(args.device)
     rows = [measure(Path(r), args.data_root, device) for r in args.runs]
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

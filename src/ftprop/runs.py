@@ -112,14 +112,17 @@ def config_to_toml(cfg: Config) -> str:
 # ---- environment ----------------------------------------------------------------------
 
 def git_commit() -> str | None:
-    """The project's git commit (with ``-dirty`` if it has uncommitted changes), if any."""
+    """The project's git commit (with ``-dirty`` if it has uncommitted changes outside
+    benchmarks/results), if any."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        # benchmarks/results is what benchmarks write: their own output must not mark the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(exclude,top)benchmarks/results"], cwd=here, capture_output=True, text=True,
+                               timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

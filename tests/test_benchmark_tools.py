@@ -1,0 +1,54 @@
+"""The benchmarks' guard for committed result files (benchmarks/results_file.py), and the scripts'
+refusals of bad input, which all come before anything is measured."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from results_file import check_name, claim  # noqa: E402
+
+
+def test_claim_refuses_existing_results_unless_forced(tmp_path):
+    assert claim(tmp_path / "new", force=False) == tmp_path / "new"
+    (tmp_path / "old.md").write_text("a committed table")
+    with pytest.raises(SystemExit, match="old.md already exist.*--force"):
+        claim(tmp_path / "old", force=False)
+    assert claim(tmp_path / "old", force=True) == tmp_path / "old"
+    assert (tmp_path / "old.md").read_text() == "a committed table"  # claiming writes nothing
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a//b", "a/.b", "a\\b"])
+def test_result_names_must_be_plain(name):
+    with pytest.raises(SystemExit, match="must be a plain file name"):
+        check_name(name)
+
+
+def _run(script: str, *args: str, results: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FTPROP_RESULTS=str(results), PYTHONPATH=str(BENCH.parent / "src"))
+    return subprocess.run([sys.executable, str(BENCH / script), *args], env=env, capture_output=True, text=True,
+                          cwd=results.parent, timeout=120)
+
+
+def test_scripts_refuse_to_replace_a_result_or_tabulate_nothing(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "unit_time_cpu.json").write_text("{}")
+    out = _run("perf.py", "unit-time", "--shape", "8x8", "--rounds", "1", results=results)
+    assert out.returncode != 0 and "already exist" in out.stderr
+    assert (results / "unit_time_cpu.json").read_text() == "{}"
+    for bad in (["--rounds", "0"], ["--name", ""]):
+        out = _run("perf.py", "unit-time", "--shape", "8x8", *bad, results=results)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, bad
+    out = _run("sweep.py", "--data-root", str(tmp_path), "--name", "s", "--variant", "a: optim.lr=1e-3", "--tabulate",
+               results=results)
+    assert out.returncode != 0 and "nothing to tabulate" in out.stderr and not (results / "s.json").exists()
+    recipe = str(BENCH.parent / "configs" / "recipes" / "cifar10_convnet4_sign_fast.toml")
+    out = _run("time_to_accuracy.py", "--config", recipe, "--data-root", str(tmp_path), "--name", "t", "--resume",
+               results=results)
+    assert out.returncode != 0 and "no run in" in out.stderr
