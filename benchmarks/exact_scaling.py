@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -179,8 +180,8 @@ def run_meta(argv, started: float, **settings) -> dict:
     """The command, date, machine and versions of a run that began at ``started``
     (time.perf_counter()), with its ``settings``."""
     return {
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({_cpu_model()}), {platform.system()}",
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": torch.__version__, "git_commit": git_commit(), **settings,

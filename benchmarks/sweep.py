@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -157,18 +158,18 @@ def main() -> None:
     env_file = next(runs.glob("*/environment.json"), None)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     payload = {"date": previous.get("date", now),
-               "command": previous.get("command", "python " + " ".join(sys.argv)), "config": args.config,
+               "command": previous.get("command", "python " + shlex.join(sys.argv)), "config": args.config,
                "jobs_at_once": previous.get("jobs_at_once", jobs),
                "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
     if args.tabulate:
-        payload.update(tabulated_by="python " + " ".join(sys.argv), tabulated_at=now)
+        payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
              f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
-             f"{e.get('cpu_count')} CPU cores", "",
+             f"{e.get('cpu_count')} CPU cores; Python {e.get('python')}; git {e.get('git_commit')}", "",
              "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
              "| live weights: best / final test % | s/epoch |",
              "|---|---|---|---|---|---|---|---|"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -82,7 +83,7 @@ def main() -> None:
             reached = h
     env = json.loads((run_dir / "environment.json").read_text())
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": "python " + " ".join(sys.argv),
+               "command": "python " + shlex.join(sys.argv),
                "config": args.config, "overrides": extra, "target_pct": args.target, "environment": env,
                "reached_epoch": reached["epoch"] if reached else None,
                "reached_after_s": reached["elapsed_s"] if reached else None,
@@ -94,7 +95,7 @@ def main() -> None:
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
              f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
-             f"{env['cpu_count']} CPU cores; git {env['git_commit']}",
+             f"Python {env.get('python')}; {env['cpu_count']} CPU cores; git {env['git_commit']}",
              f"- target: {args.target:.1f}% test top-1 (paper's convnet4 sign FTP-SH {PAPER_CONVNET4_SIGN_FTPSH}%, "
              f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
              f"- **reached: {when}**"

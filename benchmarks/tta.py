@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +24,7 @@ from results_file import check_name, claim
 
 from ftprop.data import load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
-from ftprop.runs import atomic_write_text, config_from_checkpoint, load_checkpoint
+from ftprop.runs import atomic_write_text, config_from_checkpoint, git_commit, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -53,7 +55,9 @@ def main() -> None:
     device = resolve_device(args.device)
     rows = [measure(Path(r), args.data_root, device) for r in args.runs]
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": "python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
+               "command": "python " + shlex.join(sys.argv), "torch": torch.__version__,
+               "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+               "device": str(device), "git_commit": git_commit(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
 
@@ -61,7 +65,8 @@ def main() -> None:
         return f"{100 * row[key]:.2f}" if key in row else "-"
 
     lines = [f"# Flip test-time augmentation: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- date: {payload['date']}; torch {payload['torch']}", "",
+             f"- date: {payload['date']}; {payload['machine']}, device {payload['device']}; torch {payload['torch']}, "
+             f"Python {payload['python']}; git {payload['git_commit']}", "",
              "| run | epoch | average: one view (%) | average: + mirror (%) | live: one view (%) "
              "| live: + mirror (%) |",
              "|---|---|---|---|---|---|"]
