@@ -19,9 +19,10 @@ for method in ftpsh sste relu; do
     for seed in 0 1 2; do
         dir="$RUNS/$method/seed$seed"
         dirs+=("$dir")
-        if [ -f "$dir/summary.json" ] && grep -q '"status": "completed"' "$dir/summary.json"; then continue; fi
-        if [ -f "$dir/config.toml" ]; then  # an interrupted run: continue it
-            $FTPROP train --resume "$dir"
+        if [ -f "$dir/summary.json" ] && grep -q '"status": "completed"' "$dir/summary.json" \
+            && grep -q "\"epochs\": $EPOCHS," "$dir/summary.json"; then continue; fi
+        if [ -f "$dir/config.toml" ]; then  # an interrupted or shorter run: continue it to EPOCHS
+            $FTPROP train --resume "$dir" --epochs "$EPOCHS"   # (refused if it already trained more)
         else
             $FTPROP train --config configs/recipes/fashion_mnist_mlp.toml "${args[@]}" --data-root "$DATA" \
                 --epochs "$EPOCHS" --seed "$seed" --device cpu --out "$dir"

@@ -18,6 +18,7 @@ export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
 mkdir -p "$FTPROP_RESULTS"
 PY=${PYTHON:-python3}
 CIFAR=${1:-}
+[ "$CIFAR" = "--sweep" ] && { echo "usage: bash benchmarks/gpu.sh [CIFAR [--sweep]]: --sweep needs the data first"; exit 2; }
 SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
 SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
 STAGES=${GPU_STAGES:-tests fused unit compile tta}
