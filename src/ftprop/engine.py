@@ -518,9 +518,11 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 describe_run()
                 described = True
 
-    def write_summary(status: str) -> None:
+    def write_summary(status: str) -> dict:
+        summary = _summary(history, status, elapsed)
         if run_dir is not None:
-            atomic_write_text(run_dir / "summary.json", json.dumps(_summary(history, status, elapsed), indent=2) + "\n")
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
 
     made["write_summary"] = write_summary
 
@@ -636,9 +638,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 break
     if tb is not None:
         tb.close()
-    summary = _summary(history, status, elapsed)
+    summary = write_summary(status)
     if run_dir is not None:
-        write_summary(status)
         if history:
             from .report import plot_runs
 

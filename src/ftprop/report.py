@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import config_to_dict
-from .runs import Run, RunDirError, atomic_write_text, read_run, refuse_run_directory
+from .runs import RESUME_FREE, Run, RunDirError, atomic_write_text, read_run, refuse_run_directory
 
 __all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
 
@@ -30,27 +30,22 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
 
 # Settings that say where or how fast a run went, not what it trained: runs differing only in
 # these (and the seed) are one group. (bf16 stays: it changes the arithmetic; eval_train stays: it
-# changes what the gap is measured on.)
-_NOT_THE_RECIPE = {"data": ("root", "download"), "data.options": ("workers",),
-                   "train": ("seed", "epochs", "device", "eval_batch_size", "checkpoint_every", "tensorboard",
-                             "compile", "compile_mode", "channels_last")}
+# changes what the gap is measured on.) Epochs: runs stopped at different epochs share a recipe.
+_NOT_THE_RECIPE = RESUME_FREE | {f"train.{k}" for k in ("seed", "epochs", "device", "eval_batch_size",
+                                                        "checkpoint_every", "tensorboard", "compile",
+                                                        "compile_mode", "channels_last")}
 
 
 def _recipe(run: Run) -> dict:
-    """The run's config, flattened to ``section.key: value``, without the _NOT_THE_RECIPE keys
-    (epochs: runs stopped at different epochs still share a recipe)."""
-    cfg = config_to_dict(run.config)
+    """The run's config as ``section.key`` (and ``section.options.key``): value, without _NOT_THE_RECIPE."""
     flat = {}
-    for section, values in cfg.items():
+    for section, values in config_to_dict(run.config).items():
         if section == "name":
             continue
         for k, v in values.items():
-            if isinstance(v, dict):
-                flat.update({f"{section}.{k}.{kk}": vv for kk, vv in v.items()
-                             if kk not in _NOT_THE_RECIPE.get(f"{section}.{k}", ())})
-            elif k not in _NOT_THE_RECIPE.get(section, ()):
-                flat[f"{section}.{k}"] = v
-    return flat
+            items = {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
+            flat.update({f"{section}.{key}": val for key, val in items.items()})
+    return {k: v for k, v in flat.items() if k not in _NOT_THE_RECIPE}
 
 
 def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:

@@ -211,7 +211,7 @@ def read_run(path: str | Path) -> Run:
 
 
 # Where the data is read from and how, not what it is: a resumed run may change these.
-_RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
+RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
 
 
 def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
@@ -232,7 +232,7 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     if mid_epoch:
         for k in ("batch_size", "seed"):
             pairs[f"train.{k}"] = (da["train"][k], db["train"][k])
-    return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in _RESUME_FREE and a != b]
+    return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in RESUME_FREE and a != b]
 
 
 def _resolved(d: dict) -> dict:
