@@ -2,37 +2,62 @@
 # The GPU measurements, in one script for a CUDA machine with PyTorch installed and no internet:
 #   bash benchmarks/gpu.sh [CIFAR [--sweep]]     (from the repository root; at most GPU_BUDGET_S, 8 minutes by default)
 # CIFAR: a folder holding cifar-10-batches-py/, or the cifar10-jpeg.tar.gz of ../shared/data (it
-# is converted with the prepare_cifar10.py beside it); without it the
-# time-to-accuracy runs are skipped. --sweep: afterwards, the recipe variants of
-# benchmarks/sweeps/convnet4_sign_fast.txt side by side, until the time budget is spent.
+# is converted with the prepare_cifar10.py beside it); the tta and sweep stages need it.
 # Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
-# and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script: a stage is
-# cut when the budget is spent. GPU_STAGES picks the stages: by default "tests fused unit compile tta"
-# ("fused": the fused CUDA kernels of ftprop.cuda_kernels against the aten path, eager and graphed,
-# the 6 main variants each timed both ways in the same rounds); "step" (eager, every layer loss,
-# without the fused kernels) and "graph" (graphed, aten only), measured in run 3, are extra now, as
-# are "bf16" (bf16 autocast + channels-last step times), "profile" and "sweep" (or pass --sweep). SWEEP_FILE and SWEEP_NAME choose the sweep's variants and result name.
+# and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script; each stage has
+# a cap (CAP below) and is cut at it or when the budget is spent. GPU_STAGES picks the stages, in
+# any order (they run in the order below). By default "tests fused unit", whose caps fit the budget:
+# the CUDA tests, then "fused" (the fused CUDA kernels of ftprop.cuda_kernels against the aten path,
+# eager and graphed, the 6 main variants each timed both ways in the same rounds) and "unit". The
+# others were measured in earlier runs: "step" (eager, every layer loss, without the fused kernels)
+# and "graph" (graphed, aten only) in run 3, "bf16" (bf16 autocast + channels-last), "profile",
+# "compile" (torch.compile, reduce-overhead), "tta" (the fast recipe's 30 epochs) and "sweep" (the
+# recipe variants of SWEEP_FILE side by side until the budget is spent; or pass --sweep; SWEEP_NAME
+# names its result). GPU_PLAN=1 prints the plan (stages, caps, budget) and exits, on any machine.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
-mkdir -p "$FTPROP_RESULTS"
 PY=${PYTHON:-python3}
 CIFAR=${1:-}
 [ "$CIFAR" = "--sweep" ] && { echo "usage: bash benchmarks/gpu.sh [CIFAR [--sweep]]: --sweep needs the data first"; exit 2; }
 SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
 SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
-STAGES=${GPU_STAGES:-tests fused unit compile tta}
+STAGES=${GPU_STAGES:-tests fused unit}
 [ "${2:-}" = "--sweep" ] && STAGES="$STAGES sweep"
 BUDGET=${GPU_BUDGET_S:-480}
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "GPU_BUDGET_S must be a number of seconds, not '$BUDGET'"; exit 2; }
+# Each stage's cap in seconds (the sum of its commands' limits; the sweep takes what is left)
+declare -A CAP=([tests]=160 [fused]=220 [unit]=50 [step]=150 [bf16]=90 [graph]=90 [profile]=90
+                [compile]=300 [tta]=240 [sweep]=0)
+ORDER="tests fused step bf16 graph unit profile compile tta sweep"
+planned=0
+for s in $STAGES; do
+    [ -n "${CAP[$s]+x}" ] || { echo "unknown stage '$s' in GPU_STAGES: choose from $ORDER"; exit 2; }
+    planned=$((planned + CAP[$s]))
+done
+uses_data=""
+for s in tta sweep; do [[ " $STAGES " == *" $s "* ]] && uses_data=$s; done
+[ -n "$uses_data" ] && [ -z "$CIFAR" ] && { echo "stage '$uses_data' needs the CIFAR-10 data: bash benchmarks/gpu.sh CIFAR"; exit 2; }
+[ -n "$CIFAR" ] && [ -z "$uses_data" ] && { echo "no chosen stage reads CIFAR: add tta to GPU_STAGES, or pass --sweep"; exit 2; }
+echo "plan: stages '$STAGES', caps adding up to ${planned}s$([[ " $STAGES " == *" sweep "* ]] && echo " and the sweep in what is left"), budget ${BUDGET}s"
+[ "$planned" -le "$BUDGET" ] || echo "warning: the caps exceed the budget, so the last stages may be cut or skipped: raise GPU_BUDGET_S or choose fewer GPU_STAGES"
+[ -n "${GPU_PLAN:-}" ] && exit 0
+mkdir -p "$FTPROP_RESULTS"
 export GPU_SH_START=$(date +%s)
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 left() { echo $((BUDGET - SECONDS)); }
-stage() { echo; echo "=== $1 (at ${SECONDS}s of ${BUDGET}s)"; }
-# within() LIMIT CMD...: run CMD for at most LIMIT seconds and never past the budget
+# stage KEY TITLE: a stage starts; its commands end by its cap (the sweep's: the budget)
+stage() {
+    local cap=${CAP[$1]}; [ "$cap" -gt 0 ] || cap=$BUDGET
+    STAGE_END=$((SECONDS + cap))
+    echo; echo "=== $2 (at ${SECONDS}s of ${BUDGET}s; at most ${cap}s)"
+}
+# within() LIMIT CMD...: run CMD for at most LIMIT seconds, never past its stage's cap or the budget
 within() {
-    local l; l=$(left)
-    [ "$l" -gt 20 ] || { echo "skipped: the ${BUDGET}s budget is spent"; return 0; }
+    local l s; l=$(left); s=$((STAGE_END - SECONDS))
+    [ "$s" -lt "$l" ] && l=$s
+    [ "$l" -gt 20 ] || { echo "skipped: the stage's cap or the ${BUDGET}s budget is spent"; return 0; }
     timeout $(( $1 < l ? $1 : l )) "${@:2}"
 }
 
@@ -40,9 +65,10 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # 0. the CUDA paths are correct (tests/test_cuda.py is skipped on machines without a GPU)
 if want tests; then
-    stage "CUDA tests"
+    stage tests "CUDA tests"
     # (the CPU side of the compiled test runs in CI; -rfEs names what failed or skipped)
-    within 200 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda.py tests/test_cuda_kernels.py \
+    # (the fused kernels' tests first: the next stage times them)
+    within 160 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda.py \
         "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss[cuda]" 2>&1 | tail -8
 fi
 
@@ -50,12 +76,12 @@ fi
 #     size, then whole steps, eager (is jiterator's host cost paid back?) and replayed from CUDA graphs
 #     (the GPU's work alone)
 if want fused; then
-    stage "fused kernels"
+    stage fused "fused kernels"
     within 40 $PY benchmarks/perf.py unit-time --force --device cuda --shape 256x64x56x56 --rounds 20 --variants quick \
         --fused --name unit_time_cuda_fused
-    within 100 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
+    within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --fused --name step_time_cuda_fused
-    within 100 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
+    within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --fused --name step_time_cuda_graph_fused
 fi
 
@@ -63,17 +89,17 @@ fi
 #    layer loss; eager bf16 autocast + channels-last with the 6 main variants; and every step
 #    replayed from a CUDA graph (the GPU's work alone, without the host's)
 if want step; then
-    stage "step time, fp32"
+    stage step "step time, fp32"
     within 150 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants all --rounds 5 --steps 4 --target 1.05 --name step_time_cuda
 fi
 if want bf16; then
-    stage "step time, bf16 + channels-last"
+    stage bf16 "step time, bf16 + channels-last"
     within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --bf16 --channels-last --name step_time_cuda_bf16_cl
 fi
 if want graph; then
-    stage "step time, CUDA graphs"
+    stage graph "step time, CUDA graphs"
     within 90 $PY benchmarks/perf.py step-time --force --device cuda --models convnet8,resnet18 --batch 256 \
         --variants quick --rounds 5 --steps 4 --target 1.05 --cuda-graph --name step_time_cuda_graph
 fi
@@ -82,17 +108,17 @@ fi
 #    costs the GPU), where the time goes (host-bound or GPU-bound), and torch.compile with CUDA graphs
 #    (mode reduce-overhead: fused unit kernels and no host work per step) against compiled ReLU
 if want unit; then
-    stage "unit time"
-    within 60 $PY benchmarks/perf.py unit-time --force --device cuda --shape 256x64x56x56 --rounds 30 --name unit_time_cuda
+    stage unit "unit time"
+    within 50 $PY benchmarks/perf.py unit-time --force --device cuda --shape 256x64x56x56 --rounds 30 --name unit_time_cuda
 fi
 if want profile; then
-    stage "profile"
+    stage profile "profile"
     within 90 $PY benchmarks/perf.py profile --force --device cuda --models convnet8,resnet18 --batch 256 --steps 5 \
         --variants "relu,sign linear,sign soft_hinge,sign saturated_hinge" --name profile_cuda
 fi
 if want compile; then
+    stage compile "torch.compile"
     for model in convnet8 resnet18; do
-        stage "torch.compile, $model"
         within 150 $PY benchmarks/perf.py compile --force --device cuda --models $model --speed-models $model \
             --batch 256 --variants "relu,sign soft_hinge,sign saturated_hinge,staircase3 soft_hinge" \
             --mode reduce-overhead --no-check --rounds 5 --steps 5 --name compile_cuda_$model
@@ -100,7 +126,8 @@ if want compile; then
 fi
 
 # 3. time to accuracy of the fast CIFAR-10 recipe (30 epochs), alone on the GPU
-if [ -n "$CIFAR" ] && { want tta || want sweep; }; then
+if [ -n "$uses_data" ]; then
+    if want tta; then stage tta "time to accuracy"; else stage sweep "recipe sweep"; fi
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
         dir=$(mktemp -d)
         prep=$(dirname "$CIFAR")/prepare_cifar10.py  # it reads the tarball beside itself
@@ -108,17 +135,19 @@ if [ -n "$CIFAR" ] && { want tta || want sweep; }; then
         within 120 $PY "$prep" "$dir" || exit 1
         CIFAR=$dir
     fi
-    want tta && stage "time to accuracy" && [ "$(left)" -gt 30 ] && timeout $(( $(left) < 120 ? $(left) : 120 )) $PY benchmarks/time_to_accuracy.py --device cuda \
-        --data-root "$CIFAR" --name time_to_accuracy_cuda --set train.tensorboard=false --force | grep -v "^ *[0-9]*%|"
+    if want tta; then
+        within 120 $PY benchmarks/time_to_accuracy.py --device cuda --data-root "$CIFAR" --name time_to_accuracy_cuda \
+            --set train.tensorboard=false --force | grep -v "^ *[0-9]*%|"
+    fi
     if want sweep && [ "$(left)" -gt 60 ]; then
-        stage "recipe sweep"
+        want tta && stage sweep "recipe sweep"
         $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name "$SWEEP_NAME" \
             --variants-file "$SWEEP_FILE" --deadline $(( $(left) - 20 )) --force  # a warm machine keeps runs/
     fi
 fi
 
 # 4. the short table
-stage "summary"
+echo; echo "=== summary (at ${SECONDS}s of ${BUDGET}s)"
 $PY - <<'PYEOF'
 import json, os, pathlib
 res = pathlib.Path(os.environ["FTPROP_RESULTS"])

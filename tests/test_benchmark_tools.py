@@ -52,3 +52,32 @@ def test_scripts_refuse_to_replace_a_result_or_tabulate_nothing(tmp_path):
     out = _run("time_to_accuracy.py", "--config", recipe, "--data-root", str(tmp_path), "--name", "t", "--resume",
                results=results)
     assert out.returncode != 0 and "no run in" in out.stderr
+
+
+def _gpu_plan(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(BENCH / "gpu.sh"), *args], env=dict(os.environ, GPU_PLAN="1", **env),
+                          capture_output=True, text=True, cwd=BENCH.parent, timeout=30)
+
+
+def test_gpu_script_default_stages_fit_its_budget():
+    """A lent GPU's minutes are few: the default stages' caps must add up to at most the budget,
+    so none of them is cut for want of time; a plan over budget says so before anything runs."""
+    plan = _gpu_plan()
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "stages 'tests fused unit'" in plan.stdout
+    assert "warning" not in plan.stdout
+    over = _gpu_plan(GPU_STAGES="tests fused unit compile tta", GPU_BUDGET_S="480")
+    assert over.returncode == 2 and "needs the CIFAR-10 data" in over.stdout
+    over = _gpu_plan(GPU_STAGES="tests fused unit compile")
+    assert over.returncode == 0 and "warning: the caps exceed the budget" in over.stdout
+
+
+@pytest.mark.parametrize("args, env, message", [
+    ((), {"GPU_STAGES": "tests fuse"}, "unknown stage 'fuse'"),
+    (("cifar.tar.gz",), {}, "no chosen stage reads CIFAR"),
+    (("--sweep",), {}, "--sweep needs the data first"),
+    ((), {"GPU_BUDGET_S": "8min"}, "must be a number of seconds"),
+])
+def test_gpu_script_refuses_bad_plans(args, env, message):
+    plan = _gpu_plan(*args, **env)
+    assert plan.returncode == 2 and message in plan.stdout
