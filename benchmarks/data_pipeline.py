@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ftprop.data import load_dataset
 from ftprop.data.cifar10 import MEAN, STD
-from ftprop.runs import atomic_write_text
+from ftprop.runs import atomic_write_text, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -146,9 +146,7 @@ def check_fashion(root: Path) -> dict:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__}
 

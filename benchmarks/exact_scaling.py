@@ -40,7 +40,7 @@ import torch
 from results_file import claim
 
 from ftprop.exact import parity, planted, solve
-from ftprop.runs import atomic_write_text, git_commit
+from ftprop.runs import atomic_write_text, cpu_model, git_commit
 
 METHODS = ("ftprop", "milp", "mb")
 
@@ -182,21 +182,11 @@ def run_meta(argv, started: float, **settings) -> dict:
     return {
         "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({_cpu_model()}), {platform.system()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({cpu_model()}), {platform.system()}",
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": torch.__version__, "git_commit": git_commit(), **settings,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def markdown(meta, results, report) -> str:

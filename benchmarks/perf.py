@@ -37,7 +37,7 @@ from torch import nn
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
-from ftprop.runs import atomic_write_text, git_commit
+from ftprop.runs import atomic_write_text, cpu_model, git_commit
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -90,11 +90,7 @@ def machine(device: torch.device) -> dict:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "command": "python " + shlex.join(sys.argv), "git_commit": git_commit()}
-    try:
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor()
+            "command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "cpu": cpu_model()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

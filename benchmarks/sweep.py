@@ -169,7 +169,8 @@ def main() -> None:
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
              f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
-             f"{e.get('cpu_count')} CPU cores; Python {e.get('python')}; git {e.get('git_commit')}", "",
+             f"{e.get('cpu_count')} CPU cores ({e.get('cpu_model', 'CPU model not recorded')}); "
+             f"Python {e.get('python')}; git {e.get('git_commit')}", "",
              "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
              "| live weights: best / final test % | s/epoch |",
              "|---|---|---|---|---|---|---|---|"]

@@ -95,7 +95,8 @@ def main() -> None:
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
              f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
-             f"Python {env.get('python')}; {env['cpu_count']} CPU cores; git {env['git_commit']}",
+             f"Python {env.get('python')}; {env['cpu_count']} CPU cores "
+             f"({env.get('cpu_model', 'CPU model not recorded')}); git {env['git_commit']}",
              f"- target: {args.target:.1f}% test top-1 (paper's convnet4 sign FTP-SH {PAPER_CONVNET4_SIGN_FTPSH}%, "
              f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
              f"- **reached: {when}**"

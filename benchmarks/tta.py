@@ -24,7 +24,7 @@ from results_file import check_name, claim
 
 from ftprop.data import load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
-from ftprop.runs import atomic_write_text, config_from_checkpoint, git_commit, load_checkpoint
+from ftprop.runs import atomic_write_text, config_from_checkpoint, cpu_model, git_commit, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -56,7 +56,8 @@ def main() -> None:
     rows = [measure(Path(r), args.data_root, device) for r in args.runs]
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + shlex.join(sys.argv), "torch": torch.__version__,
-               "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+               "python": platform.python_version(),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({cpu_model()})",
                "device": str(device), "git_commit": git_commit(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
