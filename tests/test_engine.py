@@ -42,6 +42,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert ck["epoch"] == 3 and ck["step"] == 0
     env = json.loads((tmp_path / "b" / "environment.json").read_text())
     assert [r["after_epoch"] for r in env["resumed"]] == [2]  # where the run started, and each resume
+    assert env["resumed"][0]["changed"] == {"train.epochs": [2, 3]}  # config.toml now says only 3
     assert env["cpu_model"] and env["cpu_count"] >= 1  # machines of one core count differ in speed
 
 
@@ -422,6 +423,16 @@ def test_mid_epoch_resume_refuses_another_seed(tmp_path):
     other = apply_overrides(cfg, ["train.seed=5"])
     assert resume_differences(cfg, other, mid_epoch=True) == ["train.seed: 0 != 5"]
     assert resume_differences(cfg, other, mid_epoch=False) == []  # a new epoch draws its own order
+
+
+def test_config_changes_lists_every_changed_setting():
+    from ftprop.runs import config_changes
+
+    cfg = small_config()
+    other = apply_overrides(cfg, ["train.epochs=9", "optim.lr=0.5", "data.options.crop_pad=2"])
+    assert config_changes(cfg, cfg) == {}
+    assert config_changes(cfg, other) == {"data.options.crop_pad": [None, 2], "optim.lr": [cfg.optim.lr, 0.5],
+                                          "train.epochs": [3, 9]}
 
 
 def test_adam_step_counts_go_where_this_runs_capturable_wants_them():

@@ -37,10 +37,12 @@ from .runs import (
     CHECKPOINT,
     RunDirError,
     atomic_write_text,
+    config_changes,
     config_from_checkpoint,
     config_to_toml,
     environment,
     load_checkpoint,
+    read_run,
     resume_differences,
     save_checkpoint,
 )
@@ -468,11 +470,13 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         """config.toml and environment.json; a resume writes them with its first checkpoint, so one
         that fails before it leaves the run as its checkpoint describes it (and a later plain
         ``--resume``, which reads config.toml, does not take up the failed settings)."""
+        changed = config_changes(read_run(run_dir).config, cfg) if resume else {}
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
-        if resume and env_path.is_file():  # keep where the run started; list each resume
+        if resume and env_path.is_file():  # keep where the run started; list each resume and what it changed
             first = json.loads(env_path.read_text())
-            first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step})
+            first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step,
+                                                    "changed": changed})
             env = first
         atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
 

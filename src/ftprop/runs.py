@@ -247,6 +247,23 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in RESUME_FREE and a != b]
 
 
+def config_changes(previous: Config, cfg: Config) -> dict[str, list]:
+    """``{"section.key": [previous value, new value]}`` for every setting that differs (options as
+    ``data.options.name``; a setting only one of them has reads ``None`` on the other side): what a
+    resume changed, recorded beside it since config.toml then holds only the new values."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(config_to_dict(previous)), flat(config_to_dict(cfg))
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
     (loss None = soft_hinge, an alias = its loss, weighted None = True, staircase steps None = 3
