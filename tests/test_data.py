@@ -26,7 +26,7 @@ from ftprop.data import DatasetError, load_dataset
 from ftprop.data import cifar10 as cifar_mod
 from ftprop.data import idx as idx_mod
 from ftprop.data import imagefolder as if_mod
-from ftprop.data.base import ArrayDataset, crop_flip, patch_whitening
+from ftprop.data.base import ArrayDataset, crop_flip, cut_out, patch_whitening
 from ftprop.data.download import fetch, safe_extract_tar
 
 # -- no network: only loopback connections -----------------------------------------------------
@@ -385,6 +385,51 @@ def test_cifar_crop_pad_option(cifar_root):
     with pytest.raises(ValueError, match="crop_pad = 32 lets a 32x32 crop miss the image entirely"):
         load_dataset("cifar10", cifar_root, "train", crop_pad=32)
     assert load_dataset("cifar10", cifar_root, "train", crop_pad=31).crop_pad == 31
+
+
+def test_cut_out_blanks_one_clipped_square_per_image():
+    """Each image loses exactly the pixels of one size x size square (clipped at the border), in
+    every channel, and keeps all others; the squares' centres spread over the image."""
+    x = torch.randn(400, 3, 9, 7).abs_().add_(1.0)  # no pixel is 0 before
+    out = cut_out(x.clone(), torch.Generator().manual_seed(3), 4)
+    areas = set()
+    for img, res in zip(x, out):
+        zero = res == 0
+        assert torch.equal(zero[0], zero[1]) and torch.equal(zero[0], zero[2]), "not the same square in each channel"
+        rows, cols = zero[0].any(1).nonzero().view(-1), zero[0].any(0).nonzero().view(-1)
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+        square = torch.zeros_like(zero[0])
+        square[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+        assert torch.equal(zero[0], square), "the blanked pixels are not one rectangle"
+        assert len(rows) == 4 or rows.min() == 0 or rows.max() == 8, "clipped without touching the border"
+        assert len(cols) == 4 or cols.min() == 0 or cols.max() == 6, "clipped without touching the border"
+        assert torch.equal(res[~zero], img[~zero])
+        areas.add((len(rows), len(cols)))
+    assert (4, 4) in areas and len(areas) > 3  # whole squares and several clipped shapes
+
+
+def test_cifar_cutout_option(cifar_root):
+    """data.options.cutout blanks a square of each training image and nothing else: the same
+    batches as without it (the same crops and flips) but for those pixels; off for evaluation;
+    bad values are refused."""
+    plain = load_dataset("cifar10", cifar_root, "train", crop_pad=2)
+    cut = load_dataset("cifar10", cifar_root, "train", crop_pad=2, cutout=8)
+    assert cut.cutout == 8 and cut.to("cpu").cutout == 8 and cut.subset(torch.arange(3), "val").cutout == 8
+    x0, y0 = next(plain.batches(N_TRAIN, augment=True, generator=torch.Generator().manual_seed(5)))
+    x1, y1 = next(cut.batches(N_TRAIN, augment=True, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(y0, y1)
+    changed = x1 != x0
+    assert torch.equal(x1[changed], torch.zeros_like(x1[changed]))
+    per_image = changed.any(1).flatten(1).sum(1)
+    assert (per_image > 0).all() and (per_image <= 64).all() and (per_image == 64).any()
+    e0, _ = next(plain.batches(N_TRAIN))
+    e1, _ = next(cut.batches(N_TRAIN))
+    assert torch.equal(e0, e1), "cutout must not touch evaluation batches"
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="cutout must be a whole number"):
+            load_dataset("cifar10", cifar_root, "train", cutout=bad)
+    with pytest.raises(ValueError, match="cutout = 33 needs images of at least 33x33"):
+        load_dataset("cifar10", cifar_root, "train", cutout=33)
 
 
 def _smooth_images(n=200, seed=0):

@@ -32,13 +32,17 @@ class ArrayDataset:
     ``(images / scale - mean[c]) / std[c]``. ``augment`` names the training augmentation
     (``None``, or ``"crop_flip"``: random crop after zero padding by ``crop_pad`` pixels, 4 as in
     the paper, + random horizontal flip, the CIFAR one; ``crop_pad=0`` flips only).
+    ``cutout``: with that augmentation, also set a ``cutout`` x ``cutout`` square of each training
+    image to 0 after normalisation (the mean pixel) at a random centre, clipped at the border
+    (DeVries & Taylor, 2017; 0, the default and the paper's, is off).
     ``whitening``: an optional (C, C, k, k) convolution applied after that normalisation (see
     :func:`patch_whitening`), the same for every split.
     """
 
     def __init__(self, name: str, split: str, images: Tensor, labels: Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], scale: float = 255.0,
-                 augment: str | None = None, crop_pad: int = 4, whitening: Tensor | None = None) -> None:
+                 augment: str | None = None, crop_pad: int = 4, whitening: Tensor | None = None,
+                 cutout: int = 0) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         if labels.shape != (images.shape[0],):
@@ -50,13 +54,19 @@ class ArrayDataset:
         if augment == "crop_flip" and images.dim() == 4 and crop_pad >= min(images.shape[-2:]):
             raise ValueError(f"crop_pad = {crop_pad} lets a {images.shape[-2]}x{images.shape[-1]} crop miss the "
                              f"image entirely; use less than {min(images.shape[-2:])} (the paper: 4)")
+        if isinstance(cutout, bool) or not isinstance(cutout, numbers.Integral) or cutout < 0:
+            raise ValueError(f"cutout must be a whole number of pixels >= 0 (0: off), got {cutout!r}")
+        if cutout and (images.dim() != 4 or cutout > min(images.shape[-2:])):
+            raise ValueError(f"cutout = {cutout} needs images of at least {cutout}x{cutout} pixels, got shape "
+                             f"{tuple(images.shape[1:])}; use 0 (off) or a smaller square (DeVries & Taylor: 16 "
+                             "on CIFAR-10)")
         self.name, self.split = name, split
         self.images, self.labels = images, labels.to(torch.int64)
         self.classes = list(classes)
         self.scale = float(scale)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=images.device)
-        self.augment, self.crop_pad = augment, int(crop_pad)
+        self.augment, self.crop_pad, self.cutout = augment, int(crop_pad), int(cutout)
         c = images.shape[1] if images.dim() == 4 else 0
         if whitening is not None and (whitening.dim() != 4 or whitening.shape[:2] != (c, c)
                                       or whitening.shape[2] != whitening.shape[3] or whitening.shape[2] % 2 == 0):
@@ -88,14 +98,14 @@ class ArrayDataset:
         """The same dataset on another device (a copy of the tensors; self is unchanged)."""
         return ArrayDataset(self.name, self.split, self.images.to(device), self.labels.to(device), self.classes,
                             self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad,
-                            self.whitening)
+                            self.whitening, self.cutout)
 
     def subset(self, indices: Tensor, split: str) -> ArrayDataset:
         """The examples at ``indices``, as a dataset of its own (e.g. a validation split)."""
         idx = indices.to(self.images.device)
         return ArrayDataset(self.name, split, self.images[idx], self.labels[idx], self.classes,
                             self.mean.tolist(), self.std.tolist(), self.scale, self.augment, self.crop_pad,
-                            self.whitening)
+                            self.whitening, self.cutout)
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32 normalised, as a batched tensor op on their device."""
@@ -130,9 +140,14 @@ class ArrayDataset:
                 continue
             idx = order[first : first + batch_size]
             images = self.images.index_select(0, idx)  # far faster than images[idx] on CPU
-            if aug_seed is not None:
-                images = crop_flip(images, torch.Generator().manual_seed(aug_seed + b), self.crop_pad)
-            yield self.normalize(images), self.labels.index_select(0, idx)
+            if aug_seed is None:
+                yield self.normalize(images), self.labels.index_select(0, idx)
+                continue
+            g = torch.Generator().manual_seed(aug_seed + b)
+            x = self.normalize(crop_flip(images, g, self.crop_pad))
+            if self.cutout:
+                x = cut_out(x, g, self.cutout)
+            yield x, self.labels.index_select(0, idx)
 
 
 def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
@@ -150,6 +165,21 @@ def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -
     cols = torch.arange(w, device=images.device)
     cols = torch.where(flips.view(n, 1, 1, 1), w - 1 - cols, cols) + shifts[1].view(n, 1, 1, 1)  # (n, 1, 1, w)
     return out.gather(3, cols.expand(n, c, h, w))
+
+
+def cut_out(x: Tensor, generator: torch.Generator | None, size: int) -> Tensor:
+    """Set a ``size`` x ``size`` square of each image of the NCHW batch ``x`` to 0, in place.
+
+    Each square's centre is uniform over the image, so squares near the border are clipped (and
+    an even ``size`` reaches one pixel further up and left of its centre than down and right)."""
+    n, _, h, w = x.shape
+    centres = torch.stack([torch.randint(0, h, (n,), generator=generator),
+                           torch.randint(0, w, (n,), generator=generator)]).to(x.device)
+    first = centres - size // 2  # (2, n): the square's first row and column, may be < 0
+    rows = torch.arange(h, device=x.device) - first[0].view(n, 1)
+    cols = torch.arange(w, device=x.device) - first[1].view(n, 1)
+    inside = ((rows >= 0) & (rows < size)).view(n, 1, h, 1) & ((cols >= 0) & (cols < size)).view(n, 1, 1, w)
+    return x.masked_fill_(inside, 0.0)
 
 
 def patch_whitening(images: Tensor, normalize, size: int, eps: float, max_images: int = 10_000,

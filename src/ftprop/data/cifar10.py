@@ -134,9 +134,10 @@ def _folder(root: Path) -> Path:
 
 @register_dataset("cifar10")
 def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_pad: int = 4,
-                 whiten: int = 0, whiten_eps: float = 0.1) -> ArrayDataset:
+                 whiten: int = 0, whiten_eps: float = 0.1, cutout: int = 0) -> ArrayDataset:
     """CIFAR-10 as uint8 (N, 3, 32, 32) with the paper's normalisation and crop+flip augmentation
-    (``crop_pad``: the zero padding before the random 32x32 crop; the paper's 4, 0 for flips only).
+    (``crop_pad``: the zero padding before the random 32x32 crop; the paper's 4, 0 for flips only;
+    ``cutout`` > 0 also blanks a random square of that side in each training image, off in the paper).
 
     ``whiten`` > 0 (odd; off in the paper) adds ZCA whitening of ``whiten`` x ``whiten`` patches after
     the normalisation (:func:`ftprop.data.base.patch_whitening`, damped by ``whiten_eps``), estimated
@@ -168,7 +169,8 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_
         return torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
     images, labels = read(files)
-    ds = ArrayDataset("cifar10", split, images, labels, classes, MEAN, STD, augment="crop_flip", crop_pad=crop_pad)
+    ds = ArrayDataset("cifar10", split, images, labels, classes, MEAN, STD, augment="crop_flip", crop_pad=crop_pad,
+                      cutout=cutout)
     if whiten:
         train_images = images if split == "train" else read(TRAIN_FILES)[0]
         ds.whitening = patch_whitening(train_images, ds.normalize, whiten, whiten_eps)
