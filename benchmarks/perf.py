@@ -566,10 +566,18 @@ def report(args, device, rows: list[dict], final: bool) -> None:
              "the first compiled step, with inductor's caches "
              + ("disabled (TORCHINDUCTOR_FORCE_DISABLE_CACHES=1): cold." if cold
                 else "enabled: warm if an earlier variant or run compiled the same graph.")]
+    # Progress goes to NAME.partial.*, so a run cut short (a GPU stage's time limit) leaves what it
+    # measured without replacing a complete NAME.* (even with --force); the finished table takes NAME
+    # and removes the partial files.
+    partial = f"{args.name}.partial"
     if not final:
-        notes.append("**Incomplete**: written after each variant; the run stopped before the last one.")
-    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
+        notes.append(f"**Incomplete**: written after each variant; the run stopped before the last one, so "
+                     f"{args.name}.json / .md (if any) are from an earlier, complete run.")
+    write(args.name if final else partial, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes, quiet=not final)
+    if final:
+        for suffix in (".json", ".md"):
+            (RESULTS / f"{partial}{suffix}").unlink(missing_ok=True)
 
 
 FUSED_HELP = ("also time each hard-threshold variant with the fused CUDA kernels (ftprop.cuda_kernels; they "

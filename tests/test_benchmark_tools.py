@@ -81,3 +81,28 @@ def test_gpu_script_default_stages_fit_its_budget():
 def test_gpu_script_refuses_bad_plans(args, env, message):
     plan = _gpu_plan(*args, **env)
     assert plan.returncode == 2 and message in plan.stdout
+
+
+def test_compile_progress_never_replaces_a_complete_table(tmp_path, monkeypatch):
+    """perf.py compile writes its table after each variant (a GPU stage's time limit keeps what was
+    measured), but to NAME.partial.*: a run cut short, even with --force, leaves the committed
+    NAME.* as they were; the finished run replaces them and removes the partial files."""
+    import argparse
+
+    import perf
+    import torch
+
+    monkeypatch.setattr(perf, "RESULTS", tmp_path)
+    (tmp_path / "compile_x.json").write_text("complete json")
+    (tmp_path / "compile_x.md").write_text("complete table")
+    args = argparse.Namespace(name="compile_x", mode=None, func=None, force=True)
+    row = {"model": "mlp", "variant": "sign soft_hinge", "batch": 8, "gradients_match": True,
+           "compiled_step_finite": True, "compile_s": 1.0, "eager_ms": 2.0, "compiled_ms": 1.0, "speedup": 2.0}
+    perf.report(args, torch.device("cpu"), [row], final=False)
+    assert (tmp_path / "compile_x.json").read_text() == "complete json"
+    assert (tmp_path / "compile_x.md").read_text() == "complete table"
+    assert "**Incomplete**" in (tmp_path / "compile_x.partial.md").read_text()
+    perf.report(args, torch.device("cpu"), [row, row], final=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compile_x.json", "compile_x.md"]
+    table = (tmp_path / "compile_x.md").read_text()
+    assert "Incomplete" not in table and table.count("| mlp | sign soft_hinge |") == 2
