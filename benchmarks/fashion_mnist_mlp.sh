@@ -29,10 +29,5 @@ for method in ftpsh sste relu; do
         fi
     done
 done
-mkdir -p "$OUT"
-for dir in "${dirs[@]}"; do  # each run's command, versions and machine beside the table
-    rel=${dir#"$RUNS"/}
-    cp "$dir/environment.json" "$OUT/environment-${rel//\//-}.json"
-done
 $FTPROP report "${dirs[@]}" --out "$OUT" \
     --title "Fashion-MNIST, MLP 1024-1024 BN, $EPOCHS epochs, seeds 0-2"

@@ -539,6 +539,17 @@ def test_report_table_and_plot_hold_the_numbers(tmp_path):
     assert rows[0]["best_mean"] == pytest.approx(mean / 100)
     assert f"{mean:.2f} ± " in text
     assert "mlp sign soft_hinge" in text and "mlp relu" in text
+    # the software and machine of every number: one environment for all four runs, each run's file whole
+    envs = json.loads((tmp_path / "rep" / "environments.json").read_text())
+    assert list(envs) == [str(d) for d in dirs]
+    assert all(e == json.loads((d / "environment.json").read_text()) for d, e in zip(dirs, envs.values()))
+    line = next(x for x in text.splitlines() if x.startswith("- commit "))
+    assert f"torch {torch.__version__}" in line and "device `cpu`" in line and all(str(d) in line for d in dirs)
+    (dirs[0] / "environment.json").write_text("{cut short")
+    write_report(dirs, tmp_path / "rep")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert f"- no readable environment.json: {dirs[0]}\n" in text
+    assert json.loads((tmp_path / "rep" / "environments.json").read_text())[str(dirs[0])] is None
 
 
 def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the_recipe(tmp_path):

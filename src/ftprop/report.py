@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import config_to_dict
 from .runs import RESUME_FREE, Run, RunDirError, atomic_write_text, read_run, refuse_run_directory
 
-__all__ = ["group_runs", "runs_table", "plot_runs", "write_report", "mean_std"]
+__all__ = ["group_runs", "runs_table", "environments_table", "plot_runs", "write_report", "mean_std"]
 
 
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -140,8 +140,48 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
     return path
 
 
+ENV_KEYS = ("git_commit", "ftprop", "torch", "python", "device", "gpu", "cpu_model", "cpu_count", "torch_threads")
+
+
+def _read_environment(run: Run) -> dict | None:
+    """The run's environment.json (where and with what software it trained, each resume listed
+    under ``resumed``), or None when it has none or it does not parse."""
+    path = run.path / "environment.json"
+    try:
+        env = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return env if isinstance(env, dict) else None
+
+
+def environments_table(runs: Sequence[Run]) -> tuple[str, dict[str, dict | None]]:
+    """A markdown list of the distinct environments (commit, versions, machine) the runs trained
+    in, each with its runs, so that a report names the software and machine of every number in it;
+    and each run's whole environment.json (None: it has none) by path."""
+    full = {str(run.path): _read_environment(run) for run in runs}
+    groups: OrderedDict[str, tuple[dict | None, list[str]]] = OrderedDict()
+    for path, env in full.items():
+        key = None if env is None else {k: env[k] for k in ENV_KEYS if k in env}
+        groups.setdefault(json.dumps(key, sort_keys=True), (key, []))[1].append(path)
+    lines = []
+    for key, paths in groups.values():
+        if key is None:
+            lines.append(f"- no readable environment.json: {', '.join(paths)}")
+            continue
+        where = key.get("gpu") or f"{key.get('cpu_model', '?')}, {key.get('cpu_count', '?')} CPU cores"
+        lines.append(f"- commit {(key.get('git_commit') or 'not in git')[:12]}, ftprop {key.get('ftprop', '?')}, "
+                     f"torch {key.get('torch', '?')}, Python {key.get('python', '?')}, device "
+                     f"`{key.get('device', '?')}` ({where}, {key.get('torch_threads', '?')} threads): "
+                     f"{', '.join(paths)}")
+    resumed = [p for p, env in full.items() if env and env.get("resumed")]
+    if resumed:
+        lines.append(f"- resumed (each resume's machine and changed settings: `resumed` in environments.json): "
+                     f"{', '.join(resumed)}")
+    return "\n".join(lines) + "\n", full
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
-    """Read runs, write ``out/report.md`` (+ ``report.json``) and ``out/curves.png``."""
+    """Read runs, write ``out/report.md`` (+ ``report.json``, ``environments.json``) and ``out/curves.png``."""
     refuse_run_directory(out, "the report")
     runs = [read_run(p) for p in run_dirs]
     empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
@@ -149,6 +189,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         raise RunDirError(f"no finished epoch to report in {', '.join(empty)}: train (or resume) them first, "
                           f"or leave them out")
     table, rows = runs_table(runs)
+    env_table, env_rows = environments_table(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_runs([(f"{r.label} (seed {r.config.train.seed})", r.metrics) for r in runs], out / "curves.png",
@@ -157,6 +198,8 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     atomic_write_text(md, f"# {title}\n\n{table}\nBest = best test accuracy over epochs (as the paper reports; "
                           f"selected on the test set). Gap = final train - final test accuracy. "
                           f"Mean ± sample std over runs that differ only in seed (or device, data location, "
-                          f"compile).\n\n![curves](curves.png)\n")
+                          f"compile).\n\nWhere the runs trained (each run's environment.json):\n\n"
+                          f"{env_table}\n![curves](curves.png)\n")
     atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "environments.json", json.dumps(env_rows, indent=2) + "\n")
     return md, png
