@@ -414,6 +414,10 @@ def test_resume_compares_models_not_spellings():
         "model.loss: 'soft_hinge' != 'saturated_hinge'"]
     assert resume_differences(cfg, apply_overrides(cfg, ["model.weighted=false"]), mid_epoch=False) == [
         "model.weighted: True != False"]
+    # another activation: that one difference, not the unit settings only a threshold unit resolves
+    sste = apply_overrides(cfg, ["model.loss='sste'"])
+    assert resume_differences(sste, apply_overrides(cfg, ["model.activation='relu'"]), mid_epoch=False) == [
+        "model.activation: 'sign' != 'relu'"]
 
 
 def test_mid_epoch_resume_refuses_another_seed(tmp_path):

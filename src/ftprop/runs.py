@@ -226,6 +226,10 @@ def read_run(path: str | Path) -> Run:
 RESUME_FREE = {"data.root", "data.download", "data.options.workers"}
 
 
+# A threshold unit's own settings: left unset (and not resolved) for other activations.
+UNIT_SETTINGS = ("model.loss", "model.weighted", "model.steps", "model.surrogate")
+
+
 def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
     """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
     take: the model, the data (not where it lives), the optimiser's kind, a weight average switched
@@ -244,6 +248,9 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     if mid_epoch:
         for k in ("batch_size", "seed"):
             pairs[f"train.{k}"] = (da["train"][k], db["train"][k])
+    if pairs["model.activation"][0] != pairs["model.activation"][1]:
+        for k in UNIT_SETTINGS:  # they describe the unit, which the activation already says is another one
+            pairs.pop(k, None)
     return [f"{k}: {a!r} != {b!r}" for k, (a, b) in sorted(pairs.items()) if k not in RESUME_FREE and a != b]
 
 
