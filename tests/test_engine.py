@@ -550,9 +550,12 @@ def test_report_table_and_plot_hold_the_numbers(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("- commit "))
     assert f"torch {torch.__version__}" in line and "device `cpu`" in line and all(str(d) in line for d in dirs)
     (dirs[0] / "environment.json").write_text("{cut short")
+    env = json.loads((dirs[1] / "environment.json").read_text())
+    (dirs[1] / "environment.json").write_text(json.dumps({**env, "git_commit": "0123456789abcdef-dirty"}))
     write_report(dirs, tmp_path / "rep")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert f"- no readable environment.json: {dirs[0]}\n" in text
+    assert "- commit 0123456789ab-dirty, ftprop " in text and text.count("- commit ") == 2  # two environments
     assert json.loads((tmp_path / "rep" / "environments.json").read_text())[str(dirs[0])] is None
 
 

@@ -169,7 +169,9 @@ def environments_table(runs: Sequence[Run]) -> tuple[str, dict[str, dict | None]
             lines.append(f"- no readable environment.json: {', '.join(paths)}")
             continue
         where = key.get("gpu") or f"{key.get('cpu_model', '?')}, {key.get('cpu_count', '?')} CPU cores"
-        lines.append(f"- commit {(key.get('git_commit') or 'not in git')[:12]}, ftprop {key.get('ftprop', '?')}, "
+        commit = key.get("git_commit") or "not in git"
+        commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")  # uncommitted changes
+        lines.append(f"- commit {commit}, ftprop {key.get('ftprop', '?')}, "
                      f"torch {key.get('torch', '?')}, Python {key.get('python', '?')}, device "
                      f"`{key.get('device', '?')}` ({where}, {key.get('torch_threads', '?')} threads): "
                      f"{', '.join(paths)}")
