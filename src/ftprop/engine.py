@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DEVICES, Config, ConfigError, validate
+from .config import DEVICES, Config, ConfigError, load_config, validate
 from .data import load_dataset
 from .models import build_model
 from .runs import (
@@ -42,7 +42,6 @@ from .runs import (
     config_to_toml,
     environment,
     load_checkpoint,
-    read_run,
     resume_differences,
     save_checkpoint,
 )
@@ -470,7 +469,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         """config.toml and environment.json; a resume writes them with its first checkpoint, so one
         that fails before it leaves the run as its checkpoint describes it (and a later plain
         ``--resume``, which reads config.toml, does not take up the failed settings)."""
-        changed = config_changes(read_run(run_dir).config, cfg) if resume else {}
+        changed = config_changes(load_config(run_dir / "config.toml"), cfg) if resume else {}  # before it is rewritten
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
         if resume and env_path.is_file():  # keep where the run started; list each resume and what it changed

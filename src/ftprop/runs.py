@@ -237,10 +237,8 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     mix the two), and, inside an epoch, the batch size and seed (the batches already trained would no
     longer be the ones skipped). The average's decay itself may change."""
     da, db = _resolved(config_to_dict(previous)), _resolved(config_to_dict(cfg))
-    pairs = {f"{s}.{k}": (da[s][k], db[s][k]) for s in ("model", "data") for k in da[s] if k != "options"}
-    for s in ("model", "data"):
-        for k in set(da[s]["options"]) | set(db[s]["options"]):
-            pairs[f"{s}.options.{k}"] = (da[s]["options"].get(k), db[s]["options"].get(k))
+    fa, fb = _flat(da), _flat(db)
+    pairs = {k: (fa.get(k), fb.get(k)) for k in set(fa) | set(fb) if k.startswith(("model.", "data."))}
     pairs["optim.name"] = (da["optim"]["name"], db["optim"]["name"])
     ema = (da["train"]["ema_decay"], db["train"]["ema_decay"])
     if (ema[0] > 0) != (ema[1] > 0):
@@ -258,17 +256,19 @@ def config_changes(previous: Config, cfg: Config) -> dict[str, list]:
     """``{"section.key": [previous value, new value]}`` for every setting that differs (options as
     ``data.options.name``; a setting only one of them has reads ``None`` on the other side): what a
     resume changed, recorded beside it since config.toml then holds only the new values."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(config_to_dict(previous)), flat(config_to_dict(cfg))
+    a, b = _flat(config_to_dict(previous)), _flat(config_to_dict(cfg))
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A config dict as ``{"section.key": value}``, options included (``data.options.name``)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _resolved(d: dict) -> dict:
