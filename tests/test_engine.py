@@ -360,6 +360,60 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
     assert read_run(tmp_path / "r").config.optim.lr == 0.01
 
 
+class FailsInEpoch2(ArrayDataset):
+    """Trains one epoch, then fails, as a run killed by bad input past its first epoch would."""
+
+    calls = 0
+
+    def batches(self, batch_size, **kw):
+        FailsInEpoch2.calls += 1
+        if FailsInEpoch2.calls > 1:
+            raise RuntimeError("a corrupt example")
+        yield from super().batches(batch_size, **kw)
+
+
+def test_force_gives_the_old_run_back_when_the_new_one_fails_before_its_first_checkpoint(tmp_path):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    FailsInEpoch2.calls = 0
+    with pytest.raises(RuntimeError, match="corrupt"):  # one epoch logged, none checkpointed
+        train(small_config("train.checkpoint_every=5", epochs=3), tmp_path / "r", force=True,
+              data=_tiny_data(FailsInEpoch2), log=None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_a_failed_resume_keeps_the_epochs_logged_past_its_checkpoint(tmp_path):
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config("train.checkpoint_every=5", epochs=3)
+    train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
+    state = load_checkpoint(tmp_path / "r")  # as a kill after epoch 3 of a run saved at epoch 2 leaves it
+    save_checkpoint(tmp_path / "r", {**state, "epoch": 2, "history": state["history"][:2]})
+    metrics = (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(RuntimeError, match="corrupt"):
+        train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True,
+              data=_tiny_data(FailingData), log=None)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == metrics
+    done = train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in done.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("text", ['{"torch": "2', "[]", '{"resumed": 3}'])
+def test_a_resume_refuses_an_unreadable_environment_file_before_training(tmp_path, text):
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    (tmp_path / "r" / "environment.json").write_text(text)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(RunDirError, match=r"environment.json is unreadable .*move it away and resume again"):
+        train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == files
+    (tmp_path / "r" / "environment.json").unlink()
+    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    assert "torch" in json.loads((tmp_path / "r" / "environment.json").read_text())
+
+
 def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
     from ftprop.cli import main
 

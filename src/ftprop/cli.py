@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing run (kept aside until the new one has trained an epoch)")
+                   help="replace an existing run (kept aside until the new one has written a checkpoint)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a dataset split")

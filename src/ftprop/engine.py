@@ -332,6 +332,7 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
             raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, weight average "
                               f"on/off or, inside an epoch, batch size or seed (start a new run instead): "
                               + "; ".join(diffs))
+        _read_environment(out)  # unreadable: refused now, not at the first checkpoint
         reached = 0 if state is None else state["epoch"] + (state["step"] > 0)
         if reached > cfg.train.epochs:
             part = " and part of the next" if state["step"] > 0 else ""
@@ -350,9 +351,25 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
     return out, None
 
 
+def _read_environment(out: Path) -> dict:
+    """The run's environment.json ({} if it has none), which a resume extends."""
+    path = out / "environment.json"
+    if not path.is_file():
+        return {}
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        env = err
+    if not isinstance(env, dict) or not isinstance(env.get("resumed", []), list):
+        why = env if isinstance(env, Exception) else "not a JSON object with a list of resumes"
+        raise RunDirError(f"cannot resume {out}: {path} is unreadable ({why}); restore it, or move it away and "
+                          f"resume again (the resume then records only where it ran itself)")
+    return env
+
+
 RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json",
              "tensorboard")
-ASIDE = ".replaced-run"  # where --force keeps the old run until the new one has finished an epoch
+ASIDE = ".replaced-run"  # where --force keeps the old run until the new one has written a checkpoint
 
 
 def _remove_run_files(out: Path) -> None:
@@ -366,7 +383,7 @@ def _remove_run_files(out: Path) -> None:
 
 def _set_aside(out: Path) -> None:
     """Move the run files of ``out`` into ``out/ASIDE`` (dropping an older one): --force replaces a
-    run only once the new one has trained an epoch, so a new run that fails first gives it back."""
+    run only once the new one has written a checkpoint, so a new run that fails first gives it back."""
     aside = out / ASIDE
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir()
@@ -409,7 +426,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
         run_dir = made.get("dir")
         if run_dir is not None and not resume and not (run_dir / CHECKPOINT).is_file():
             metrics = run_dir / "metrics.jsonl"
-            if not metrics.is_file() or not metrics.read_text().strip():
+            # no checkpoint: nothing to resume, so the run that --force was replacing comes back
+            if not metrics.is_file() or not metrics.read_text().strip() or (run_dir / ASIDE).is_dir():
                 _remove_run_files(run_dir)
                 _give_back(run_dir)  # the run that --force was replacing
                 if made.get("new") and not any(run_dir.iterdir()):
@@ -473,18 +491,22 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
         if resume and env_path.is_file():  # keep where the run started; list each resume and what it changed
-            first = json.loads(env_path.read_text())
+            first = _read_environment(run_dir)
             first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step,
                                                     "changed": changed})
             env = first
         atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
 
     described = False
+    # A resume rewrites metrics.jsonl from its checkpoint's history at its first epoch's end, so
+    # one that fails before keeps the epochs logged past the checkpoint.
+    metrics_synced = state is None
     if run_dir is not None:
         if not resume or state is None:
             describe_run()
             described = True
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        if metrics_synced:
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     tb = _tensorboard(run_dir, start_epoch) if run_dir is not None and cfg.train.tensorboard else None
 
     step_model, optimizer_step = model, optimizer.step
@@ -520,6 +542,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             if not described:
                 describe_run()
                 described = True
+            shutil.rmtree(run_dir / ASIDE, ignore_errors=True)  # --force: the new run has replaced the old
 
     def write_summary(status: str) -> dict:
         summary = _summary(history, status, elapsed)
@@ -625,10 +648,13 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             if run_dir is not None:
                 if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopper.signal is not None:
                     checkpoint(epoch, 0)
-                with open(run_dir / "metrics.jsonl", "a") as f:  # rewritten from the checkpoint on resume
-                    f.write(json.dumps(row) + "\n")
+                if metrics_synced:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                else:
+                    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                    metrics_synced = True
                 write_summary("running")  # the state a kill leaves agrees with metrics.jsonl
-                shutil.rmtree(run_dir / ASIDE, ignore_errors=True)  # --force: the new run has replaced the old
             if tb is not None:
                 for k, v in row.items():
                     if k != "epoch":
