@@ -435,9 +435,40 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
              (["report", str(tmp_path / "broken"), "--out", str(tmp_path / "rep")], "summary.json is not valid JSON"),
              (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
              (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory")]
+    if not torch.cuda.is_available():
+        cases.append((["evaluate", str(tmp_path / "run"), "--device", "cuda"], "--device = 'cuda' but no CUDA"))
     for argv, message in cases:
         assert main(argv) != 0, argv
         assert message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        main(["train", "--schedule", "multistep", "--milestones", "a,b"])
+    assert "'a,b': a comma-separated list of epoch numbers, e.g. 200,250" in capsys.readouterr().err
+
+
+def test_evaluate_prints_only_json_on_stdout(tmp_path, capsys):
+    from ftprop.cli import main
+    from ftprop.runs import save_checkpoint
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    state = load_checkpoint(tmp_path / "r")
+    save_checkpoint(tmp_path / "r", {**state, "epoch": 0, "step": 3})  # as a stop inside epoch 1 leaves it
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["epoch"] == 0 and "saved mid-epoch" in captured.err
+    bf16_run = {**state["config"], "train": {**state["config"]["train"], "bf16": True}}
+    save_checkpoint(tmp_path / "r", {**state, "config": bf16_run})  # as a GPU run under autocast leaves it
+    assert main(["evaluate", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["bf16"] is False and "evaluated in float32 here" in captured.err
+
+
+def test_a_closed_pipe_ends_the_cli_quietly():
+    cmd = [sys.executable, "-c", "import sys; from ftprop.cli import main; sys.exit(main(['losses']))"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the first line, as `| head -0` would
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
 
 
 def test_run_names_outside_ascii_read_back(tmp_path):
@@ -635,6 +666,11 @@ def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the
         runs_table([run(1), twin])
     _, rows = runs_table([run(0), run(1, "train.bf16=true")])
     assert [r["method"] for r in rows] == [f"{method} (train.bf16=False)", f"{method} (train.bf16=True)"]
+    # one loss spelled two ways is one recipe; another planned length (which sets the schedule) is not
+    _, rows = runs_table([run(0, "model.loss=sste"), run(1, "model.loss=saturated_hinge")])
+    assert [(r["method"], r["runs"]) for r in rows] == [("mlp sign saturated_hinge", 2)]
+    _, rows = runs_table([run(0), run(1, "train.epochs=6")])
+    assert [r["method"] for r in rows] == [f"{method} (train.epochs=3)", f"{method} (train.epochs=6)"]
 
 
 def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
@@ -869,3 +905,35 @@ def test_report_refuses_runs_without_a_finished_epoch(tmp_path):
     with pytest.raises(RunDirError, match="no finished epoch to report"):
         write_report([tmp_path / "r"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plot_cut_short_leaves_the_old_picture(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from ftprop.report import plot_runs
+
+    history = [{"epoch": 1, "test_acc": 0.5, "train_acc": 0.6}, {"epoch": 2, "test_acc": 0.6, "train_acc": 0.7}]
+    png = plot_runs([("a", history)], tmp_path / "curves.png")
+    before = png.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def killed(self, f, **kw):
+        f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        plot_runs([("b", history)], png)
+    assert png.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_evaluate_refuses_an_empty_dataset_and_a_model_for_other_classes():
+    data = _tiny_data()["test"]  # 3 classes, 16 inputs
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    model.train()
+    with pytest.raises(ValueError, match=r"outputs of shape \(256, 10\) .* the dataset has 3 classes"):
+        evaluate(model, data)
+    assert model.training  # left as it was
+    empty = ArrayDataset("tiny", "test", data.images[:0], data.labels[:0], ["a", "b", "c"], [0.5], [0.25])
+    with pytest.raises(ValueError, match="holds no examples"):
+        evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), empty)

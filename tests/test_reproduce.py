@@ -94,3 +94,9 @@ def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
     assert main(["reproduce", "table1", "--rows", "convnet4", "--data-root", str(tmp_path / "data"),
                  "--dry-run"]) == 0
     assert "convnet4-qrelu_ftpsh" in capsys.readouterr().out
+    # a dry run plans without the data, and says what a run would need; a run refuses
+    assert main(["reproduce", "table1", "--rows", "convnet4", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "a run needs --data-root" in out and out.count("300 epochs") == 6
+    assert main(["reproduce", "table1", "--rows", "convnet4", "--out", str(tmp_path / "none")]) == 1
+    assert "skipped convnet4: no cifar10 data given" in capsys.readouterr().out

@@ -46,6 +46,13 @@ _FLAGS = {
 }
 
 
+def _epoch_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of epoch numbers, e.g. 200,250") from None
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file (configs/ has the paper's recipes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -71,7 +78,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--momentum", type=float)
     g.add_argument("--schedule", help="constant, multistep, cosine, onecycle")
-    g.add_argument("--milestones", type=lambda s: [int(x) for x in s.split(",")], help="multistep epochs, e.g. 200,250")
+    g.add_argument("--milestones", type=_epoch_list, help="multistep epochs, e.g. 200,250")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto, cpu, cuda")
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
@@ -138,8 +145,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     state = load_checkpoint(target)
     cfg = config_from_checkpoint(state)
     if state.get("step"):
-        print(f"note: the checkpoint was saved mid-epoch ({state['step']} steps into epoch {state['epoch'] + 1})")
-    device = resolve_device(args.device)
+        print(f"note: the checkpoint was saved mid-epoch ({state['step']} steps into epoch {state['epoch'] + 1})",
+              file=sys.stderr)  # stdout is the JSON result
+    device = resolve_device(args.device, key="--device")
+    bf16 = cfg.train.bf16 and device.type == "cuda"  # as the run evaluated itself each epoch
+    if cfg.train.bf16 and not bf16:
+        print("note: the run trained and evaluated under bf16 autocast on a GPU; evaluated in float32 here, so a "
+              "few sign units near 0 may flip", file=sys.stderr)
     d = cfg.data
     root = args.data_root if args.data_root is not None else d.root
     if args.split == "val" and d.val_fraction == 0:
@@ -153,9 +165,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"data; --tta flip is meant for natural images (CIFAR-10, image folders)", file=sys.stderr)
     model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
     with torch.no_grad():
-        result = evaluate(model, dataset, args.batch_size, tta=args.tta)
+        result = evaluate(model, dataset, args.batch_size, bf16=bf16, channels_last=cfg.train.channels_last,
+                          tta=args.tta)
     result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),
-              "weights": weights, "tta": args.tta, **result}
+              "weights": weights, "tta": args.tta, "bf16": bf16, **result}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -168,7 +181,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.what != "table1":
         raise ValueError(f"unknown target {args.what!r}: only table1")
     runs, notes = plan(args.rows, args.cols, args.epochs, args.seeds, args.data_root, args.imagenet_root,
-                       args.download, args.configs, args.device)
+                       args.download, args.configs, args.device, need_data=not args.dry_run)
     if args.dry_run or not runs:
         for note in notes:
             print(note)
@@ -271,13 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is met here, not at exit
+        return rc
     except TrainingStopped as err:
         print(str(err), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say to it
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 0
     except (ValueError, DatasetError, RunDirError, NonFiniteLossError, OSError) as err:
         if os.environ.get("FTPROP_DEBUG"):
             raise

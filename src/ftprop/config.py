@@ -73,7 +73,7 @@ class ScheduleConfig:
     name: str = "constant"
     milestones: list = field(default_factory=list)  # multistep: at the START of these epochs lr *= gamma
     gamma: float = 0.1
-    warmup_epochs: float = 0.0  # cosine: linear warm-up length; onecycle: length of the rise
+    warmup_epochs: float = 0.0  # cosine: linear warm-up length; onecycle: length of the rise (0: a quarter of training)
     final_lr_fraction: float = 0.0  # cosine/onecycle: lr at the end, as a fraction of the peak
 
 

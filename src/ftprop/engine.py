@@ -78,13 +78,14 @@ class RunResult:
 
 # ---- pieces --------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """The device ``name`` (auto, cpu, cuda) means here; ``key`` names the setting in errors."""
     if name not in DEVICES:
-        raise ConfigError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
+        raise ConfigError(f"unknown device {name!r} for {key}: use one of {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        raise ConfigError(f"{key} = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -259,12 +260,19 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
             out = model(x).float()
             if tta == "flip":
                 out = (out + model(x.flip(3)).float()) / 2
+        if n == 0 and (out.dim() != 2 or out.shape[1] != dataset.num_classes):
+            model.train(was_training)
+            raise ValueError(f"the model gives outputs of shape {tuple(out.shape)} for a batch of "
+                             f"{x.shape[0]}, but the dataset has {dataset.num_classes} classes: evaluate a model "
+                             f"built for this dataset")
         loss_sum += F.cross_entropy(out, y, reduction="sum").double()
         correct1 += (out.argmax(1) == y).sum()
         if top5:
             correct5 += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
         n += y.shape[0]
     model.train(was_training)
+    if n == 0:
+        raise ValueError("the dataset to evaluate on holds no examples")
     result = {"loss": loss_sum.item() / n, "acc": correct1.item() / n}
     if top5:
         result["top5"] = correct5.item() / n

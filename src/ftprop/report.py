@@ -15,7 +15,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import config_to_dict
-from .runs import RESUME_FREE, Run, RunDirError, atomic_write_text, read_run, refuse_run_directory
+from .runs import (
+    RESUME_FREE,
+    Run,
+    RunDirError,
+    _flat,
+    _resolved,
+    atomic_write,
+    atomic_write_text,
+    read_run,
+    refuse_run_directory,
+)
 
 __all__ = ["group_runs", "runs_table", "environments_table", "plot_runs", "write_report", "mean_std"]
 
@@ -30,28 +40,24 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
 
 # Settings that say where or how fast a run went, not what it trained: runs differing only in
 # these (and the seed) are one group. (bf16 stays: it changes the arithmetic; eval_train stays: it
-# changes what the gap is measured on.) Epochs: runs stopped at different epochs share a recipe.
-_NOT_THE_RECIPE = RESUME_FREE | {f"train.{k}" for k in ("seed", "epochs", "device", "eval_batch_size",
-                                                        "checkpoint_every", "tensorboard", "compile",
-                                                        "compile_mode", "channels_last")}
+# changes what the gap is measured on; train.epochs stays: it sets the schedule's every step.) Runs
+# still training, or stopped early, share the recipe of the runs they would become.
+_NOT_THE_RECIPE = RESUME_FREE | {f"train.{k}" for k in ("seed", "device", "eval_batch_size", "checkpoint_every",
+                                                        "tensorboard", "compile", "compile_mode", "channels_last")}
 
 
 def _recipe(run: Run) -> dict:
-    """The run's config as ``section.key`` (and ``section.options.key``): value, without _NOT_THE_RECIPE."""
-    flat = {}
-    for section, values in config_to_dict(run.config).items():
-        if section == "name":
-            continue
-        for k, v in values.items():
-            items = {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
-            flat.update({f"{section}.{key}": val for key, val in items.items()})
-    return {k: v for k, v in flat.items() if k not in _NOT_THE_RECIPE}
+    """The run's config as ``section.key`` (and ``section.options.key``): value, without
+    _NOT_THE_RECIPE, with the spellings of one model made one (an unset loss and soft_hinge, sste
+    and saturated_hinge, as a resume compares them)."""
+    flat = _flat(_resolved(config_to_dict(run.config)))
+    return {k: v for k, v in flat.items() if k != "name" and k not in _NOT_THE_RECIPE}
 
 
 def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:
-    """Runs that differ only in seed, run name, epochs reached and settings that do not change what
-    is trained (device, data location, workers, compile, checkpointing, logging) form one group, in
-    first-seen order."""
+    """Runs that differ only in seed, run name, epochs reached (not planned) and settings that do not
+    change what is trained (device, data location, workers, compile, checkpointing, logging) form one
+    group, in first-seen order."""
     groups: OrderedDict[str, list[Run]] = OrderedDict()
     for run in runs:
         groups.setdefault(json.dumps(_recipe(run), sort_keys=True, default=str), []).append(run)
@@ -135,8 +141,10 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:  # a kill mid-write leaves the old picture, not half of a new one
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -64,8 +64,10 @@ def _parse_list(text: str | None, valid: tuple[str, ...], what: str) -> list[str
 
 def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = None, seeds: int = 1,
          data_root: str | None = None, imagenet_root: str | None = None, download: bool = False,
-         config_dir: Path | None = None, device: str | None = None) -> tuple[list, list[str]]:
-    """The runs to make as (row, col, seed, config), and notes on the cells skipped."""
+         config_dir: Path | None = None, device: str | None = None,
+         need_data: bool = True) -> tuple[list, list[str]]:
+    """The runs to make as (row, col, seed, config), and notes on the cells skipped.
+    ``need_data=False`` (a dry run) plans the rows whose data is not given, with a note."""
     if seeds < 1:
         raise ValueError("--seeds must be >= 1")
     runs, notes = [], []
@@ -75,11 +77,15 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
             raise ValueError("--download needs --data-root DIR: the folder to download CIFAR-10 into")
         if root is None:
             flag = "--data-root (or --download)" if ROW_DATA[row] == "cifar10" else "--imagenet-root"
-            notes.append(f"skipped {row}: no {ROW_DATA[row]} data given ({flag})")
-            continue
-        if root is not None and not Path(root).expanduser().exists():
-            notes.append(f"skipped {row}: data root {root} does not exist")
-            continue
+            if need_data:
+                notes.append(f"skipped {row}: no {ROW_DATA[row]} data given ({flag})")
+                continue
+            notes.append(f"{row}: no {ROW_DATA[row]} data given; a run needs {flag}")
+        elif not Path(root).expanduser().exists():
+            if need_data:
+                notes.append(f"skipped {row}: data root {root} does not exist")
+                continue
+            notes.append(f"{row}: data root {root} does not exist; a run needs it")
         for col in _parse_list(cols, COLS, "column"):
             base = cell_config(row, col, config_dir)
             data = replace(base.data, root=root, download=download and ROW_DATA[row] == "cifar10")

@@ -181,7 +181,7 @@ class Run:
         m = self.config.model
         if m.activation in ("relu", "saturated_relu"):
             return f"{m.name} {m.activation}"
-        loss = m.loss or "soft_hinge"
+        loss = _resolved(config_to_dict(self.config))["model"]["loss"]  # sste reads as saturated_hinge
         extra = "" if m.weighted in (None, True) else " unweighted"
         return f"{m.name} {m.activation} {loss}{extra}"
 

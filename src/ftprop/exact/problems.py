@@ -120,11 +120,23 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
     if not p.exists():
         raise ValueError(f"data file {str(p)!r} does not exist")
     if p.suffix == ".npz":
-        with np.load(p) as f:
+        try:
+            archive = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{p} is not a NumPy .npz archive (write one with numpy.savez(path, X=..., T=...)): "
+                             f"{exc}") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array saved under a .npz name
+            raise ValueError(f"{p} holds one array, not an .npz archive of 'X' and 'T' "
+                             f"(numpy.savez(path, X=..., T=...))")
+        with archive as f:
             keys = {k.lower(): k for k in f.files}
             if "x" not in keys or not ({"t", "y"} & set(keys)):
                 raise ValueError(f"{p} must hold arrays 'X' and 'T' (found {f.files})")
-            return np.asarray(f[keys["x"]], dtype=np.float64), np.asarray(f[keys.get("t", keys.get("y"))], dtype=float)
+            try:
+                return (np.asarray(f[keys["x"]], dtype=np.float64),
+                        np.asarray(f[keys.get("t", keys.get("y"))], dtype=float))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{p}: 'X' and 'T' must be arrays of numbers: {exc}") from None
     if p.suffix == ".csv":
         lines = p.read_text().splitlines()
         first = lines[0] if lines else ""

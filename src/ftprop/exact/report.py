@@ -56,10 +56,10 @@ class FeasibilityReport:
         return [lay.fraction for lay in self.layers]
 
     def table(self) -> str:
-        lines = ["| layer | units | input width | separable units | fraction | targets already met |",
-                 "|---|---|---|---|---|---|"]
+        lines = ["| layer | units | input width | separable units (of them, with no target) | fraction "
+                 "| targets already met |", "|---|---|---|---|---|---|"]
         for lay in self.layers:
-            lines.append(f"| {lay.layer} | {lay.units} | {lay.input_width} | {lay.separable} | "
+            lines.append(f"| {lay.layer} | {lay.units} | {lay.input_width} | {lay.separable} ({lay.no_target}) | "
                          f"{lay.fraction:.3f} | {lay.satisfied:.3f} |")
         return "\n".join(lines)
 
