@@ -14,7 +14,8 @@ It also checks the real data: CIFAR-10 prepared from the offline JPEG copy (50,0
 images, 5,000 / 1,000 per class, train channel means within 0.005 of PAPER.md section 8)
 and Fashion-MNIST (60,000 / 10,000). Results go to benchmarks/results/data_pipeline.{json,md}.
 
-usage: python benchmarks/data_pipeline.py [--data-root ~/.cache/ftprop-data] [--fashion-root DIR]
+usage: python benchmarks/data_pipeline.py [--data-root ~/.cache/ftprop-data] [--fashion-root DIR] [--prepare]
+(--prepare: write CIFAR-10 into --data-root from ../shared/data first, if it is not there)
 """
 
 from __future__ import annotations
@@ -108,9 +109,12 @@ def time_loader(ds, batch: int, epochs: int, workers: int) -> dict:
     return {**_rates(epoch, epochs), "num_workers": workers}
 
 
-def check_cifar(root: Path) -> tuple[dict, object]:
+def check_cifar(root: Path, prepare: bool) -> tuple[dict, object]:
     if not (root / "cifar-10-batches-py" / "test_batch").is_file():
         script = SHARED_DATA / "prepare_cifar10.py"
+        if not prepare:
+            raise SystemExit(f"error: no CIFAR-10 in {root} (cifar-10-batches-py/); pass --prepare to write it there "
+                             f"from {script.parent}, or give the --data-root that holds it")
         print(f"preparing CIFAR-10 in {root} with {script} ...", flush=True)
         subprocess.run([sys.executable, str(script), str(root)], check=True)
     train, test = load_dataset("cifar10", root, "train"), load_dataset("cifar10", root, "test")
@@ -209,10 +213,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--force", action="store_true", help="replace data_pipeline.{json,md} in --out if they exist")
+    p.add_argument("--prepare", action="store_true", help="prepare CIFAR-10 in --data-root if it is missing")
     args = p.parse_args(argv)
+    for opt in ("batch_size", "epochs"):
+        if getattr(args, opt) < 1:
+            p.error(f"--{opt.replace('_', '-')} must be >= 1")
+    if args.workers < 0:
+        p.error("--workers must be >= 0")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r}: cpu, cuda or cuda:N")
     claim(args.out / "data_pipeline", args.force)
 
-    cifar, train = check_cifar(args.data_root.expanduser())
+    cifar, train = check_cifar(args.data_root.expanduser(), args.prepare)
     print("cifar10:", cifar, flush=True)
     device = torch.device(args.device)
     default_threads = torch.get_num_threads()

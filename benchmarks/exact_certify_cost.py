@@ -50,6 +50,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_certify_cost"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    if not 0 < args.budget < float("inf"):
+        ap.error("--budget must be a positive number of seconds")
+    if args.report_epochs < 0:
+        ap.error("--report-epochs must be >= 0")
     claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()

@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.problems < 1:
         ap.error("--problems must be >= 1")
+    if args.seed < 0:
+        ap.error("--seed must be >= 0")
     claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()

@@ -141,6 +141,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_scaling"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
+    unknown = [f for f in args.families.split(",") if f not in ("parity", "planted", "deep", "random")]
+    if unknown:
+        ap.error(f"--families: unknown {', '.join(map(repr, unknown))}; choose from parity, planted, deep, random")
+    if not 0 < args.budget < float("inf"):
+        ap.error("--budget must be a positive number of seconds")
+    if args.report_epochs < 0:
+        ap.error("--report-epochs must be >= 0")
     claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     x, t = parity(2)

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Fashion-MNIST, mlp with sign units (2 hidden layers of 1024, BN): FTP-SH vs SSTE vs ReLU, 3 seeds
 # each, configs/recipes/fashion_mnist_mlp.toml. Writes the `ftprop report` table and plot.
-# Usage: bash benchmarks/fashion_mnist_mlp.sh [EPOCHS]   (from the repository root)
+# Usage: [FORCE=1] [FTPROP_OUT=DIR] bash benchmarks/fashion_mnist_mlp.sh [EPOCHS]   (from the repository root)
 set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # threads sleep, not spin, when the 2 cores are shared
 EPOCHS=${1:-15}
 DATA=${FTPROP_FASHION:-../shared/data}
 RUNS=${FTPROP_RUNS:-runs/bench-fashion-mnist-mlp}
-OUT=benchmarks/results/fashion_mnist_mlp
+OUT=${FTPROP_OUT:-benchmarks/results/fashion_mnist_mlp}
 FTPROP=${FTPROP:-.venv/bin/ftprop}
+if [ -e "$OUT" ] && [ "${FORCE:-0}" != 1 ]; then  # before any training: a committed table is not replaced by accident
+    echo "error: $OUT already exists (a committed result?); FORCE=1 bash $0 ... replaces it, FTPROP_OUT=DIR writes elsewhere" >&2
+    exit 2
+fi
 dirs=()
 for method in ftpsh sste relu; do
     case $method in

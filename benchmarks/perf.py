@@ -638,9 +638,21 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for opt in ("rounds", "steps", "batch"):
         if getattr(args, opt, 1) < 1:
             p.error(f"--{opt} must be >= 1")
-    unknown = [m for m in getattr(args, "models", "").split(",") if m and m not in INPUT]
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
+    for opt in ("models", "speed_models"):
+        unknown = [m for m in getattr(args, opt, "").split(",") if m and m not in INPUT]
+        if unknown:
+            p.error(f"--{opt.replace('_', '-')}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
+    if getattr(args, "shape", None) is not None:
+        parts = args.shape.split("x")
+        if not all(v.isdigit() and int(v) > 0 for v in parts):
+            p.error(f"--shape {args.shape!r}: positive whole numbers joined by 'x', e.g. 128x64x32x32")
+    device = str(getattr(args, "device", "cpu"))
+    try:
+        torch.device(device)
+    except RuntimeError:
+        p.error(f"--device {device!r}: cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {device}: no CUDA device here; use --device cpu")
     if args.name is None:
         args.name = f"{args.default_name}_{'cuda' if str(args.device).startswith('cuda') else 'cpu'}"
     claim(RESULTS / check_name(args.name), args.force)

@@ -15,6 +15,7 @@ def claim(stem: str | Path, force: bool) -> Path:
     what to do. Call it before measuring anything."""
     stem = Path(stem)
     check_name(stem.name)
+    stem.parent.mkdir(parents=True, exist_ok=True)  # a name such as 'sweep/variant' writes into a folder
     existing = [p.name for p in (stem.with_suffix(".json"), stem.with_suffix(".md")) if p.exists()]
     if existing and not force:
         raise SystemExit(f"error: {stem.parent}/{' and '.join(existing)} already exist (a committed result?); "

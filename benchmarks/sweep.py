@@ -35,7 +35,7 @@ from ftprop.runs import atomic_write_text, read_metrics
 
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # never '.' or '..': --force removes runs/NAME/VARIANT
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -43,7 +43,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition(":")
     name = name.strip()
     if not NAME_RE.match(name):
-        raise SystemExit(f"variant name {name!r}: use letters, digits, '.', '_' and '-' only")
+        raise SystemExit(f"variant name {name!r}: use letters, digits, '.', '_' and '-' only, not starting with '.'")
     overrides = rest.split()
     bad = [o for o in overrides if "=" not in o]
     if bad:

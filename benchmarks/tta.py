@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from results_file import check_name, claim
 
-from ftprop.data import load_dataset
+from ftprop.config import ConfigError
+from ftprop.data import DatasetError, load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
-from ftprop.runs import atomic_write_text, config_from_checkpoint, cpu_model, git_commit, load_checkpoint
+from ftprop.runs import RunDirError, atomic_write_text, config_from_checkpoint, cpu_model, git_commit, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -52,8 +53,11 @@ def main() -> None:
     p.add_argument("--force", action="store_true", help="replace results/<name>.{json,md} if they exist")
     args = p.parse_args()
     claim(RESULTS / check_name(args.name), args.force)
-    device = resolve_device(args.device)
-    rows = [measure(Path(r), args.data_root, device) for r in args.runs]
+    try:
+        device = resolve_device(args.device, key="--device")
+        rows = [measure(Path(r), args.data_root, device) for r in args.runs]
+    except (ConfigError, DatasetError, RunDirError) as err:
+        raise SystemExit(f"error: {err}") from None
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + shlex.join(sys.argv), "torch": torch.__version__,
                "python": platform.python_version(),

@@ -106,3 +106,42 @@ def test_compile_progress_never_replaces_a_complete_table(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compile_x.json", "compile_x.md"]
     table = (tmp_path / "compile_x.md").read_text()
     assert "Incomplete" not in table and table.count("| mlp | sign soft_hinge |") == 2
+
+
+def test_sweep_variant_names_cannot_reach_outside_the_sweep():
+    from sweep import parse_variant
+
+    for name in ("..", ".", ".hidden"):
+        with pytest.raises(SystemExit, match="not starting with '.'"):
+            parse_variant(f"{name}: optim.lr=1e-3")
+    assert parse_variant("b256-lr1.4e-3: train.batch_size=256") == ("b256-lr1.4e-3", ["train.batch_size=256"])
+
+
+def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
+    assert claim(tmp_path / "sub" / "m", force=False) == tmp_path / "sub" / "m"
+    assert (tmp_path / "sub").is_dir()
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("perf.py", ["unit-time", "--shape", "axb", "--name", "t1"], "--shape 'axb': positive whole numbers"),
+    ("perf.py", ["step-time", "--device", "foo", "--name", "t2"], "--device 'foo'"),
+    ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
+    ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
+    ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
+    ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
+    ("exact_rational_fuzz.py", ["--seed", "-1"], "--seed must be >= 0"),
+    ("data_pipeline.py", ["--epochs", "0"], "--epochs must be >= 1"),
+    ("tta.py", ["nowhere", "--name", "t4"], "error: "),
+])
+def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, message):
+    results = tmp_path / "results"
+    out = _run(script, *args, "--out" if script.startswith(("exact", "data")) else "--force",
+               *([str(tmp_path / "o")] if script.startswith(("exact", "data")) else []), results=results)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not list(tmp_path.glob("o*")) and not list(results.glob("*.json"))
+
+
+def test_data_pipeline_does_not_prepare_data_where_it_was_not_asked(tmp_path):
+    out = _run("data_pipeline.py", "--data-root", str(tmp_path / "typo"), "--out", str(tmp_path / "o"),
+               results=tmp_path / "results")
+    assert out.returncode != 0 and "pass --prepare" in out.stderr and not (tmp_path / "typo").exists()

@@ -802,3 +802,40 @@ def test_a_file_that_is_not_an_npz_archive_is_refused_with_what_to_write(tmp_pat
     np.savez(tmp_path / "ok.npz", X=np.eye(2), T=np.ones(2))
     x, t = load_problem_file(tmp_path / "ok.npz")
     assert x.shape == (2, 2) and t.tolist() == [1.0, 1.0]
+
+
+def test_solver_inputs_that_would_hang_or_exhaust_memory_are_refused(tmp_path):
+    from ftprop.exact.problems import load_problem_file, make_problem
+
+    x, t = xor()
+    with pytest.raises(ValueError, match="never proves there are none: give it a finite time_limit"):
+        solve(x, t, [1], method="mb", time_limit=float("inf"))
+    with pytest.raises(ValueError, match="at most 50,000,000"):
+        make_problem("planted:1000000,1000000,2")
+    r = solve(*parity(4), hidden=[2], method="milp", node_limit=5)
+    assert r.status == "unknown" and r.message == "MILP stopped at its node limit (5) without an answer"
+    (tmp_path / "bom.CSV").write_bytes("\ufeff1,1,1\n-1,-1,-1\n".encode())  # a spreadsheet's export
+    x2, t2 = load_problem_file(tmp_path / "bom.CSV")
+    assert x2.tolist() == [[1, 1], [-1, -1]] and t2.ravel().tolist() == [1, -1]
+    (tmp_path / "latin1.csv").write_bytes(b"1,\xe9,1\n")
+    with pytest.raises(ValueError, match="latin1.csv is not UTF-8 text"):
+        load_problem_file(tmp_path / "latin1.csv")
+    np.savez(tmp_path / "c.npz", X=np.ones((2, 2)) * 1j, T=np.ones(2))
+    with pytest.raises(ValueError, match="complex numbers"):
+        load_problem_file(tmp_path / "c.npz")
+
+
+def test_solve_prints_the_outcome_even_when_the_weights_cannot_be_saved(tmp_path, capsys, monkeypatch):
+    import ftprop.exact.network as network
+
+    (tmp_path / "dd" / "net.npz").mkdir(parents=True)
+    assert main(["solve", "--data", "xor", "--save", str(tmp_path / "dd" / "net")]) == 2  # .npz is added
+    assert "is a folder" in capsys.readouterr().err
+
+    def failing(path, write):  # as a full disk or a lost permission would, after the search
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(network, "atomic_write", failing)
+    rc = main(["solve", "--data", "xor", "--save", str(tmp_path / "net.npz")])
+    captured = capsys.readouterr()
+    assert rc == 1 and "outcome   FEASIBLE" in captured.out and "could not be saved" in captured.err

@@ -53,9 +53,14 @@ def run_solve(args: argparse.Namespace) -> int:
             raise ValueError(f"--targets is the number of target columns of a CSV file, >= 1; got {args.targets}")
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0; got {args.seed}")
-        if not args.no_save and Path(args.save).expanduser().is_dir():
-            raise ValueError(f"--save {args.save} is a folder; give a file name, e.g. {Path(args.save) / 'net.npz'}")
-        folder = Path(args.save).expanduser().parent
+        target = Path(args.save).expanduser()
+        if target.suffix != ".npz":  # what SolveResult.save writes
+            target = target.with_name(target.name + ".npz")
+        for place in {Path(args.save).expanduser(), target}:
+            if not args.no_save and place.is_dir():
+                raise ValueError(f"--save {args.save}: {place} is a folder; give a file name, e.g. "
+                                 f"{place / 'net.npz'}")
+        folder = target.parent
         if not args.no_save and not folder.is_dir():
             raise ValueError(f"--save {args.save}: there is no folder {folder}; create it, or pass --no-save")
         x, t, default_hidden = make_problem(args.data, seed=args.seed, n_targets=args.targets)
@@ -67,16 +72,19 @@ def run_solve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ftprop solve: error: {exc}", file=sys.stderr)
         return 2
-    saved = None
+    saved, save_error = None, None
     if result.feasible and not args.no_save:
-        saved = str(result.save(Path(args.save).expanduser()))
+        try:  # the outcome is printed whatever happens to the file
+            saved = str(result.save(target))
+        except OSError as exc:
+            save_error = f"the weights could not be saved to {target}: {exc}"
     s = result.stats
     if args.json:
         out = {"data": args.data, "hidden": result.hidden, "method": result.method, "status": result.status,
-               "message": result.message, "saved": saved,
+               "message": result.message, "saved": saved, "save_error": save_error,
                "stats": {k: v for k, v in s.items() if isinstance(v, (int, float, str, bool))}}
         print(json.dumps(out))
-        return 0
+        return 1 if save_error else 0
     print(f"problem   {args.data}: {s.get('examples')} examples ({s.get('distinct_examples')} distinct), "
           f"{x.shape[1]} inputs, {1 if t.ndim == 1 else t.shape[1]} output(s); hidden {result.hidden}")
     print(f"method    {result.method}")
@@ -87,4 +95,7 @@ def run_solve(args: argparse.Namespace) -> int:
     print(f"LP calls  {s.get('lp_calls', 0)}")
     print(f"cache hits {s.get('cache_hits', 0)}")
     print(f"time      {s.get('seconds', 0.0):.3f} s")
+    if save_error:
+        print(f"ftprop solve: error: {save_error}", file=sys.stderr)
+        return 1
     return 0

@@ -195,6 +195,8 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
             out["message"] = (f"no network with |w| <= {bounds_w} (bounded MILP); not a proof for "
                               "unbounded weights")
             stats["bounded_infeasible"] = True
+    elif node_limit is not None and "HiGHS Status 16" in res.message:  # SciPy does not name this status
+        out["message"] = f"MILP stopped at its node limit ({node_limit}) without an answer"
     else:
         out["message"] = f"MILP stopped without an answer: {res.message}"
     stats["seconds"] = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import numpy as np
 from .network import forward
 
 MAX_PARITY_BITS = 20  # 2^20 examples; the search is exponential long before that
+MAX_PLANTED_ENTRIES = 50_000_000  # examples x widest layer: 400 MB of float64 per layer
 
 __all__ = ["xor", "parity", "planted", "digits", "make_problem", "load_problem_file"]
 
@@ -47,6 +48,10 @@ def planted(n_inputs: int, n_examples: int, hidden, n_outputs: int = 1, seed: in
     hidden = [int(h) for h in ([hidden] if np.isscalar(hidden) else hidden)]
     if n_inputs < 1 or n_examples < 1 or n_outputs < 1 or any(h < 1 for h in hidden):
         raise ValueError("planted needs n_inputs, n_examples, n_outputs and every hidden width >= 1")
+    sizes = [n_inputs, *hidden, n_outputs]
+    if n_examples * max(sizes) > MAX_PLANTED_ENTRIES:
+        raise ValueError(f"planted:{n_inputs},{n_examples},... would hold {n_examples * max(sizes):,} numbers in "
+                         f"one layer; at most {MAX_PLANTED_ENTRIES:,} (examples x widest layer)")
     rng = np.random.default_rng(seed)
     if binary:
         if n_examples > 2**n_inputs:
@@ -119,7 +124,8 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
     p = Path(path)
     if not p.exists():
         raise ValueError(f"data file {str(p)!r} does not exist")
-    if p.suffix == ".npz":
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
         try:
             archive = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -133,12 +139,17 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
             if "x" not in keys or not ({"t", "y"} & set(keys)):
                 raise ValueError(f"{p} must hold arrays 'X' and 'T' (found {f.files})")
             try:
-                return (np.asarray(f[keys["x"]], dtype=np.float64),
-                        np.asarray(f[keys.get("t", keys.get("y"))], dtype=float))
+                arrays = [f[keys["x"]], f[keys.get("t", keys.get("y"))]]
+                if any(np.iscomplexobj(a) for a in arrays):
+                    raise ValueError("complex numbers are not inputs or ±1 targets")
+                return np.asarray(arrays[0], dtype=np.float64), np.asarray(arrays[1], dtype=float)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"{p}: 'X' and 'T' must be arrays of numbers: {exc}") from None
-    if p.suffix == ".csv":
-        lines = p.read_text().splitlines()
+    if suffix == ".csv":
+        try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first number
+            lines = p.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p} is not UTF-8 text ({exc}); save it as UTF-8 CSV") from None
         first = lines[0] if lines else ""
         header = bool(first.strip()) and not any(_is_number(v) for v in first.split(","))  # column names
         try:
@@ -196,7 +207,7 @@ def make_problem(spec: str, seed: int = 0, n_targets: int = 1) -> tuple[np.ndarr
         why = f" ({exc})" if str(exc) else ""
         raise ValueError(f"bad problem spec {spec!r}{why}: expected xor, parity:N, planted:INPUTS,EXAMPLES,"
                          f"H1[-H2..][,OUTPUTS], digits:EXAMPLES[,CLASS,CLASS..] or a .csv/.npz path") from None
-    if Path(spec).suffix in (".csv", ".npz"):
+    if Path(spec).suffix.lower() in (".csv", ".npz"):
         x, t = load_problem_file(spec, n_targets)
         return x, t, None
     raise ValueError(f"unknown problem {spec!r}: expected xor, parity:N, planted:INPUTS,EXAMPLES,H1[-H2..][,OUTPUTS], "

@@ -14,6 +14,7 @@ Every "feasible" answer carries weights that a float64 forward pass has checked 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
@@ -85,6 +86,9 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if method == "mb" and time_limit == math.inf and node_limit is None:
+        raise ValueError("method='mb' trains until its targets fit and never proves there are none: give it a "
+                         "finite time_limit or a node_limit (steps)")
     if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
         raise ValueError(f"node_limit must be an integer >= 1, got {node_limit!r}")
     if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
