@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from results_file import check_name, claim
 
 from ftprop.demo import format_table, run_demo
-from ftprop.runs import atomic_write_text, environment
+from ftprop.runs import atomic_write, atomic_write_text, environment
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -45,7 +44,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_demo(Path(tmp) / "demo", epochs=args.epochs, seed=args.seed)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(tmp) / "demo" / "curves.png", stem.with_suffix(".png"))
+        picture = (Path(tmp) / "demo" / "curves.png").read_bytes()
+        atomic_write(stem.with_suffix(".png"), lambda f: f.write(picture))
     env = environment(torch.device("cpu"))
     env["command"] = "python " + shlex.join(sys.argv)
     payload = {"environment": env, "epochs": args.epochs, "seed": args.seed, "rows": rows}

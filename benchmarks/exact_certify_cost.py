@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,6 +36,8 @@ INSTANCES = ("parity:8", "parity:10", "random:5-cube,h=2", "random:5-cube,h=3", 
 
 EXACT_WORK, SIMPLEX_WORK = certify.MAX_EXACT_WORK, rational.MAX_SIMPLEX_WORK
 
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
+
 
 def _mode(exact: bool) -> None:
     """Exact checks (and the rational LP behind a check that fails) on, or both off."""
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--report-epochs", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_certify_cost"))
+    ap.add_argument("--out", default=str(RESULTS / "exact_certify_cost"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
     if args.rounds < 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ from ftprop.runs import atomic_write_text  # noqa: E402
 
 KINDS = ("general position", "on a subspace up to rounding", "rounded to 0.1 (ties)", "near-duplicate pairs")
 SIMPLEX_WORK = rational.MAX_SIMPLEX_WORK
+
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def problem(kind: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=400)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_rational_fuzz"))
+    ap.add_argument("--out", default=str(RESULTS / "exact_rational_fuzz"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
     if args.problems < 1:

@@ -44,6 +44,8 @@ from ftprop.runs import atomic_write_text, cpu_model, git_commit
 
 METHODS = ("ftprop", "milp", "mb")
 
+RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
+
 
 def families(quick: bool):
     """family name -> list of (instance label, X, T, hidden)."""
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", action="store_true", help="also measure feasibility_report on digits")
     ap.add_argument("--report-epochs", type=int, default=5)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "exact_scaling"))
+    ap.add_argument("--out", default=str(RESULTS / "exact_scaling"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
     unknown = [f for f in args.families.split(",") if f not in ("parity", "planted", "deep", "random")]

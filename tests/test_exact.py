@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import json
 import warnings
 from fractions import Fraction
 
@@ -839,3 +840,13 @@ def test_solve_prints_the_outcome_even_when_the_weights_cannot_be_saved(tmp_path
     rc = main(["solve", "--data", "xor", "--save", str(tmp_path / "net.npz")])
     captured = capsys.readouterr()
     assert rc == 1 and "outcome   FEASIBLE" in captured.out and "could not be saved" in captured.err
+
+
+def test_solve_cli_takes_no_budget_and_refuses_flags_its_method_ignores(capsys):
+    assert main(["solve", "--data", "xor", "--time-limit", "none", "--no-save", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "feasible"
+    assert main(["solve", "--data", "xor", "--method", "milp", "--heuristic", "none", "--no-save"]) == 2
+    assert "--method milp has none" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["solve", "--data", "xor", "--time-limit", "abc"])
+    assert "'abc': a number of seconds, or 'none'" in capsys.readouterr().err

@@ -16,6 +16,15 @@ from pathlib import Path
 HELP = "find a sign network that reproduces the targets exactly, or prove none exists (Algorithm 1)"
 
 
+def _seconds(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds, or 'none' for no budget") from None
+
+
 def add_solve_parser(sub) -> None:
     """Register the ``solve`` subcommand on the ``ftprop`` argument parser."""
     from .solve import METHODS
@@ -30,10 +39,11 @@ def add_solve_parser(sub) -> None:
                         "--hidden with no width: no hidden layer, one layer of sign units)")
     p.add_argument("--method", "-m", choices=METHODS, default="ftprop",
                    help="ftprop = exact target search (default), milp = HiGHS MILP, mb = FTPROP-MB training")
-    p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS", help="budget (default 60 s)")
+    p.add_argument("--time-limit", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="budget (default 60 s; 'none': ftprop and milp run until they answer, mb gets 60 s)")
     p.add_argument("--node-limit", type=int, default=None, metavar="N",
                    help="budget in search nodes (ftprop), branch-and-bound nodes (milp) or steps (mb)")
-    p.add_argument("--heuristic", choices=("mb", "none"), default="mb",
+    p.add_argument("--heuristic", choices=("mb", "none"), default=None,
                    help="ftprop: order candidate targets by a short FTPROP-MB run (default) or not")
     p.add_argument("--seed", type=int, default=0, help="seed of the generators, of mb and of the search restarts")
     p.add_argument("--targets", type=int, default=1, metavar="K", help="number of target columns in a CSV file")
@@ -63,12 +73,14 @@ def run_solve(args: argparse.Namespace) -> int:
         folder = target.parent
         if not args.no_save and not folder.is_dir():
             raise ValueError(f"--save {args.save}: there is no folder {folder}; create it, or pass --no-save")
+        if args.heuristic is not None and args.method != "ftprop":
+            raise ValueError(f"--heuristic orders the exact search's candidates; --method {args.method} has none")
         x, t, default_hidden = make_problem(args.data, seed=args.seed, n_targets=args.targets)
         hidden = args.hidden if args.hidden is not None else default_hidden
         if hidden is None:
             raise ValueError(f"--hidden is required for {args.data!r} (e.g. --hidden 4, or --hidden 4 2)")
         result = solve(x, t, hidden, method=args.method, time_limit=args.time_limit, node_limit=args.node_limit,
-                       heuristic=args.heuristic, seed=args.seed)
+                       heuristic=args.heuristic or "mb", seed=args.seed)
     except ValueError as exc:
         print(f"ftprop solve: error: {exc}", file=sys.stderr)
         return 2
