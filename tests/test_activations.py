@@ -306,3 +306,18 @@ def test_loss_value_is_the_function_whose_derivative_is_loss_grad(module_fn, nam
     unit = module_fn(name).unit
     (auto,) = torch.autograd.grad(unit.loss_value(x, t).sum(), x)
     torch.testing.assert_close(auto, unit.loss_grad(x.detach(), t), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss, most", [("hinge", 63), ("perceptron", 127), ("saturated_hinge", 255)])
+def test_staircases_whose_regions_overflow_a_byte_are_refused(loss, most):
+    from ftprop.activations import ThresholdUnit, hard_threshold
+    from ftprop.losses import LOSSES
+
+    unit = ThresholdUnit("staircase", LOSSES[loss], True, most, "per_step")  # the largest that fits: still exact
+    torch.manual_seed(0)
+    x = (torch.rand(4000, dtype=torch.float64) * 4 - 1.5).requires_grad_()
+    g = torch.randn(4000, dtype=torch.float64)
+    hard_threshold(x, unit).backward(g)
+    assert torch.allclose(x.grad, g.abs() * unit.loss_grad(x.detach(), -g.sign()))
+    with pytest.raises(ValueError, match=f"staircase of {most + 1} steps .* more than the one byte"):
+        ThresholdUnit("staircase", LOSSES[loss], True, most + 1, "per_step")

@@ -486,7 +486,7 @@ def test_cifar_whiten_option(cifar_root):
     for bad in (2, -3, 1.0, True):
         with pytest.raises(ValueError, match="whiten must be 0"):
             load_dataset("cifar10", cifar_root, "train", whiten=bad)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="whiten_eps must be a positive finite number"):
         load_dataset("cifar10", cifar_root, "train", whiten=3, whiten_eps=0.0)
     (cifar_root / "cifar-10-batches-py" / "data_batch_3").unlink()  # the test split's whitening needs them
     with pytest.raises(DatasetError, match="data_batch_3"):
@@ -848,3 +848,11 @@ def test_imagefolder_corrupt_image_names_the_file(tmp_path, workers):
 def test_imagefolder_options_must_be_whole_numbers(tmp_path, option):
     with pytest.raises(ValueError, match=f"data.options.{next(iter(option))} must be a whole number"):
         load_dataset("imagefolder", tmp_path, "train", **{"resize": 40, "crop": 32, "workers": 0, **option})
+
+
+@pytest.mark.parametrize("eps", [float("inf"), float("nan"), 0.0, "0.1", True])
+def test_whitening_damping_must_be_a_positive_finite_number(tmp_path, eps):
+    from ftprop.data import load_dataset
+
+    with pytest.raises(ValueError, match="whiten_eps must be a positive finite number"):  # before any file is read
+        load_dataset("cifar10", root=tmp_path, whiten=3, whiten_eps=eps)

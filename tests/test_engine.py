@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,36 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["train.compile=true", "train.compile_mode=reduce_overhead"])
     with pytest.raises(ConfigError, match="needs train.compile = true"):
         apply_overrides(Config(), ["train.compile_mode=max-autotune"])
+
+
+def test_set_can_replace_an_options_table_and_ignores_spaces():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "recipes" / "fashion_mnist_mlp.toml")
+    assert cfg.model.options == {"hidden": [1024, 1024], "batch_norm": True}
+    assert apply_overrides(cfg, ["model.name=convnet4", "model.options={}"]).model.options == {}  # switch model
+    assert apply_overrides(cfg, ["model.options={}", "model.options.hidden=[32]"]).model.options == {"hidden": [32]}
+    assert apply_overrides(cfg, ["model.options.hidden=[32]"]).model.options == {"hidden": [32], "batch_norm": True}
+    assert apply_overrides(cfg, ["train.device = cpu"]).train.device == "cpu"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("name=/tmp/x", "a run name names a folder under runs/"), ("name=../x", "must not be empty, start with '.'"),
+    ("name=", "a run name"), ("data.val_seed=18446744073709551617", "data.val_seed must be in"),
+])
+def test_run_names_and_seeds_that_would_misplace_or_crash_a_run_are_refused(setting, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        apply_overrides(Config(), [setting])
+
+
+def test_names_and_options_are_checked_before_the_data_loads(tmp_path):
+    """An image folder takes minutes to index: a typo must not wait for it."""
+    nowhere = ["data.name=imagefolder", f"data.root='{tmp_path / 'no-images'}'"]
+    for setting, message in [("model.options.hiden=[512]", "takes no option 'hiden'"),
+                             ("model.loss=softhinge", "Did you mean 'soft_hinge'"),
+                             ("data.options.crop_pad=2", "dataset 'imagefolder' takes no option 'crop_pad'")]:
+        with pytest.raises(ValueError, match=message):
+            train(apply_overrides(Config(), [*nowhere, setting]), save=False, log=None)
+    with pytest.raises(ValueError, match="Did you mean 'cifar10'"):
+        train(apply_overrides(Config(), ["data.name=cifar11"]), save=False, log=None)
 
 
 def test_impossible_combinations_refused_before_anything_runs(tmp_path):

@@ -61,6 +61,14 @@ class ThresholdUnit:
         # torch.compile cannot trace on Python 3.11).
         for name in ("thresholds", "breakpoints", "saving", "count_scale", "signed_table", "fused_quantizer"):
             object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
+        # The mask losses keep one byte per element (a region code, or a count of active steps):
+        # a staircase with more regions than a byte holds would wrap around and corrupt the update.
+        regions = {"code": 2 * len(self.breakpoints or ()) + 1, "count": self.steps + 1}.get(self.saving, 0)
+        if regions > 256:
+            raise ValueError(f"a staircase of {self.steps} steps with the {self.loss.name} layer loss "
+                             f"({self.surrogate}) has {regions} regions, more than the one byte per element it "
+                             f"keeps for backward can count (256): use fewer steps, or a smooth loss such as "
+                             f"soft_hinge")
 
     # ---- forward -------------------------------------------------------------------
     def _compute_thresholds(self) -> tuple[float, ...]:

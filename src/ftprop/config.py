@@ -146,8 +146,9 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{where} must be {name}, got {value!r}")
 
 
-def config_from_dict(data: dict, base: Config | None = None) -> Config:
-    """A Config from nested dicts (as read from TOML), on top of ``base`` (or the defaults)."""
+def config_from_dict(data: dict, base: Config | None = None, replace: frozenset[str] = frozenset()) -> Config:
+    """A Config from nested dicts (as read from TOML), on top of ``base`` (or the defaults). An
+    options table merges into the base's, key by key, unless its ``section.options`` is in ``replace``."""
     cfg = config_to_dict(base or Config())
     if not isinstance(data, dict):
         raise ConfigError("a config is a table of sections: model, data, optim, schedule, train")
@@ -166,7 +167,8 @@ def config_from_dict(data: dict, base: Config | None = None) -> Config:
             if sub not in hints:
                 raise ConfigError(f"unknown key {key}.{sub}.{_closest(sub, list(hints))} "
                                   f"Valid keys of [{key}]: {', '.join(hints)}.")
-            if hints[sub] is dict and isinstance(cfg[key].get(sub), dict) and isinstance(v, dict):
+            if (hints[sub] is dict and isinstance(cfg[key].get(sub), dict) and isinstance(v, dict)
+                    and f"{key}.{sub}" not in replace):
                 cfg[key][sub] = {**cfg[key][sub], **v}
             else:
                 cfg[key][sub] = _coerce(f"{key}.{sub}", v, hints[sub])
@@ -210,13 +212,15 @@ def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None
     on top of ``patch`` (nested dicts, e.g. from command-line flags) when given: the two are
     merged and the result is checked once, so only the final combination has to be valid."""
     patch = copy.deepcopy(patch) if patch else {}
+    whole = set()  # `model.options={}` replaces the table (to switch model), `model.options.k=v` merges
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set takes key=value (e.g. optim.lr=1e-3), got {item!r}")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if parts == ["name"]:
-            patch["name"] = _parse_value(text)
+            value = _parse_value(text.strip())
+            patch["name"] = value if isinstance(value, str) else text.strip()  # name=2024 is a name
             continue
         if len(parts) < 2:
             raise ConfigError(f"--set key {key!r} needs a section: one of {', '.join(_SECTIONS)} "
@@ -226,8 +230,10 @@ def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None
         node = patch.setdefault(parts[0], {})
         for p in parts[1:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = _parse_value(text)
-    return config_from_dict(patch, base=cfg)
+        node[parts[-1]] = _parse_value(text.strip())
+        if len(parts) == 2 and parts[1] == "options":
+            whole.add(key.strip())
+    return config_from_dict(patch, base=cfg, replace=frozenset(whole))
 
 
 def _one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
@@ -264,6 +270,10 @@ def validate(cfg: Config) -> None:
         (s.warmup_epochs >= 0, "schedule.warmup_epochs must be >= 0"),
         (0 <= s.final_lr_fraction <= 1, "schedule.final_lr_fraction must be in [0, 1]"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (0 <= cfg.data.val_seed < 2**63, "data.val_seed must be in [0, 2^63)"),
+        (bool(cfg.name.strip()) and not cfg.name.startswith(".") and not {"/", "\\"} & set(cfg.name),
+         f"name = {cfg.name!r}: a run name names a folder under runs/, so it must not be empty, start "
+         f"with '.' or hold '/' or '\\' (choose the folder itself with --out)"),
     ]
     for ok, message in checks:
         if not ok:

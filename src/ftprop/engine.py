@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DEVICES, Config, ConfigError, load_config, validate
-from .data import load_dataset
-from .models import build_model
+from .data import check_dataset, load_dataset
+from .models import build_model, check_model
 from .runs import (
     CHECKPOINT,
     RunDirError,
@@ -449,6 +449,11 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
 
 def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
     validate(cfg)
+    m = cfg.model  # names and options are checked before any data loads (an image folder can take minutes)
+    check_model(m.name, m.activation, loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate,
+                **m.options)
+    if data is None:
+        check_dataset(cfg.data.name, **cfg.data.options)
     if cfg.data.root:  # the run directory records where the data is, whatever the working directory later
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     log = log or (lambda message: None)

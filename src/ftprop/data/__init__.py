@@ -16,7 +16,7 @@ import torch
 
 from .base import ArrayDataset, DatasetError
 
-__all__ = ["DATASETS", "register_dataset", "load_dataset", "ArrayDataset", "DatasetError"]
+__all__ = ["DATASETS", "register_dataset", "check_dataset", "load_dataset", "ArrayDataset", "DatasetError"]
 
 DATASETS: dict[str, Callable] = {}
 _NEEDS_ROOT: dict[str, bool] = {}
@@ -40,6 +40,24 @@ def _registry() -> dict[str, Callable]:
     return DATASETS
 
 
+def check_dataset(name: str, **options) -> str:
+    """The registered name of dataset ``name``, or the ValueError that ``load_dataset`` would raise for
+    an unknown name or option: a check that reads no data."""
+    registry = _registry()
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "image-folder": "imagefolder", "imagenet": "imagefolder"}.get(key, key)
+    if key not in registry:
+        close = difflib.get_close_matches(key, list(registry), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}.{hint} Valid: {', '.join(sorted(registry))}.")
+    accepted = set(inspect.signature(registry[key]).parameters) - {"root", "split", "download"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"dataset {key!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
+    return key
+
+
 def load_dataset(name: str, root: str | Path | None = None, split: str = "train", download: bool = False,
                  val_fraction: float = 0.0, val_seed: int = 0, **options):
     """Load one split of a dataset.
@@ -49,12 +67,7 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
     default, as in the paper (train on the whole training set, evaluate on the test set).
     """
     registry = _registry()
-    key = str(name).strip().lower().replace("_", "-")
-    key = {"fashionmnist": "fashion-mnist", "image-folder": "imagefolder", "imagenet": "imagefolder"}.get(key, key)
-    if key not in registry:
-        close = difflib.get_close_matches(key, list(registry), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Valid: {', '.join(sorted(registry))}.")
+    key = check_dataset(name, **options)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
@@ -65,11 +78,6 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root PATH); "
                            f"pass download=True (--download) to fetch it there where the internet is reachable")
     fn = registry[key]
-    accepted = set(inspect.signature(fn).parameters) - {"root", "split", "download"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise ValueError(f"dataset {key!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
     root = Path(root).expanduser() if root is not None else None
     if split == "test" or val_fraction == 0.0:
         return fn(root, split, download, **options)

@@ -10,6 +10,7 @@ code, and every array is checked (shape, dtype, label range) before it is used.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,9 @@ def load_cifar10(root: Path, split: str = "train", download: bool = False, crop_
     on the 50,000 training images whatever the split, so train, validation and test share it."""
     if whiten and (isinstance(whiten, bool) or not isinstance(whiten, int) or whiten < 0 or whiten % 2 == 0):
         raise ValueError(f"whiten must be 0 (off) or an odd patch size such as 5, got {whiten!r}")
+    if isinstance(whiten_eps, bool) or not isinstance(whiten_eps, (int, float)) or not 0 < whiten_eps < math.inf:
+        raise ValueError(f"whiten_eps must be a positive finite number (the damping of the whitening, e.g. 0.1), "
+                         f"got {whiten_eps!r}")
     root = Path(root)
     folder = _folder(root)
     files = TRAIN_FILES if split == "train" else TEST_FILES

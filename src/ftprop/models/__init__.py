@@ -16,7 +16,7 @@ from torch import nn
 
 from ..activations import make_activation
 
-__all__ = ["MODELS", "register_model", "build_model", "ActivationFactory"]
+__all__ = ["MODELS", "register_model", "check_model", "build_model", "ActivationFactory"]
 
 ActivationFactory = Callable[[], nn.Module]
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -45,15 +45,10 @@ def activation_factory(activation: str | ActivationFactory, **act_options) -> Ac
     return lambda: make_activation(activation, **act_options)
 
 
-def build_model(name: str, activation: str | ActivationFactory = "sign", num_classes: int = 10,
-                input_shape: tuple[int, ...] = (3, 32, 32), *, loss=None, weighted=None, steps=None,
-                surrogate=None, **options) -> nn.Module:
-    """Build a registered model with the given hidden-unit activation.
-
-    ``activation`` is a name (sign, step, staircase, relu, saturated_relu) with the options
-    ``loss``, ``weighted``, ``steps``, ``surrogate``; or a zero-argument factory of modules.
-    The input to the first layer and the logits always stay real-valued.
-    """
+def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss=None, weighted=None, steps=None,
+                surrogate=None, **options) -> tuple[Callable[..., nn.Module], ActivationFactory]:
+    """The builder and activation factory that ``build_model`` would use, or the ValueError it would
+    raise for an unknown model, activation, layer loss or option: a check that needs no data."""
     from . import alexnet, convnets, mlp, resnet  # noqa: F401  (registration side effects)
 
     key = str(name).strip().lower().replace("-", "_")
@@ -61,11 +56,6 @@ def build_model(name: str, activation: str | ActivationFactory = "sign", num_cla
         close = difflib.get_close_matches(key, list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Valid: {', '.join(sorted(MODELS))}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    input_shape = tuple(int(s) for s in input_shape)
-    if not input_shape or any(s < 1 for s in input_shape):
-        raise ValueError(f"input_shape must be positive sizes, (C, H, W) or (D,), got {input_shape!r}")
     act_options = {k: v for k, v in (("loss", loss), ("weighted", weighted), ("steps", steps),
                                      ("surrogate", surrogate)) if v is not None}
     act = activation_factory(activation, **act_options)
@@ -80,6 +70,25 @@ def build_model(name: str, activation: str | ActivationFactory = "sign", num_cla
         wanted = _kind_wanted(v, params[k].default)
         if wanted:
             raise ValueError(f"model {key!r} option {k!r} must be {wanted}, got {v!r}")
+    return fn, act
+
+
+def build_model(name: str, activation: str | ActivationFactory = "sign", num_classes: int = 10,
+                input_shape: tuple[int, ...] = (3, 32, 32), *, loss=None, weighted=None, steps=None,
+                surrogate=None, **options) -> nn.Module:
+    """Build a registered model with the given hidden-unit activation.
+
+    ``activation`` is a name (sign, step, staircase, relu, saturated_relu) with the options
+    ``loss``, ``weighted``, ``steps``, ``surrogate``; or a zero-argument factory of modules.
+    The input to the first layer and the logits always stay real-valued.
+    """
+    fn, act = check_model(name, activation, loss=loss, weighted=weighted, steps=steps, surrogate=surrogate,
+                          **options)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    input_shape = tuple(int(s) for s in input_shape)
+    if not input_shape or any(s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be positive sizes, (C, H, W) or (D,), got {input_shape!r}")
     return fn(act, num_classes, input_shape, **options)
 
 
