@@ -968,3 +968,10 @@ def test_evaluate_refuses_an_empty_dataset_and_a_model_for_other_classes():
     empty = ArrayDataset("tiny", "test", data.images[:0], data.labels[:0], ["a", "b", "c"], [0.5], [0.25])
     with pytest.raises(ValueError, match="holds no examples"):
         evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), empty)
+
+
+def test_a_short_run_of_a_multistep_schedule_says_which_decays_it_never_reaches():
+    lines = []
+    train(small_config("schedule.name=multistep", "schedule.milestones=[1,200]", epochs=1), save=False,
+          log=lines.append)
+    assert any("schedule.milestones [200] lie beyond train.epochs = 1" in line for line in lines)
