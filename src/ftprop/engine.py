@@ -460,7 +460,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     device = resolve_device(cfg.train.device)
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
-    late = [m for m in cfg.schedule.milestones if m > cfg.train.epochs] if cfg.schedule.name == "multistep" else []
+    late = [e for e in cfg.schedule.milestones if e > cfg.train.epochs] if cfg.schedule.name == "multistep" else []
     if late:  # allowed: a short run of the paper's schedule (Table 1 cells at --epochs 30) keeps its milestones
         log(f"note: schedule.milestones {late} lie beyond train.epochs = {cfg.train.epochs}: the learning rate "
             f"is not decayed there")
