@@ -189,6 +189,7 @@ class Boom:
     (lambda b: b.update({b"data": b[b"data"][:, :3000]}), "uint8 N x 3072"),
     (lambda b: b.update({b"data": b[b"data"].astype(np.float32)}), "uint8 N x 3072"),
     (lambda b: b.update({b"labels": [0, 1, 2, 3, 4, 10]}), "outside 0..9"),
+    (lambda b: b.update({b"labels": [0.0, 1.5, 2.0, 3.0, 4.0, 5.0]}), "not integers .some are not whole"),
     (lambda b: b.update({b"labels": [0, 1, 2]}), "labels of shape"),
     (lambda b: b.update({b"data": b[b"data"][:4], b"labels": [0, 1, 2, 3]}), "batches.meta says 6"),
     (lambda b: b.pop(b"data"), "no 'data' entry"),
@@ -203,6 +204,18 @@ def test_cifar_wrong_layout(cifar_root, damage, message, capsys):
         load_dataset("cifar10", cifar_root, "train")
     assert "data_batch_4" in str(e.value)
     assert "pwned" not in capsys.readouterr().out  # a hostile pickle runs nothing
+
+
+@pytest.mark.parametrize("damage", [lambda m: m.update({b"label_names": 7}),
+                                    lambda m: m.update({b"num_cases_per_batch": b"x"}),
+                                    lambda m: m.update({b"num_vis": None})])
+def test_cifar_meta_that_is_not_cifar10s_is_a_clear_error(cifar_root, damage):
+    folder = cifar_root / "cifar-10-batches-py"
+    meta = raw_batch(folder, "batches.meta")
+    damage(meta)
+    _dump(meta, folder / "batches.meta", "bytes")
+    with pytest.raises(DatasetError, match="batches.meta is not CIFAR-10's batches.meta .*fetch it again"):
+        load_dataset("cifar10", cifar_root, "test")
 
 
 def test_cifar_not_a_dict(cifar_root):

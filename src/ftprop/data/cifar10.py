@@ -91,17 +91,18 @@ def _as_text(x: Any) -> str:
 
 def _read_meta(path: Path) -> tuple[list[str], int | None]:
     meta = _load_pickle(path)
-    names = [_as_text(n) for n in _get(meta, "label_names", path)]
+    try:
+        names = [_as_text(n) for n in _get(meta, "label_names", path)]
+        counts = {key: int(meta[k]) for key in ("num_cases_per_batch", "num_vis")
+                  for k in (key.encode(), key) if k in meta}
+    except (TypeError, ValueError, OverflowError) as e:  # a list of names and whole numbers, in a sound copy
+        raise DatasetError(f"{path} is not CIFAR-10's batches.meta ({e}). Delete {path.parent} and fetch it "
+                           f"again (--download)") from None
     if len(names) < 2:
         raise DatasetError(f"{path} lists {len(names)} class names; expected CIFAR-10's 10")
-    per_batch = None
-    for k in (b"num_cases_per_batch", "num_cases_per_batch"):
-        if k in meta:
-            per_batch = int(meta[k])
-    for k in (b"num_vis", "num_vis"):
-        if k in meta and int(meta[k]) != ROW:
-            raise DatasetError(f"{path} says images have {int(meta[k])} values; CIFAR-10's have {ROW}")
-    return names, per_batch
+    if counts.get("num_vis", ROW) != ROW:
+        raise DatasetError(f"{path} says images have {counts['num_vis']} values; CIFAR-10's have {ROW}")
+    return names, counts.get("num_cases_per_batch")
 
 
 def _read_batch(path: Path, num_classes: int, rows: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +113,10 @@ def _read_batch(path: Path, num_classes: int, rows: int | None) -> tuple[np.ndar
         raise DatasetError(f"{path}: 'data' is a {what}; the CIFAR-10 layout is uint8 N x {ROW}. "
                            f"Delete {path.parent} and fetch it again (--download)")
     try:
-        labels = np.asarray(labels, dtype=np.int64)
+        as_given = np.asarray(labels)
+        labels = as_given.astype(np.int64)
+        if not np.array_equal(labels, as_given):  # 1.5 would silently read as class 1
+            raise ValueError("some are not whole numbers")
     except (TypeError, ValueError, OverflowError) as e:
         raise DatasetError(f"{path}: 'labels' are not integers ({e})") from None
     if labels.shape != (data.shape[0],):
