@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exact_scaling import digits_report, families, run_meta  # noqa: E402
+from exact_scaling import check_budget, digits_report, families, run_meta  # noqa: E402
 from results_file import claim  # noqa: E402
 
 from ftprop.exact import certify, rational, solve  # noqa: E402
@@ -55,10 +55,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
-    if not 0 < args.budget < float("inf"):
-        ap.error("--budget must be a positive number of seconds")
-    if args.report_epochs < 0:
-        ap.error("--report-epochs must be >= 0")
+    check_budget(ap, args)
     claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()

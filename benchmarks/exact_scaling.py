@@ -43,6 +43,7 @@ from ftprop.exact import parity, planted, solve
 from ftprop.runs import atomic_write_text, cpu_model, git_commit
 
 METHODS = ("ftprop", "milp", "mb")
+FAMILIES = ("parity", "planted", "deep", "random")  # the keys of families()
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -69,7 +70,7 @@ def families(quick: bool):
         x, _ = parity(n)
         t = np.random.default_rng(n).choice([-1.0, 1.0], size=(len(x), 1))
         rnd.append((f"random:{n}-cube,h={h}", x, t, [h]))
-    return {"parity": par, "planted": pla, "deep": deep, "random": rnd}
+    return dict(zip(FAMILIES, (par, pla, deep, rnd)))
 
 
 def run_one(x, t, hidden, method, budget, seed):
@@ -132,24 +133,29 @@ def digits_report(epochs: int, seed: int):
     return rows
 
 
+def check_budget(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--budget and --report-epochs, as this script and exact_certify_cost.py take them."""
+    if not 0 < args.budget < float("inf"):
+        ap.error("--budget must be a positive number of seconds")
+    if args.report_epochs < 0:
+        ap.error("--report-epochs must be >= 0")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per method and instance")
     ap.add_argument("--quick", action="store_true", help="tiny sizes only (smoke test)")
-    ap.add_argument("--families", default="parity,planted,deep,random")
+    ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", action="store_true", help="also measure feasibility_report on digits")
     ap.add_argument("--report-epochs", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS / "exact_scaling"))
     ap.add_argument("--force", action="store_true", help="replace the result files at --out if they exist")
     args = ap.parse_args(argv)
-    unknown = [f for f in args.families.split(",") if f not in ("parity", "planted", "deep", "random")]
+    unknown = [f for f in args.families.split(",") if f not in FAMILIES]
     if unknown:
-        ap.error(f"--families: unknown {', '.join(map(repr, unknown))}; choose from parity, planted, deep, random")
-    if not 0 < args.budget < float("inf"):
-        ap.error("--budget must be a positive number of seconds")
-    if args.report_epochs < 0:
-        ap.error("--report-epochs must be >= 0")
+        ap.error(f"--families: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(FAMILIES)}")
+    check_budget(ap, args)
     claim(Path(args.out), args.force)
     torch.set_num_threads(1)
     x, t = parity(2)

@@ -42,6 +42,7 @@ from .runs import (
     config_to_toml,
     environment,
     load_checkpoint,
+    read_environment,
     resume_differences,
     save_checkpoint,
 )
@@ -361,18 +362,11 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
 
 def _read_environment(out: Path) -> dict:
     """The run's environment.json ({} if it has none), which a resume extends."""
-    path = out / "environment.json"
-    if not path.is_file():
-        return {}
     try:
-        env = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        env = err
-    if not isinstance(env, dict) or not isinstance(env.get("resumed", []), list):
-        why = env if isinstance(env, Exception) else "not a JSON object with a list of resumes"
-        raise RunDirError(f"cannot resume {out}: {path} is unreadable ({why}); restore it, or move it away and "
-                          f"resume again (the resume then records only where it ran itself)")
-    return env
+        return read_environment(out) or {}
+    except RunDirError as err:
+        raise RunDirError(f"cannot resume {out}: {err}; restore it, or move it away and resume again (the "
+                          f"resume then records only where it ran itself)") from None
 
 
 RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json",

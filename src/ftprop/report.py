@@ -23,6 +23,7 @@ from .runs import (
     _resolved,
     atomic_write,
     atomic_write_text,
+    read_environment,
     read_run,
     refuse_run_directory,
 )
@@ -152,14 +153,11 @@ ENV_KEYS = ("git_commit", "ftprop", "torch", "python", "device", "gpu", "cpu_mod
 
 
 def _read_environment(run: Run) -> dict | None:
-    """The run's environment.json (where and with what software it trained, each resume listed
-    under ``resumed``), or None when it has none or it does not parse."""
-    path = run.path / "environment.json"
+    """The run's environment.json, or None when it has none or it does not parse (the report says so)."""
     try:
-        env = json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_environment(run.path)
+    except RunDirError:
         return None
-    return env if isinstance(env, dict) else None
 
 
 def environments_table(runs: Sequence[Run]) -> tuple[str, dict[str, dict | None]]:

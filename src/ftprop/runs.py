@@ -139,6 +139,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def read_environment(run_dir: str | Path) -> dict | None:
+    """The run's environment.json (where and with what software it trained, each resume listed
+    under ``resumed``); None when it has none, RunDirError when it does not parse as one."""
+    path = Path(run_dir) / "environment.json"
+    if not path.is_file():
+        return None
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} is unreadable ({err})") from None
+    if not isinstance(env, dict) or not isinstance(env.get("resumed", []), list):
+        raise RunDirError(f"{path} is unreadable (not a JSON object with a list of resumes)")
+    return env
+
+
 def environment(device: torch.device) -> dict:
     import numpy
 
