@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -32,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_file import claim
+from results_file import check_device, claim, write_result
 from torch.utils.data import DataLoader, Dataset
 
 from ftprop.data import load_dataset
 from ftprop.data.cifar10 import MEAN, STD
-from ftprop.runs import atomic_write_text, cpu_model
+from ftprop.runs import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -159,7 +158,7 @@ def _fmt(r: dict) -> str:
     return ", ".join(f"{v:,.0f}" for v in r["per_epoch_images_per_s"])
 
 
-def write_markdown(path: Path, r: dict) -> None:
+def markdown(r: dict) -> str:
     a, a2, b, c, f = r["array"], r["array_all_threads"], r["loader"], r["cifar10"], r["fashion_mnist"]
     m = r["machine"]
     lines = [
@@ -200,7 +199,7 @@ def write_markdown(path: Path, r: dict) -> None:
         "CIFAR-10 here is the offline JPEG copy (quality 75) converted by `prepare_cifar10.py`, so its pixel "
         "statistics differ slightly from the official release's.", "",
     ]
-    atomic_write_text(path, "\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -220,10 +219,7 @@ def main(argv=None) -> int:
             p.error(f"--{opt.replace('_', '-')} must be >= 1")
     if args.workers < 0:
         p.error("--workers must be >= 0")
-    try:
-        torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device {args.device!r}: cpu, cuda or cuda:N")
+    check_device(p, args.device)
     claim(args.out / "data_pipeline", args.force)
 
     cifar, train = check_cifar(args.data_root.expanduser(), args.prepare)
@@ -250,9 +246,7 @@ def main(argv=None) -> int:
         "speedup_all_threads": round(array_runs[default_threads]["images_per_s"] / loader["images_per_s"], 2),
         "cifar10": cifar, "fashion_mnist": fashion,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "data_pipeline.json", json.dumps(result, indent=2) + "\n")
-    write_markdown(args.out / "data_pipeline.md", result)
+    write_result(args.out / "data_pipeline", result, markdown(result))
     print(f"speed-up {result['speedup']}x; wrote {args.out / 'data_pipeline.json'} and data_pipeline.md")
     return 0 if cifar["ok"] and fashion["ok"] else 1
 

@@ -10,7 +10,6 @@ overrides the folder. The README's demo table cites this file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -18,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from results_file import check_name, claim
+from results_file import check_name, claim, write_result
 
 from ftprop.demo import format_table, run_demo
-from ftprop.runs import atomic_write, atomic_write_text, environment
+from ftprop.runs import atomic_write, environment
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -43,13 +42,10 @@ def main() -> None:
         raise SystemExit(f"error: --epochs must be at least 1, got {args.epochs}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_demo(Path(tmp) / "demo", epochs=args.epochs, seed=args.seed)
-        RESULTS.mkdir(parents=True, exist_ok=True)
         picture = (Path(tmp) / "demo" / "curves.png").read_bytes()
-        atomic_write(stem.with_suffix(".png"), lambda f: f.write(picture))
     env = environment(torch.device("cpu"))
     env["command"] = "python " + shlex.join(sys.argv)
     payload = {"environment": env, "epochs": args.epochs, "seed": args.seed, "rows": rows}
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
     lines = [f"# `ftprop demo`: {args.name}", "",
              f"- command: `{env['command']}` ({args.epochs} epochs, seed {args.seed})",
              f"- date: {env['started']}; {env['cpu_count']} CPU cores ({env['cpu_model']}), {env['torch_threads']} "
@@ -58,7 +54,8 @@ def main() -> None:
              "Final and best test accuracy of the MLP 64-256-256-10 (BN) on the 359 held-out digits; the wall time "
              "is each method's whole training. The numbers move by a few tenths with the CPU and the thread count.",
              "", f"![curves]({stem.name}.png)"]
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_result(stem, payload, "\n".join(lines))
+    atomic_write(stem.parent / f"{stem.name}.png", lambda f: f.write(picture))
     print(f"\nwrote {stem}.json, .md, .png")
 
 

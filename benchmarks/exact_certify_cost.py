@@ -12,7 +12,6 @@ Writes results/exact_certify_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_scaling import check_budget, digits_report, families, run_meta  # noqa: E402
-from results_file import claim  # noqa: E402
+from results_file import claim, write_result  # noqa: E402
 
 from ftprop.exact import certify, rational, solve  # noqa: E402
-from ftprop.runs import atomic_write_text  # noqa: E402
 
 # Instances the search without hints settles within a minute here (the others hit the budget,
 # which measures nothing), with the heuristic off so that both modes search the same tree.
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
     check_budget(ap, args)
-    claim(Path(args.out), args.force)
+    out = claim(args.out, args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()
     problems = {label: (x, t, h) for items in families(False).values() for label, x, t, h in items}
@@ -91,9 +89,6 @@ def main(argv=None) -> int:
     _mode(True)
     report["same_fractions"] = report["exact"]["fractions"] == report["float"]["fractions"]
     meta = run_meta(argv, started, rounds=args.rounds, budget_s=args.budget)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "search": rows, "report": report}, indent=1))
     lines = [
         "# Cost of the exact certificate checks", "",
         f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy {meta['numpy']}, "
@@ -111,8 +106,8 @@ def main(argv=None) -> int:
         f"({report['exact']['seconds'] / report['float']['seconds']:.2f}x); same separable fractions: "
         f"{'yes' if report['same_fractions'] else 'no'}.", "",
     ]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_result(out, {"meta": meta, "search": rows, "report": report}, "\n".join(lines), indent=1)
+    print(f"wrote {out}.json and {out}.md")
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import sys
 import time
@@ -29,11 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_scaling import run_meta  # noqa: E402
-from results_file import claim  # noqa: E402
+from results_file import claim, write_result  # noqa: E402
 
 from ftprop.exact import NumericalTrouble, rational, separable  # noqa: E402
 from ftprop.exact.certify import rational_separator_holds, witness_holds  # noqa: E402
-from ftprop.runs import atomic_write_text  # noqa: E402
 
 KINDS = ("general position", "on a subspace up to rounding", "rounded to 0.1 (ties)", "near-duplicate pairs")
 SIMPLEX_WORK = rational.MAX_SIMPLEX_WORK
@@ -124,7 +122,7 @@ def main(argv=None) -> int:
         ap.error("--problems must be >= 1")
     if args.seed < 0:
         ap.error("--seed must be >= 0")
-    claim(Path(args.out), args.force)
+    out = claim(args.out, args.force)
     torch.set_num_threads(1)
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -148,13 +146,10 @@ def main(argv=None) -> int:
     meta = run_meta(argv, started, problems=args.problems, seed=args.seed)
     answers = sorted({a for c in counts.values() for _, a in c})
     table = [{"kind": k, **{f"{mode}: {a}": counts[mode][k, a] for mode in counts for a in answers}} for k in KINDS]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(
-        {"meta": meta, "seconds": {k: round(v, 2) for k, v in seconds.items()}, "counts": table,
-         "changed": [{"kind": k, "without": a, "with": b, "problems": n} for (k, a, b), n in sorted(changed.items())],
-         "sizes": sizes},
-        indent=1))
+    payload = {"meta": meta, "seconds": {k: round(v, 2) for k, v in seconds.items()}, "counts": table,
+               "changed": [{"kind": k, "without": a, "with": b, "problems": n}
+                           for (k, a, b), n in sorted(changed.items())],
+               "sizes": sizes}
     lines = ["# The separability LP with and without the rational LP", "",
              f"`{meta['command']}`: {meta['date']}; {meta['machine']}; Python {meta['python']}, numpy "
              f"{meta['numpy']}, SciPy {meta['scipy']}; {args.problems} problems, seed {args.seed}, "
@@ -174,7 +169,7 @@ def main(argv=None) -> int:
               "| problem | boxed | answer | pivots | seconds |", "|---|---|---|---|---|",
               *[f"| {r['problem']} | {'yes' if r['box'] else 'no'} | {r['answer']} | "
                 f"{'' if r['pivots'] is None else r['pivots']} | {r['seconds']:.3f} |" for r in sizes], ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    write_result(out, payload, "\n".join(lines), indent=1)
     print("\n".join(lines))
     return 0
 

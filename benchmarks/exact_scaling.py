@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -37,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
-from results_file import claim
+from results_file import claim, write_result
 
 from ftprop.exact import parity, planted, solve
-from ftprop.runs import atomic_write_text, cpu_model, git_commit
+from ftprop.runs import cpu_model, git_commit
 
 METHODS = ("ftprop", "milp", "mb")
 FAMILIES = ("parity", "planted", "deep", "random")  # the keys of families()
@@ -156,7 +155,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--families: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(FAMILIES)}")
     check_budget(ap, args)
-    claim(Path(args.out), args.force)
+    out = claim(args.out, args.force)
     torch.set_num_threads(1)
     x, t = parity(2)
     for method in METHODS:  # warm-up: imports and first-call costs are not charged to the first instance
@@ -182,12 +181,9 @@ def main(argv=None) -> int:
     report = digits_report(args.report_epochs, args.seed) if args.report else None
     meta = run_meta(argv, started, budget_s=args.budget, seed=args.seed,
                     threads="torch.set_num_threads(1); HiGHS MILP threads=1 (LPs are single-threaded)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "results": results, "feasibility_report": report}
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(meta, results, report))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_result(out, payload, markdown(meta, results, report), indent=1)
+    print(f"wrote {out}.json and {out}.md")
     return 0
 
 

@@ -18,7 +18,6 @@ versions. Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -31,13 +30,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from results_file import check_name, claim
+from results_file import check_device, check_name, claim, write_result
 from torch import nn
 
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
-from ftprop.runs import atomic_write_text, cpu_model, git_commit
+from ftprop.runs import cpu_model, git_commit
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 INPUT = {"mlp": (3, 32, 32), "convnet4": (3, 32, 32), "convnet8": (3, 32, 32), "resnet18_cifar": (3, 32, 32),
@@ -168,14 +167,12 @@ def settings(args) -> dict:
 
 
 def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: bool = False) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
             f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
             f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`",
             f"- git: {m.get('git_commit')}", ""]
-    atomic_write_text(RESULTS / f"{name}.md", "\n".join(head + table + [""] + notes) + "\n")
+    write_result(RESULTS / name, payload, "\n".join(head + table + [""] + notes))
     if not quiet:
         print("\n".join(table + [""] + notes))
 
@@ -646,13 +643,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parts = args.shape.split("x")
         if not all(v.isdigit() and int(v) > 0 for v in parts):
             p.error(f"--shape {args.shape!r}: positive whole numbers joined by 'x', e.g. 128x64x32x32")
-    device = str(getattr(args, "device", "cpu"))
-    try:
-        torch.device(device)
-    except RuntimeError:
-        p.error(f"--device {device!r}: cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {device}: no CUDA device here; use --device cpu")
+    check_device(p, str(getattr(args, "device", "cpu")))
     if args.name is None:
         args.name = f"{args.default_name}_{'cuda' if str(args.device).startswith('cuda') else 'cpu'}"
     claim(RESULTS / check_name(args.name), args.force)

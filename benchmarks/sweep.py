@@ -29,9 +29,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_file import check_name, claim
+from results_file import check_name, claim, write_result
 
-from ftprop.runs import atomic_write_text, read_metrics
+from ftprop.runs import read_metrics
 
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
@@ -163,8 +163,6 @@ def main() -> None:
                "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
     if args.tabulate:
         payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
              f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
@@ -188,7 +186,7 @@ def main() -> None:
     if any("best_live_test_acc" in r for r in rows):
         lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
                   "optimiser's weights in the same run."]
-    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
+    write_result(RESULTS / args.name, payload, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -21,12 +21,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_file import check_name, claim
+from results_file import check_name, claim, write_result
 
 from ftprop.config import ConfigError, apply_overrides, load_config
 from ftprop.data import DatasetError
 from ftprop.engine import NonFiniteLossError, TrainingStopped, train
-from ftprop.runs import RunDirError, atomic_write_text, read_metrics
+from ftprop.runs import RunDirError, read_metrics
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
@@ -90,8 +90,6 @@ def main() -> None:
                "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
                "epochs": hist[-1]["epoch"], "stopped": stopped, "wall_s": round(wall, 1), "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
-    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a sweep's names hold a folder
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
              f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
@@ -110,7 +108,7 @@ def main() -> None:
         live = f" {100 * h['live_test_acc']:.2f} |" if averaged else ""
         lines.append(f"| {h['epoch']} | {h['lr']:.2e} | {100 * h['train_acc']:.2f} | {100 * h['test_acc']:.2f} |"
                      f"{live} {h['elapsed_s']} |")
-    atomic_write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
+    write_result(RESULTS / name, payload, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -11,7 +11,6 @@ instead of them. Writes benchmarks/results/<name>.json and .md ($FTPROP_RESULTS 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -20,12 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from results_file import check_name, claim
+from results_file import check_name, claim, write_result
 
 from ftprop.config import ConfigError
 from ftprop.data import DatasetError, load_dataset
 from ftprop.engine import checkpoint_model, evaluate, resolve_device
-from ftprop.runs import RunDirError, atomic_write_text, config_from_checkpoint, cpu_model, git_commit, load_checkpoint
+from ftprop.runs import RunDirError, config_from_checkpoint, cpu_model, git_commit, load_checkpoint
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -63,8 +62,6 @@ def main() -> None:
                "python": platform.python_version(),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({cpu_model()})",
                "device": str(device), "git_commit": git_commit(), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
 
     def pct(row: dict, key: str) -> str:
         return f"{100 * row[key]:.2f}" if key in row else "-"
@@ -80,7 +77,7 @@ def main() -> None:
                      f"{pct(r, 'live_acc')} | {pct(r, 'live_flip_acc')} |")
     lines += ["", "Final checkpoints' test accuracy. '+ mirror' averages the logits of each image and its mirror "
               "image: a two-view ensemble, not the single-view accuracy that the paper and the other tables report."]
-    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
+    write_result(RESULTS / args.name, payload, "\n".join(lines))
     print("\n".join(lines))
 
 

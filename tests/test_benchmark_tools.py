@@ -11,7 +11,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from results_file import check_name, claim  # noqa: E402
+from results_file import check_device, check_name, claim, write_result  # noqa: E402
 
 
 def test_claim_refuses_existing_results_unless_forced(tmp_path):
@@ -21,6 +21,40 @@ def test_claim_refuses_existing_results_unless_forced(tmp_path):
         claim(tmp_path / "old", force=False)
     assert claim(tmp_path / "old", force=True) == tmp_path / "old"
     assert (tmp_path / "old.md").read_text() == "a committed table"  # claiming writes nothing
+
+
+def test_claim_takes_out_with_a_suffix_and_names_with_dots(tmp_path):
+    (tmp_path / "x.md").write_text("a committed table")
+    with pytest.raises(SystemExit, match="x.md already exist"):
+        claim(tmp_path / "x.json", force=False)  # --out results/x.json means the pair x.{json,md}
+    assert claim(tmp_path / "x.json", force=True) == tmp_path / "x"
+    (tmp_path / "lr1.5e-3.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"lr1\.5e-3\.json already exist"):
+        claim(tmp_path / "lr1.5e-3", force=False)  # its dot is part of the name, not a suffix to replace
+
+
+def test_write_result_writes_both_files_or_neither(tmp_path):
+    write_result(tmp_path / "sub" / "r1.5", {"a": 1}, "# table")
+    assert (tmp_path / "sub" / "r1.5.json").read_text() == '{\n  "a": 1\n}\n'
+    assert (tmp_path / "sub" / "r1.5.md").read_text() == "# table\n"
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_result(tmp_path / "sub" / "r1.5", {"a": object()}, "# new table")
+    assert (tmp_path / "sub" / "r1.5.md").read_text() == "# table\n"  # the old pair stands
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["r1.5.json", "r1.5.md"]  # no temporaries
+
+
+def test_check_device_refuses_bad_and_absent_devices(capsys):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="bench")
+    assert check_device(p, "cpu").type == "cpu"
+    with pytest.raises(SystemExit):
+        check_device(p, "tpu")
+    assert "--device 'tpu': cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(SystemExit):
+            check_device(p, "cuda:0")
+        assert "no CUDA device here; use --device cpu" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["", ".hidden", "a//b", "a/.b", "a\\b"])
