@@ -857,6 +857,30 @@ def test_imagefolder_corrupt_image_names_the_file(tmp_path, workers):
     assert "Traceback" not in str(e.value)
 
 
+def test_imagefolder_reads_16_bit_grey_pngs_by_their_top_bits(tmp_path):
+    root = make_folder(tmp_path / "d", n_train=1, n_val=1)
+    for cls in CLASSES:  # 0x80ff: its top byte is 128; Pillow's convert("RGB") would clip it to 255
+        for split in ("train", "val"):
+            path = next((root / split / cls).iterdir())
+            path.unlink()
+            Image.fromarray(np.full((24, 22), 0x80FF, dtype=np.uint16)).save(path.with_suffix(".png"))
+    with Image.open(next((root / "val" / "cat").iterdir())) as im:
+        assert im.mode.startswith("I")  # the file really is 16-bit
+    test = load_folder(root, "test")  # the val/ folder
+    x, _ = next(test.batches(3, shuffle=False, augment=False))
+    assert to_uint8(test, x).unique().tolist() == [128]
+
+
+def test_to_rgb8_refuses_pixels_without_a_known_range():
+    ramp = np.arange(12, dtype=np.int64).reshape(3, 4) * 6000  # up to 66,000: beyond 16 bits
+    with pytest.raises(ValueError, match=r"I image with values outside 0\.\.65535 \(here 0\.\.66000\)"):
+        if_mod.to_rgb8(Image.fromarray(ramp.astype(np.int32)))
+    with pytest.raises(ValueError, match="floating-point image"):
+        if_mod.to_rgb8(Image.fromarray(np.zeros((2, 2), np.float32)))
+    grey = if_mod.to_rgb8(Image.fromarray((ramp // 2).astype(np.int32)))  # a 32-bit image in 16-bit range
+    assert np.asarray(grey)[..., 0].tolist() == (ramp // 2 >> 8).tolist() and grey.mode == "RGB"
+
+
 @pytest.mark.parametrize("option", [{"crop": 32.7}, {"workers": 1.5}, {"workers": True}])
 def test_imagefolder_options_must_be_whole_numbers(tmp_path, option):
     with pytest.raises(ValueError, match=f"data.options.{next(iter(option))} must be a whole number"):

@@ -52,6 +52,25 @@ def resize_short_side(img, size: int):
     return img.resize(new, Image.Resampling.BILINEAR)
 
 
+def to_rgb8(im):
+    """``im`` (a PIL image) as 8-bit RGB, decoded fully (a truncated file fails here).
+
+    Pillow's own ``convert("RGB")`` clips a 16-bit greyscale image (a PNG of bit depth 16, mode
+    I;16 or I) at 255, which turns it nearly white; here its top 8 bits are kept instead, as Pillow
+    does for 16-bit colour PNGs. Floating-point images have no agreed range and are refused."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise ValueError("a floating-point image (mode F) has no agreed pixel range: save it as 8- or 16-bit")
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L (16-bit grey) and I (32-bit integer)
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"a {im.mode} image with values outside 0..65535 (here {a.min()}..{a.max()}): "
+                             "save it as 8- or 16-bit")
+        return Image.fromarray((a >> 8).astype(np.uint8)).convert("RGB")  # a 2-D uint8 array is mode L
+    return im.convert("RGB")
+
+
 def crop_box(h: int, w: int, crop: int, rng: np.random.Generator | None) -> tuple[int, int]:
     """(top, left) of a ``crop`` x ``crop`` window: uniform when ``rng`` is given, else centred."""
     if rng is None:
@@ -82,7 +101,7 @@ class _Decode(Dataset):
         path = self.paths[index]
         try:
             with Image.open(path) as im:
-                img = im.convert("RGB")  # decodes fully: a truncated file fails here
+                img = to_rgb8(im)
         except Exception as e:  # noqa: BLE001  (Pillow raises many types for bad files)
             return _Failed(path, f"{type(e).__name__}: {e}")
         img = resize_short_side(img, self.resize)
