@@ -250,6 +250,10 @@ def test_make_activation():
     assert isinstance(make_activation("satrelu"), SaturatedReLU)
     s = make_activation("qrelu", steps=5, loss="sste")
     assert isinstance(s, Staircase) and s.unit.steps == 5 and s.loss.name == "saturated_hinge"
+    # the reference code's name for the 2-bit staircase fixes its 3 steps
+    assert make_activation("staircase3").unit.steps == 3 and make_activation("Staircase3", steps=3).unit.steps == 3
+    with pytest.raises(ValueError, match="'staircase3' has 3 steps, but steps = 5 .*'staircase' with steps = 5"):
+        make_activation("staircase3", steps=5)
     assert isinstance(make_activation("sign"), Sign)
     x = torch.linspace(-2, 2, 9)
     assert torch.equal(SaturatedReLU()(x), x.clamp(0, 1))

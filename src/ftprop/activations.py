@@ -430,7 +430,10 @@ class SaturatedReLU(nn.Module):
 
 ACTIVATIONS = ("sign", "step", "staircase", "relu", "saturated_relu")
 _ACTIVATION_ALIASES = {"satrelu": "saturated_relu", "threshrelu": "saturated_relu", "qrelu": "staircase",
-                       "step11": "sign", "step01": "step"}
+                       "step11": "sign", "step01": "step", "staircase3": "staircase"}
+# the reference code's staircase names fix the number of steps: its `staircase3` is 3 (2 bits); its
+# plain `staircase` is 5, but here "staircase" takes `steps` (default 3), so that name is not an alias
+_ALIAS_STEPS = {"staircase3": 3}
 
 
 def canonical_activation(name: str) -> str:
@@ -454,6 +457,12 @@ def make_activation(name: str, *, loss: str | LayerLoss | None = None, weighted:
     staircase only. None means "the default".
     """
     kind = canonical_activation(name)
+    implied = _ALIAS_STEPS.get(str(name).strip().lower().replace("-", "_"))
+    if implied is not None:
+        if steps is not None and steps != implied:
+            raise ValueError(f"activation {name!r} has {implied} steps, but steps = {steps} was given: "
+                             f"use activation 'staircase' with steps = {steps}")
+        steps = implied
     if kind in ("relu", "saturated_relu"):
         given = [k for k, v in (("loss", loss), ("weighted", weighted), ("steps", steps), ("surrogate", surrogate))
                  if v is not None]
