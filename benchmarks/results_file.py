@@ -40,6 +40,9 @@ def check_name(name: str) -> str:
     if not name or "\\" in name or any(not part or part.startswith(".") for part in name.split("/")):
         raise SystemExit(f"error: the result name {name!r} must be a plain file name (not empty, no part "
                          f"empty or starting with '.')")
+    if name.endswith((".json", ".md")):
+        raise SystemExit(f"error: the result name {name!r} ends in a suffix; give it without .json or .md "
+                         f"(both files are written)")
     return name
 
 

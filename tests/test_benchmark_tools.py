@@ -63,6 +63,12 @@ def test_result_names_must_be_plain(name):
         check_name(name)
 
 
+@pytest.mark.parametrize("name", ["u.json", "sweep/u.md"])
+def test_result_names_come_without_a_suffix(name):  # --name u.json would write u.json.json
+    with pytest.raises(SystemExit, match="give it without .json or .md"):
+        check_name(name)
+
+
 def _run(script: str, *args: str, results: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, FTPROP_RESULTS=str(results), PYTHONPATH=str(BENCH.parent / "src"))
     return subprocess.run([sys.executable, str(BENCH / script), *args], env=env, capture_output=True, text=True,

@@ -534,6 +534,26 @@ def test_resume_compares_models_not_spellings():
     sste = apply_overrides(cfg, ["model.loss='sste'"])
     assert resume_differences(sste, apply_overrides(cfg, ["model.activation='relu'"]), mid_epoch=False) == [
         "model.activation: 'sign' != 'relu'"]
+    # activation aliases, and the steps the reference's 'staircase3' fixes
+    assert resume_differences(cfg, apply_overrides(cfg, ["model.activation='step11'"]), mid_epoch=True) == []
+    stair3 = apply_overrides(cfg, ["model.activation='staircase3'"])
+    for change in (["model.activation='staircase'"], ["model.activation='qrelu'", "model.steps=3"],
+                   ["model.steps=3", "model.loss='soft_hinge'"]):
+        assert resume_differences(stair3, apply_overrides(stair3, change), mid_epoch=True) == [], change
+    assert resume_differences(stair3, apply_overrides(cfg, ["model.activation='staircase'", "model.steps=5"]),
+                              mid_epoch=False) == ["model.steps: 3 != 5"]
+
+
+def test_run_labels_name_the_model_not_its_spelling():
+    from ftprop.runs import Run
+
+    def label(*changes):
+        return Run(Path("r"), apply_overrides(small_config(), list(changes)), [], {}).label
+
+    assert label() == "mlp sign soft_hinge"
+    assert label("model.activation='staircase3'") == label("model.activation='qrelu'") == "mlp staircase soft_hinge"
+    assert label("model.loss='sste'", "model.weighted=false").endswith("sign saturated_hinge unweighted")
+    assert label("model.activation='satrelu'").endswith(" saturated_relu")
 
 
 def test_mid_epoch_resume_refuses_another_seed(tmp_path):

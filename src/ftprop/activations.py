@@ -449,6 +449,11 @@ def canonical_activation(name: str) -> str:
     return key
 
 
+def implied_steps(name: str) -> int | None:
+    """The number of steps an activation name fixes (``staircase3``: 3), or None."""
+    return _ALIAS_STEPS.get(str(name).strip().lower().replace("-", "_"))
+
+
 def make_activation(name: str, *, loss: str | LayerLoss | None = None, weighted: bool | None = None,
                     steps: int | None = None, surrogate: str | None = None) -> nn.Module:
     """Build one activation module by name; options that the activation cannot use are refused.
@@ -457,7 +462,7 @@ def make_activation(name: str, *, loss: str | LayerLoss | None = None, weighted:
     staircase only. None means "the default".
     """
     kind = canonical_activation(name)
-    implied = _ALIAS_STEPS.get(str(name).strip().lower().replace("-", "_"))
+    implied = implied_steps(name)
     if implied is not None:
         if steps is not None and steps != implied:
             raise ValueError(f"activation {name!r} has {implied} steps, but steps = {steps} was given: "

@@ -193,12 +193,11 @@ class Run:
 
     @property
     def label(self) -> str:
-        m = self.config.model
-        if m.activation in ("relu", "saturated_relu"):
-            return f"{m.name} {m.activation}"
-        loss = _resolved(config_to_dict(self.config))["model"]["loss"]  # sste reads as saturated_hinge
-        extra = "" if m.weighted in (None, True) else " unweighted"
-        return f"{m.name} {m.activation} {loss}{extra}"
+        m = _resolved(config_to_dict(self.config))["model"]  # sste reads as saturated_hinge, qrelu as staircase
+        if m["activation"] in ("relu", "saturated_relu"):
+            return f"{m['name']} {m['activation']}"
+        extra = "" if m["weighted"] else " unweighted"
+        return f"{m['name']} {m['activation']} {m['loss']}{extra}"
 
 
 def refuse_run_directory(out: str | Path, what: str) -> None:
@@ -288,11 +287,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
-    (loss None = soft_hinge, an alias = its loss, weighted None = True, staircase steps None = 3
-    and surrogate None = "single", dataset names in any case), so that a resume compares models."""
+    (loss None = soft_hinge, an alias = its loss, an activation alias = its activation and the steps
+    it fixes, weighted None = True, staircase steps None = 3 and surrogate None = "single", dataset
+    names in any case), so that a resume compares models."""
+    from .activations import canonical_activation, implied_steps
     from .losses import get_loss
 
     model, data = dict(d["model"]), dict(d["data"])
+    written = model["activation"]
+    try:
+        model["activation"] = canonical_activation(written)
+    except ValueError:
+        pass  # an unknown activation stays as written (and differs)
+    if model["steps"] is None:
+        model["steps"] = implied_steps(written)
     if model["activation"] in ("sign", "step", "staircase"):
         try:
             model["loss"] = get_loss(model["loss"] or "soft_hinge").name
