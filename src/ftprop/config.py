@@ -66,6 +66,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
+    sam_rho: float = 0.0  # > 0: sharpness-aware minimisation of this radius (two passes per step); 0: off
 
 
 @dataclass
@@ -261,6 +262,7 @@ def validate(cfg: Config) -> None:
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no averaging; e.g. 0.999)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (o.sam_rho >= 0, "optim.sam_rho must be >= 0 (0: no SAM; e.g. 0.05)"),
         (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),
         (len(o.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas),
          "optim.betas must be two numbers in [0, 1)"),

@@ -46,6 +46,7 @@ from .runs import (
     resume_differences,
     save_checkpoint,
 )
+from .sam import SharpnessAware
 
 __all__ = ["train", "evaluate", "RunResult", "WeightAverage", "NonFiniteLossError", "TrainingStopped", "lr_at",
            "resolve_device", "load_data", "build_from_config"]
@@ -472,6 +473,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         model = model.to(memory_format=torch.channels_last)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
     graphs = cfg.train.compile and cfg.train.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
+    if graphs and cfg.optim.sam_rho > 0:
+        raise ConfigError(f"optim.sam_rho > 0 runs two passes per step, which train.compile_mode = "
+                          f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
     optimizer = build_optimizer(model.parameters(), cfg, capturable=graphs)
 
     run_dir, state = (None, None)
@@ -492,6 +496,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         if state["step"] == 0 and start_epoch > cfg.train.epochs:
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    sam = SharpnessAware(model, cfg.optim.sam_rho) if cfg.optim.sam_rho > 0 else None
     if ema is not None and state is not None:
         ema.load_state_dict(state["ema"])  # a resume cannot switch the average on (resume_differences)
     def describe_run() -> None:
@@ -602,6 +607,12 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if sam is not None:  # the step's gradient is taken at w + rho * g / ||g||; loss and accuracy at w
+                    sam.ascend()
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
+                        F.cross_entropy(step_model(x).float(), y, label_smoothing=t.label_smoothing).backward()
+                    sam.restore()
                 try:
                     optimizer_step()
                 except RuntimeError as err:  # e.g. Adam's step size lr / (1 - beta1^t) past float range
