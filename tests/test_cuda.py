@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ftprop import LOSSES, Sign, Staircase, Step, build_model
-from ftprop.config import Config, apply_overrides
+from ftprop.config import Config, ConfigError, apply_overrides
 from ftprop.engine import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -83,3 +83,11 @@ def test_compiled_training_with_cuda_graphs_on_gpu(tmp_path, monkeypatch, optim)
     resumed = train(apply_overrides(Config(name="g"), opts + graphed + ["train.epochs=4"]), tmp_path / "run",
                     resume=True, log=None)
     assert len(resumed.history) == 4 and resumed.history[-1]["test_acc"] > 0.85
+
+
+def test_sam_is_refused_where_cuda_graphs_would_replay_its_step():
+    cfg = apply_overrides(Config(name="t"), ["train.device=cuda", "train.compile=true", "train.epochs=1",
+                                             "train.compile_mode=reduce-overhead", "optim.sam_rho=0.05",
+                                             "train.tensorboard=false"])
+    with pytest.raises(ConfigError, match="CUDA graphs"):
+        train(cfg, save=False, log=None)

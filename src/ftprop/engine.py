@@ -453,6 +453,11 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
     log = log or (lambda message: None)
     device = resolve_device(cfg.train.device)
+    # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
+    graphs = cfg.train.compile and cfg.train.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
+    if graphs and cfg.optim.sam_rho > 0:
+        raise ConfigError(f"optim.sam_rho > 0 runs two passes per step, which train.compile_mode = "
+                          f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
     late = [e for e in cfg.schedule.milestones if e > cfg.train.epochs] if cfg.schedule.name == "multistep" else []
@@ -471,11 +476,6 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     _check_batches(model, train_set.input_shape, len(train_set), cfg.train.batch_size, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
-    graphs = cfg.train.compile and cfg.train.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
-    if graphs and cfg.optim.sam_rho > 0:
-        raise ConfigError(f"optim.sam_rho > 0 runs two passes per step, which train.compile_mode = "
-                          f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
     optimizer = build_optimizer(model.parameters(), cfg, capturable=graphs)
 
     run_dir, state = (None, None)
