@@ -1052,3 +1052,81 @@ def test_sam_training_is_deterministic_resumes_bit_for_bit_and_is_refused_with_a
     assert straight.history[-1]["test_acc"] > 0.6 and straight.history[-1]["test_acc"] > straight.history[0]["test_acc"]
     with pytest.raises(ConfigError, match="optim.sam_rho must be >= 0"):
         train(small_config("optim.sam_rho=-0.1", epochs=1), save=False, log=None)
+
+
+def test_a_sam_step_through_the_engine_is_the_hand_computed_one():
+    """One full-batch SGD step (momentum 0, coupled decay) with SAM and a weight average: the
+    weights move by the gradient taken at the ascent point, from the weights themselves; the
+    logged loss is the one at the weights; BN counts the batch once; the average sees the step."""
+    from ftprop.data import load_dataset
+    from ftprop.engine import build_from_config
+
+    lr, wd, rho = 0.5, 1e-2, 0.2
+    cfg = small_config("optim.name=sgd", "optim.momentum=0", f"optim.lr={lr}", f"optim.weight_decay={wd}",
+                       f"optim.sam_rho={rho}", "train.batch_size=4096", "data.augment=false",
+                       "model.options.batch_norm=true", "train.ema_decay=0.9", epochs=1)
+    result = train(cfg, save=False, log=None)
+
+    data = load_dataset("digits", split="train")
+    (x, y), = data.batches(4096)
+    torch.manual_seed(cfg.train.seed)
+    model = build_from_config(cfg, data.num_classes, data.input_shape).train()
+    w0 = {k: v.clone() for k, v in model.named_parameters()}
+    loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.0)
+    g = torch.autograd.grad(loss, list(model.parameters()))
+    after_one_pass = {k: v.clone() for k, v in model.named_buffers()}
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(model.parameters(), g):
+            p.add_(rho * gi / norm)
+    g_ascent = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+    w1 = {k: w0[k] - lr * (ga + wd * w0[k]) for k, ga in zip(w0, g_ascent)}
+
+    got = dict(result.model.named_parameters())
+    for k in w0:
+        torch.testing.assert_close(got[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
+    plain_step = {k: w0[k] - lr * (gi + wd * w0[k]) for k, gi in zip(w0, g)}
+    assert any(not torch.allclose(got[k], plain_step[k], atol=1e-5) for k in w0)  # not the plain step
+    assert result.history[0]["train_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    buffers = dict(result.model.named_buffers())
+    for k, v in after_one_pass.items():
+        torch.testing.assert_close(buffers[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    d = min(0.9, 2 / 11)  # the average's decay after one update
+    averaged = dict(result.ema_model.named_parameters())
+    for k in w0:
+        torch.testing.assert_close(averaged[k], d * w0[k] + (1 - d) * w1[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+class InterruptedData(ArrayDataset):
+    """Sends this process SIGINT at (epoch 2, batch 5), as Ctrl-C inside an epoch would."""
+
+    calls = 0
+
+    def batches(self, batch_size, **kw):
+        InterruptedData.calls += 1
+        for i, (x, y) in enumerate(super().batches(batch_size, **kw)):
+            if InterruptedData.calls == 2 and i == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield x, y
+
+
+def test_sam_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path):
+    from ftprop.engine import TrainingStopped
+
+    cfg = small_config("optim.sam_rho=0.05", "model.options.dropout=0.3", "train.batch_size=16")
+    straight = train(cfg, tmp_path / "a", data=_tiny_data(), log=None)
+    InterruptedData.calls = 0
+    with pytest.raises(TrainingStopped):
+        train(cfg, tmp_path / "b", data=_tiny_data(InterruptedData), log=None)
+    ck = load_checkpoint(tmp_path / "b")
+    assert (ck["epoch"], ck["step"]) == (1, 6)  # stopped after the step it was in
+    resumed = train(cfg, tmp_path / "b", resume=True, data=_tiny_data(), log=None)
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+    assert strip_times(straight.history) == strip_times(resumed.history)
+
+
+def test_a_non_finite_loss_at_the_sam_ascent_point_names_its_step():
+    # Finite at the weights, overflowing at w + e: the step that took the bad gradient is named.
+    cfg = small_config("optim.sam_rho=1e38", "model.activation=relu", epochs=1)
+    with pytest.raises(NonFiniteLossError, match=r"SAM's ascent point\) at epoch 1, step 0;.*optim.sam_rho"):
+        train(cfg, save=False, log=None)

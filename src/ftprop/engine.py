@@ -607,12 +607,18 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if sam is not None:  # the step's gradient is taken at w + rho * g / ||g||; loss and accuracy at w
+                finite = torch.isfinite(loss.detach())
+                if sam is not None:
+                    # The step's gradient is taken at w + rho * g / ||g||; the logged loss and accuracy
+                    # are those at w. Dropout draws a new mask for this pass, as public SAM code does.
                     sam.ascend()
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
-                        F.cross_entropy(step_model(x).float(), y, label_smoothing=t.label_smoothing).backward()
+                        ascent_out = step_model(x)
+                    ascent_loss = F.cross_entropy(ascent_out.float(), y, label_smoothing=t.label_smoothing)
+                    ascent_loss.backward()
                     sam.restore()
+                    finite &= torch.isfinite(ascent_loss.detach())  # its gradient is the one the step takes
                 try:
                     optimizer_step()
                 except RuntimeError as err:  # e.g. Adam's step size lr / (1 - beta1^t) past float range
@@ -624,7 +630,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 if ema is not None:
                     ema.update()
                 loss = loss.detach()
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+                bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
                 loss_sum += loss.double() * y.shape[0]
                 seen += y.shape[0]
                 if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
@@ -633,12 +639,12 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
                                     img_s=f"{(seen - seen_before) / dt:.0f}")
                 if step % 50 == 0 or step == steps_per_epoch - 1:
-                    _check_finite(bad_step, epoch, run_dir, saved)
+                    _check_finite(bad_step, epoch, run_dir, saved, sam is not None)
                 if stopper.signal is not None:
                     break
             if bar is not None:
                 bar.close()
-            _check_finite(bad_step, epoch, run_dir, saved)
+            _check_finite(bad_step, epoch, run_dir, saved, sam is not None)
             _check_parameters(model, epoch, run_dir, saved)
             train_time = time.perf_counter() - t0
             elapsed += train_time
@@ -707,11 +713,14 @@ def _cfg_dict(cfg: Config) -> dict:
     return config_to_dict(cfg)
 
 
-def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
+def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None,
+                  sam: bool = False) -> None:
     step = int(bad_step.item())
     if step >= 0:
-        raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {step}; {_kept(run_dir, saved)}. "
-                                 f"Lower optim.lr or check the data.")
+        what = ("training loss (at the weights or at SAM's ascent point)", "Lower optim.lr or optim.sam_rho") if sam \
+            else ("training loss", "Lower optim.lr")
+        raise NonFiniteLossError(f"non-finite {what[0]} at epoch {epoch}, step {step}; {_kept(run_dir, saved)}. "
+                                 f"{what[1]} or check the data.")
 
 
 def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
