@@ -82,13 +82,17 @@ def main() -> None:
         if reached is None and 100 * h["test_acc"] >= args.target:
             reached = h
     env = json.loads((run_dir / "environment.json").read_text())
+    passes = 2 if cfg.optim.sam_rho > 0 else 1  # forward/backward passes per step (SAM takes two)
+    cost = (f"; SAM: two forward/backward passes per step, so {hist[-1]['epoch']} epochs cost as much as "
+            f"{2 * hist[-1]['epoch']} plain ones" if passes == 2 else "")
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python " + shlex.join(sys.argv),
                "config": args.config, "overrides": extra, "target_pct": args.target, "environment": env,
                "reached_epoch": reached["epoch"] if reached else None,
                "reached_after_s": reached["elapsed_s"] if reached else None,
                "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
-               "epochs": hist[-1]["epoch"], "stopped": stopped, "wall_s": round(wall, 1), "history": hist}
+               "epochs": hist[-1]["epoch"], "passes_per_step": passes, "stopped": stopped, "wall_s": round(wall, 1),
+               "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
@@ -99,7 +103,7 @@ def main() -> None:
              f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
              f"- **reached: {when}**"
              f"; best {100 * payload['best_test_acc']:.2f}%, final {100 * payload['final_test_acc']:.2f}% "
-             f"after {payload['epochs']} epochs (the paper: 300 epochs)"
+             f"after {payload['epochs']} epochs (the paper: 300 epochs){cost}"
              + (f"; **stopped early**: {stopped}" if stopped else ""), ""]
     averaged = "live_test_acc" in hist[-1]  # train.ema_decay > 0: test acc is the weight average's
     test_columns = "test acc, weight average (%) | test acc, live weights (%)" if averaged else "test acc (%)"

@@ -185,3 +185,27 @@ def test_data_pipeline_does_not_prepare_data_where_it_was_not_asked(tmp_path):
     out = _run("data_pipeline.py", "--data-root", str(tmp_path / "typo"), "--out", str(tmp_path / "o"),
                results=tmp_path / "results")
     assert out.returncode != 0 and "pass --prepare" in out.stderr and not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("sam, cost", [(False, None), (True, "SAM: two forward/backward passes per step, so 2 "
+                                                             "epochs cost as much as 4 plain ones")])
+def test_time_to_accuracy_reports_a_run_and_what_its_epochs_cost(tmp_path, sam, cost):
+    import json
+
+    from test_data import write_cifar
+
+    write_cifar(tmp_path / "data")
+    results = tmp_path / "results"
+    recipe = str(BENCH.parent / "configs" / "recipes" / "cifar10_convnet4_sign_fast.toml")
+    extra = ["--set", "optim.sam_rho=0.05"] if sam else []
+    out = _run("time_to_accuracy.py", "--config", recipe, "--data-root", str(tmp_path / "data"), "--name", "t",
+               "--epochs", "2", "--set", "schedule.warmup_epochs=0.5", "--device", "cpu", "--set",
+               "train.tensorboard=false",
+               *extra, results=results)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads((results / "t.json").read_text())
+    assert payload["epochs"] == 2 and payload["passes_per_step"] == (2 if sam else 1)
+    assert payload["reached_epoch"] is None  # random images never reach 78.8%
+    table = (results / "t.md").read_text()
+    assert "reached: no" in table and "(the paper: 300 epochs)" in table
+    assert (cost in table) if cost else ("SAM" not in table)
