@@ -717,10 +717,10 @@ def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, save
                   sam: bool = False) -> None:
     step = int(bad_step.item())
     if step >= 0:
-        what = ("training loss (at the weights or at SAM's ascent point)", "Lower optim.lr or optim.sam_rho") if sam \
-            else ("training loss", "Lower optim.lr")
-        raise NonFiniteLossError(f"non-finite {what[0]} at epoch {epoch}, step {step}; {_kept(run_dir, saved)}. "
-                                 f"{what[1]} or check the data.")
+        where = " (at the weights or at SAM's ascent point)" if sam else ""
+        lower = "optim.lr or optim.sam_rho" if sam else "optim.lr"
+        raise NonFiniteLossError(f"non-finite training loss{where} at epoch {epoch}, step {step}; "
+                                 f"{_kept(run_dir, saved)}. Lower {lower} or check the data.")
 
 
 def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
