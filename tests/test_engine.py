@@ -99,18 +99,30 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
                                                                                         "metrics.jsonl"))
 
 
-class PoisonedData(ArrayDataset):
+class EventAtBatch(ArrayDataset):
+    """Passes one training batch's input through ``event``: batch ``batch`` of the ``epoch``-th call
+    to ``batches`` (each subclass counts its calls; a test sets ``calls = 0`` first)."""
+
+    calls, epoch, batch = 0, 2, 3
+
+    def event(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def batches(self, batch_size, **kw):
+        type(self).calls += 1
+        for i, (x, y) in enumerate(super().batches(batch_size, **kw)):
+            yield (self.event(x) if type(self).calls == self.epoch and i == self.batch else x), y
+
+
+class PoisonedData(EventAtBatch):
     """Yields a NaN input at (epoch 2, batch 3), as bad data or a blow-up would."""
 
     calls = 0
 
-    def batches(self, batch_size, **kw):
-        PoisonedData.calls += 1
-        for i, (x, y) in enumerate(super().batches(batch_size, **kw)):
-            if PoisonedData.calls == 2 and i == 3:
-                x = x.clone()
-                x[0, 0] = float("nan")
-            yield x, y
+    def event(self, x):
+        x = x.clone()
+        x[0, 0] = float("nan")
+        return x
 
 
 def _tiny_data(cls=ArrayDataset):
@@ -1097,17 +1109,14 @@ def test_a_sam_step_through_the_engine_is_the_hand_computed_one():
         torch.testing.assert_close(averaged[k], d * w0[k] + (1 - d) * w1[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-class InterruptedData(ArrayDataset):
+class InterruptedData(EventAtBatch):
     """Sends this process SIGINT at (epoch 2, batch 5), as Ctrl-C inside an epoch would."""
 
-    calls = 0
+    calls, batch = 0, 5
 
-    def batches(self, batch_size, **kw):
-        InterruptedData.calls += 1
-        for i, (x, y) in enumerate(super().batches(batch_size, **kw)):
-            if InterruptedData.calls == 2 and i == 5:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield x, y
+    def event(self, x):
+        os.kill(os.getpid(), signal.SIGINT)
+        return x
 
 
 def test_sam_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path):
