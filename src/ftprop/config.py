@@ -26,6 +26,7 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig
            "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCALINGS = ("none", "layer_rms")
 SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
 # torch.compile modes; reduce-overhead and max-autotune also replay CUDA graphs on a GPU
@@ -55,6 +56,7 @@ class DataConfig:
     val_fraction: float = 0.0  # held out of the training set; 0 = the paper's set-up
     val_seed: int = 0
     augment: bool = True  # the dataset's own training augmentation (CIFAR: crop + flip)
+    plain_last_epochs: int = 0  # the last N epochs train on the images as they are (no augmentation)
     options: dict = field(default_factory=dict)  # dataset options, e.g. workers = 8
 
 
@@ -67,6 +69,7 @@ class OptimConfig:
     nesterov: bool = False  # sgd only
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
     sam_rho: float = 0.0  # > 0: sharpness-aware minimisation of this radius (two passes per step); 0: off
+    lr_scaling: str = "none"  # "layer_rms": each layer's lr in proportion to its initial weight RMS
 
 
 @dataclass
@@ -246,6 +249,7 @@ def _one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
 def validate(cfg: Config) -> None:
     """Range and choice checks that need no model or data; raise ConfigError."""
     _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
+    _one_of("optim.lr_scaling", cfg.optim.lr_scaling, LR_SCALINGS)
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
     _one_of("train.device", cfg.train.device, DEVICES)
     _one_of("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
@@ -273,6 +277,11 @@ def validate(cfg: Config) -> None:
         (0 <= s.final_lr_fraction <= 1, "schedule.final_lr_fraction must be in [0, 1]"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (0 <= cfg.data.val_seed < 2**63, "data.val_seed must be in [0, 2^63)"),
+        (0 <= cfg.data.plain_last_epochs <= t.epochs,
+         f"data.plain_last_epochs must be in [0, train.epochs = {t.epochs}]"),
+        (cfg.data.augment or cfg.data.plain_last_epochs == 0,
+         "data.plain_last_epochs turns augmentation off for the last epochs, but data.augment = false "
+         "already trains without it; drop one of the two"),
         (bool(cfg.name.strip()) and not cfg.name.startswith(".") and not {"/", "\\"} & set(cfg.name),
          f"name = {cfg.name!r}: a run name names a folder under runs/, so it must not be empty, start "
          f"with '.' or hold '/' or '\\' (choose the folder itself with --out)"),

@@ -94,9 +94,37 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that replay CUDA graphs
 
 
+def param_groups(model: nn.Module, scaling: str = "none") -> list[dict]:
+    """The optimiser's parameter groups, each with an ``lr_scale`` that multiplies the schedule's rate.
+
+    ``"none"``: one group at scale 1. ``"layer_rms"``: one group per layer with a weight of two or
+    more dimensions (convolutions, linear layers; its bias goes with it), scaled by that weight's
+    RMS now, at initialisation, over the geometric mean of those RMS over the layers, so that
+    every layer's weights turn by about the same fraction per step under Adam, whose steps are
+    about ``lr`` per element whatever the weight's scale; the rest (BN) form one group at scale 1.
+    """
+    if scaling == "none":
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    layers, taken = [], set()
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, nn.Parameter) and w.dim() >= 2 and id(w) not in taken:
+            params = [p for p in (w, getattr(module, "bias", None)) if isinstance(p, nn.Parameter)]
+            taken.update(id(p) for p in params)
+            layers.append((params, w.detach().float().pow(2).mean().sqrt().item()))
+    if not layers or any(rms == 0 for _, rms in layers):
+        raise ConfigError("optim.lr_scaling = 'layer_rms' needs layers whose weights are not all zero; "
+                          "use optim.lr_scaling = 'none'")
+    mean = math.exp(sum(math.log(rms) for _, rms in layers) / len(layers))
+    groups = [{"params": params, "lr_scale": rms / mean} for params, rms in layers]
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    return groups + ([{"params": rest, "lr_scale": 1.0}] if rest else [])
+
+
 def build_optimizer(params, cfg: Config, capturable: bool = False) -> torch.optim.Optimizer:
     """The paper's optimisers: weight decay on every parameter (BN and biases included).
-    ``capturable``: Adam/AdamW keep their step counts on the device, as CUDA graphs need."""
+    ``params``: parameters or groups (``param_groups``); ``capturable``: Adam/AdamW keep their step
+    counts on the device, as CUDA graphs need."""
     o = cfg.optim
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
@@ -116,6 +144,10 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     the config's float (a compiled run saves a tensor); the schedule sets it at every step."""
     # The groups are replaced before loading: load_state_dict reads capturable and fused from
     # them to decide where each state's step count lives.
+    if len(optimizer.param_groups) != len(saved["param_groups"]):
+        raise ConfigError(f"the checkpoint's optimiser has {len(saved['param_groups'])} parameter groups and this "
+                          f"config makes {len(optimizer.param_groups)}: was optim.lr_scaling changed? Resume "
+                          f"with the setting the run was started with (its config.toml)")
     groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"]}
               for mine, old in zip(optimizer.param_groups, saved["param_groups"])]
     optimizer.load_state_dict({**saved, "param_groups": groups})
@@ -476,7 +508,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     _check_batches(model, train_set.input_shape, len(train_set), cfg.train.batch_size, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), cfg, capturable=graphs)
+    optimizer = build_optimizer(param_groups(model, cfg.optim.lr_scaling), cfg, capturable=graphs)
 
     run_dir, state = (None, None)
     if save:
@@ -585,7 +617,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct = torch.zeros((), device=device, dtype=torch.int64)
                 seen = seen_before = 0
             gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) + 1)
-            batches = train_set.batches(t.batch_size, shuffle=True, augment=cfg.data.augment, generator=gen,
+            augment = cfg.data.augment and epoch <= t.epochs - cfg.data.plain_last_epochs
+            batches = train_set.batches(t.batch_size, shuffle=True, augment=augment, generator=gen,
                                         start=first)  # a resumed epoch skips what it already trained
             bar = _progress_bar(show, steps_per_epoch, f"epoch {epoch}/{t.epochs}", initial=first)
             bad_step = torch.full((), -1, device=device, dtype=torch.int64)
@@ -594,9 +627,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     if isinstance(group["lr"], torch.Tensor):
-                        group["lr"].fill_(lr)
+                        group["lr"].fill_(lr * group["lr_scale"])
                     else:
-                        group["lr"] = lr
+                        group["lr"] = lr * group["lr_scale"]
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 if graphs:  # a new step: the graphs may now overwrite the last step's outputs
