@@ -196,6 +196,10 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["train.compile=true", "train.compile_mode=reduce_overhead"])
     with pytest.raises(ConfigError, match="needs train.compile = true"):
         apply_overrides(Config(), ["train.compile_mode=max-autotune"])
+    with pytest.raises(ConfigError, match="Did you mean 'layer_rms'"):
+        apply_overrides(Config(), ["optim.lr_scaling=layer-rms"])
+    with pytest.raises(ConfigError, match=re.escape("data.plain_last_epochs must be in [0, train.epochs = 3]")):
+        apply_overrides(Config(), ["train.epochs=3", "data.plain_last_epochs=4"])
 
 
 def test_set_can_replace_an_options_table_and_ignores_spaces():
@@ -242,6 +246,7 @@ def test_impossible_combinations_refused_before_anything_runs(tmp_path):
     (["schedule.final_lr_fraction=0.1"], "schedule.final_lr_fraction applies to the cosine and onecycle"),
     (["schedule.name=cosine", "schedule.gamma=0.5"], "schedule.gamma applies to the multistep schedule only"),
     (["optim.name=sgd", "optim.betas=[0.8,0.99]"], "optim.betas apply to adam and adamw only"),
+    (["data.augment=false", "data.plain_last_epochs=1"], "data.augment = false already trains without it"),
 ])
 def test_settings_the_schedule_or_optimiser_would_ignore_are_refused(settings, message):
     from ftprop.config import validate
@@ -1139,3 +1144,79 @@ def test_a_non_finite_loss_at_the_sam_ascent_point_names_its_step():
     cfg = small_config("optim.sam_rho=1e38", "model.activation=relu", epochs=1)
     with pytest.raises(NonFiniteLossError, match=r"SAM's ascent point\) at epoch 1, step 0;.*optim.sam_rho"):
         train(cfg, save=False, log=None)
+
+
+def test_layer_rms_groups_scale_each_layer_by_its_initial_weight_rms():
+    """One group per conv/linear layer with its bias, at RMS / geometric mean of the RMS; BN apart at 1."""
+    from ftprop.engine import param_groups
+
+    torch.manual_seed(0)
+    conv, bn, fc = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(16, 5)
+    model = torch.nn.Sequential(conv, bn, torch.nn.Flatten(), fc)
+    groups = param_groups(model, "layer_rms")
+    assert [[id(p) for p in g["params"]] for g in groups] == [
+        [id(conv.weight), id(conv.bias)], [id(fc.weight), id(fc.bias)], [id(bn.weight), id(bn.bias)]]
+    rms = [conv.weight.pow(2).mean().sqrt().item(), fc.weight.pow(2).mean().sqrt().item()]
+    mean = (rms[0] * rms[1]) ** 0.5
+    assert [g["lr_scale"] for g in groups] == pytest.approx([rms[0] / mean, rms[1] / mean, 1.0])
+    assert groups[0]["lr_scale"] < 0.95  # fan-in 27 against 16: the scales really differ
+    one = param_groups(model, "none")
+    assert len(one) == 1 and one[0]["lr_scale"] == 1.0 and len(one[0]["params"]) == 6
+    with torch.no_grad():
+        fc.weight.zero_()
+    with pytest.raises(ConfigError, match="optim.lr_scaling = 'none'"):
+        param_groups(model, "layer_rms")
+
+
+def test_layer_rms_step_moves_each_layer_by_its_scaled_rate_and_survives_a_resume(tmp_path):
+    """One full-batch SGD step: each layer moves by lr x its scale x its gradient, BN by lr x
+    gradient; a resume keeps the groups, and one with the other scaling is refused."""
+    from ftprop.data import load_dataset
+    from ftprop.engine import build_from_config, param_groups
+
+    lr = 0.5
+    cfg = small_config("optim.name=sgd", "optim.momentum=0", f"optim.lr={lr}", "optim.lr_scaling=layer_rms",
+                       "train.batch_size=4096", "data.augment=false", "model.options.batch_norm=true", epochs=1)
+    result = train(cfg, tmp_path / "r", log=None)
+
+    data = load_dataset("digits", split="train")
+    (x, y), = data.batches(4096)
+    torch.manual_seed(cfg.train.seed)
+    model = build_from_config(cfg, data.num_classes, data.input_shape).train()
+    scale = {id(p): g["lr_scale"] for g in param_groups(model, "layer_rms") for p in g["params"]}
+    assert len(set(scale.values())) == 3  # two linear layers and BN
+    names = dict(model.named_parameters())
+    g = dict(zip(names, torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(names.values()))))
+    got = dict(result.model.named_parameters())
+    for k, p in names.items():
+        torch.testing.assert_close(got[k], p - lr * scale[id(p)] * g[k], rtol=1e-4, atol=1e-6, msg=k)
+
+    saved = load_checkpoint(tmp_path / "r")["optimizer"]["param_groups"]
+    assert [grp["lr"] for grp in saved] == pytest.approx([lr * grp["lr_scale"] for grp in saved])
+    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    with pytest.raises(RunDirError, match="optim.lr_scaling: 'layer_rms' != 'none'"):
+        train(apply_overrides(cfg, ["train.epochs=3", "optim.lr_scaling=none"]), tmp_path / "r", resume=True,
+              log=None)
+
+
+class RecordsAugment(ArrayDataset):
+    """Records the ``augment`` flag of each call to ``batches`` (a test sets ``flags = []`` first)."""
+
+    flags: list = []
+
+    def batches(self, batch_size, **kw):
+        type(self).flags.append(kw.get("augment"))
+        return super().batches(batch_size, **kw)
+
+
+def test_plain_last_epochs_train_the_last_epochs_without_augmentation_also_after_a_resume(tmp_path):
+    RecordsAugment.flags = []
+    data = _tiny_data(RecordsAugment)
+    cfg = small_config("data.plain_last_epochs=2", epochs=3)
+    train(cfg, save=False, data=data, log=None)
+    assert RecordsAugment.flags == [True, False, False]
+    RecordsAugment.flags = []
+    cfg = small_config("data.plain_last_epochs=1", epochs=2)
+    train(cfg, tmp_path / "r", data=data, log=None)
+    train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", data=data, resume=True, log=None)
+    assert RecordsAugment.flags == [True, False, True, False]  # the last epoch of 2, then of 4

@@ -144,10 +144,6 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     the config's float (a compiled run saves a tensor); the schedule sets it at every step."""
     # The groups are replaced before loading: load_state_dict reads capturable and fused from
     # them to decide where each state's step count lives.
-    if len(optimizer.param_groups) != len(saved["param_groups"]):
-        raise ConfigError(f"the checkpoint's optimiser has {len(saved['param_groups'])} parameter groups and this "
-                          f"config makes {len(optimizer.param_groups)}: was optim.lr_scaling changed? Resume "
-                          f"with the setting the run was started with (its config.toml)")
     groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"]}
               for mine, old in zip(optimizer.param_groups, saved["param_groups"])]
     optimizer.load_state_dict({**saved, "param_groups": groups})
