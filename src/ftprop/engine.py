@@ -622,10 +622,11 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             for step, (x, y) in enumerate(batches, start=first):
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
+                    rate = lr * group["lr_scale"]
                     if isinstance(group["lr"], torch.Tensor):
-                        group["lr"].fill_(lr * group["lr_scale"])
+                        group["lr"].fill_(rate)
                     else:
-                        group["lr"] = lr * group["lr_scale"]
+                        group["lr"] = rate
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 if graphs:  # a new step: the graphs may now overwrite the last step's outputs
