@@ -483,6 +483,8 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
              (["train", "--out", str(tmp_path / "notes"), "--epochs", "1"], "other files (not a run)"),
              (["report", str(tmp_path / "broken"), "--out", str(tmp_path / "rep")], "summary.json is not valid JSON"),
              (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
+             (["train", "--teacher", str(tmp_path / "notes"), "--out", str(tmp_path / "s")],
+              "notes is not an ftprop run directory"),
              (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory")]
     if not torch.cuda.is_available():
         cases.append((["evaluate", str(tmp_path / "run"), "--device", "cuda"], "--device = 'cuda' but no CUDA"))
@@ -1220,3 +1222,80 @@ def test_plain_last_epochs_train_the_last_epochs_without_augmentation_also_after
     train(cfg, tmp_path / "r", data=data, log=None)
     train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", data=data, resume=True, log=None)
     assert RecordsAugment.flags == [True, False, True, False]  # the last epoch of 2, then of 4
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory):
+    """A ReLU mlp trained on digits for 8 epochs (test accuracy 0.96): the distillation tests' teacher."""
+    out = tmp_path_factory.mktemp("teacher") / "relu"
+    result = train(small_config("model.activation=relu", "train.ema_decay=0.9", "optim.lr=3e-3", epochs=8), out,
+                   log=None)
+    return out, result
+
+
+def test_distillation_loss_is_the_hand_computed_mix(digits_teacher):
+    from ftprop.data import load_dataset
+    from ftprop.engine import load_teacher
+
+    path, _ = digits_teacher
+    # One batch of the whole training set at lr 1e-12, as in the label smoothing test above.
+    cfg = small_config(f"train.teacher='{path}'", "train.distill_weight=0.7", "train.distill_temperature=3",
+                       "train.label_smoothing=0.1", "optim.lr=1e-12", "data.augment=false", "train.batch_size=4096",
+                       epochs=1)
+    result = train(cfg, save=False, log=None)
+    train_set = load_dataset("digits", split="train")
+    (x, y), = train_set.batches(4096)
+    teacher = load_teacher(str(path), train_set, lambda m: None)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        out, t_out = result.model.train()(x), teacher(x)
+    ce = torch.nn.functional.cross_entropy(out, y, label_smoothing=0.1)
+    p_t = torch.softmax(t_out / 3, 1)
+    kl = (p_t * (torch.log_softmax(t_out / 3, 1) - torch.log_softmax(out / 3, 1))).sum(1).mean()
+    expected = (0.3 * ce + 0.7 * 9 * kl).item()
+    assert abs(expected - ce.item()) > 0.01
+    assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_with_distill_weight_1_the_student_learns_from_the_teacher_not_the_labels(digits_teacher):
+    from ftprop.data import load_dataset
+
+    path, teacher_run = digits_teacher
+    train_set, test_set = load_dataset("digits", split="train"), load_dataset("digits", split="test")
+    shuffled = copy.copy(train_set)  # labels that carry no information about the images
+    shuffled.labels = train_set.labels[torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))]
+    data = {"train": shuffled, "test": test_set}
+    alone = train(small_config(epochs=5), save=False, data=data, log=None)
+    taught = train(small_config(f"train.teacher='{path}'", "train.distill_weight=1", epochs=5), save=False,
+                   data=data, log=None)
+    assert teacher_run.history[-1]["test_acc"] > 0.9
+    assert alone.history[-1]["test_acc"] < 0.3  # chance is 0.1
+    assert taught.history[-1]["test_acc"] > 0.7
+
+
+def test_a_distilled_run_records_its_teacher_and_resumes_bit_for_bit(digits_teacher, tmp_path, monkeypatch):
+    path, _ = digits_teacher
+    monkeypatch.chdir(path.parent)
+    cfg = small_config(f"train.teacher='{path.name}'", epochs=2)  # relative: recorded as absolute
+    straight = train(cfg, tmp_path / "a", log=None)
+    assert read_run(tmp_path / "a").config.train.teacher == str(path)
+    train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "b", log=None)
+    monkeypatch.chdir(tmp_path)  # the resume finds the teacher where it was recorded
+    resumed = train(apply_overrides(read_run(tmp_path / "b").config, ["train.epochs=2"]), tmp_path / "b",
+                    resume=True, log=None)
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_distillation_settings_and_teachers_that_cannot_work_are_refused(digits_teacher, tmp_path):
+    path, _ = digits_teacher
+    for bad, message in [("train.distill_weight=0.9", "applies to distillation only"),
+                         ("train.distill_temperature=2", "applies to distillation only"),
+                         (f"train.teacher='{path}' train.distill_weight=0", "distill_weight must be in"),
+                         (f"train.teacher='{path}' train.distill_temperature=0", "distill_temperature must be > 0")]:
+        with pytest.raises(ConfigError, match=message):
+            small_config(*bad.split(" "))
+    with pytest.raises(RunDirError, match="no run at"):
+        train(small_config(f"train.teacher='{tmp_path / 'missing'}'", epochs=1), tmp_path / "r", log=None)
+    with pytest.raises(ConfigError, match=r"does not fit this run's data \(3 classes"):
+        train(small_config(f"train.teacher='{path}'", epochs=1), tmp_path / "r", data=_tiny_data(), log=None)
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made

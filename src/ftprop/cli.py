@@ -43,6 +43,7 @@ _FLAGS = {
     "momentum": "optim.momentum", "schedule": "schedule.name", "milestones": "schedule.milestones",
     "seed": "train.seed", "device": "train.device", "bf16": "train.bf16", "channels_last": "train.channels_last",
     "compile": "train.compile", "compile_mode": "train.compile_mode", "eval_train": "train.eval_train", "name": "name",
+    "teacher": "train.teacher",
 }
 
 
@@ -89,6 +90,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    "max-autotune, max-autotune-no-cudagraphs")
     g.add_argument("--eval-train", action="store_true", default=None,
                    help="also evaluate the training set each epoch (exact generalisation gap)")
+    g.add_argument("--teacher", metavar="RUN_DIR",
+                   help="distil from this trained run: the loss also matches its softened outputs "
+                        "(train.distill_weight, train.distill_temperature)")
 
 
 def resolve_train_config(args: argparse.Namespace):

@@ -95,6 +95,9 @@ class TrainConfig:
     eval_train: bool = False  # also evaluate the training set in eval mode every epoch (exact gap)
     label_smoothing: float = 0.0  # of the training cross-entropy (evaluation losses are unsmoothed)
     ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (per step)
+    teacher: str | None = None  # a trained run (directory or checkpoint.pt) whose outputs the loss also matches
+    distill_weight: float = 0.5  # with a teacher: the share of the loss that is the distillation term
+    distill_temperature: float = 4.0  # with a teacher: both networks' logits are divided by it before the softmax
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     tensorboard: bool = True  # when the tensorboard package is installed
 
@@ -264,6 +267,9 @@ def validate(cfg: Config) -> None:
         (0 <= t.seed < 2**63, "train.seed must be in [0, 2^63)"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no averaging; e.g. 0.999)"),
+        (0 < t.distill_weight <= 1, "train.distill_weight must be in (0, 1] (1: the teacher's outputs alone)"),
+        (t.distill_temperature > 0, "train.distill_temperature must be > 0 (e.g. 4)"),
+        (t.teacher is None or bool(t.teacher.strip()), "train.teacher must name a run directory or checkpoint"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.sam_rho >= 0, "optim.sam_rho must be >= 0 (0: no SAM; e.g. 0.05)"),
@@ -311,6 +317,11 @@ def validate(cfg: Config) -> None:
                                   f"(drop it, or pick one of those)")
     if s.name != "multistep" and s.gamma != defaults.gamma:
         raise ConfigError(f"schedule.gamma applies to the multistep schedule only, not {s.name!r}")
+    if t.teacher is None:
+        for key in ("distill_weight", "distill_temperature"):
+            if getattr(t, key) != getattr(TrainConfig(), key):
+                raise ConfigError(f"train.{key} applies to distillation only: set train.teacher to a trained "
+                                  f"run's directory, or drop it")
     if o.name == "sgd" and list(o.betas) != OptimConfig().betas:
         raise ConfigError("optim.betas apply to adam and adamw only, not 'sgd' (use optim.momentum)")
     if o.name == "sgd" and o.nesterov and o.momentum == 0:

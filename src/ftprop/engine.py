@@ -256,6 +256,40 @@ def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -
     return model.to(dataset.device), "average" if averaged else "live"
 
 
+def load_teacher(path: str, dataset, log) -> nn.Module:
+    """The network of the trained run at ``path`` (its weight average if it kept one), in eval
+    mode, frozen, on ``dataset``'s device; a ConfigError if it does not fit ``dataset``."""
+    state = load_checkpoint(Path(path))
+    tcfg = config_from_checkpoint(state)
+    try:
+        teacher, weights = checkpoint_model(state, tcfg, dataset)
+    except RuntimeError as err:  # load_state_dict: another number of classes or input size
+        first = str(err).strip().splitlines()
+        raise ConfigError(f"train.teacher = {path}: its network ({tcfg.model.name}, trained on {tcfg.data.name}) "
+                          f"does not fit this run's data ({dataset.num_classes} classes, input "
+                          f"{tuple(dataset.input_shape)}): {first[-1] if first else err}. Distil from a run "
+                          f"trained on the same dataset") from None
+    last = state["history"][-1] if state.get("history") else {}
+    log(f"distilling from {path}: {tcfg.model.name} {tcfg.model.activation}, {weights} weights of epoch "
+        f"{state['epoch']}" + (f", test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""))
+    return teacher.eval().requires_grad_(False)
+
+
+def distillation_loss(out: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | None, t) -> torch.Tensor:
+    """The training loss: cross-entropy with the labels (smoothed by ``t.label_smoothing``), and,
+    with a teacher's outputs, mixed with the KL divergence from the teacher's softened
+    distribution to the network's (Hinton et al., 2015): (1 - w) CE + w T^2 KL(p_T || q_T), where
+    w = ``t.distill_weight`` and T = ``t.distill_temperature``; T^2 keeps its gradient's scale
+    independent of T."""
+    ce = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
+    if teacher_out is None:
+        return ce
+    temp, w = t.distill_temperature, t.distill_weight
+    kl = F.kl_div(F.log_softmax(out.float() / temp, dim=1), F.log_softmax(teacher_out.float() / temp, dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1 - w) * ce + w * temp * temp * kl
+
+
 TTA_MODES = (None, "flip")
 
 
@@ -479,6 +513,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         check_dataset(cfg.data.name, **cfg.data.options)
     if cfg.data.root:  # the run directory records where the data is, whatever the working directory later
         cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
+    if cfg.train.teacher:  # likewise the teacher
+        cfg = replace(cfg, train=replace(cfg.train, teacher=str(Path(cfg.train.teacher).expanduser().resolve())))
     log = log or (lambda message: None)
     device = resolve_device(cfg.train.device)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
@@ -505,6 +541,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr_scaling), cfg, capturable=graphs)
+    teacher = load_teacher(cfg.train.teacher, train_set, log) if cfg.train.teacher else None
 
     run_dir, state = (None, None)
     if save:
@@ -633,7 +670,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
+                    teacher_out = teacher(x) if teacher is not None else None
+                loss = distillation_loss(out, y, teacher_out, t)
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -645,7 +683,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                         ascent_out = step_model(x)
-                    ascent_loss = F.cross_entropy(ascent_out.float(), y, label_smoothing=t.label_smoothing)
+                    ascent_loss = distillation_loss(ascent_out, y, teacher_out, t)
                     ascent_loss.backward()
                     sam.restore()
                     finite &= torch.isfinite(ascent_loss.detach())  # its gradient is the one the step takes
