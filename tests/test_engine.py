@@ -202,6 +202,13 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["train.epochs=3", "data.plain_last_epochs=4"])
 
 
+def test_every_config_file_in_the_repository_loads():
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+    assert len(paths) > 10
+    for path in paths:
+        load_config(path)
+
+
 def test_set_can_replace_an_options_table_and_ignores_spaces():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "recipes" / "fashion_mnist_mlp.toml")
     assert cfg.model.options == {"hidden": [1024, 1024], "batch_norm": True}
