@@ -2,7 +2,8 @@
 
 Each variant is a name and config overrides; every variant runs the recipe through
 ``time_to_accuracy.py`` in its own process, so several share one GPU (or the CPU cores) at
-once. When ``--deadline`` seconds have passed, unfinished runs are stopped and reported with the
+once; each gets an equal share of the CPU threads (a lone run all of them; the results say how
+many: sweeps before 2026-12-06 gave every run one thread, even alone). When ``--deadline`` seconds have passed, unfinished runs are stopped and reported with the
 epochs they completed, so a sweep always leaves a table.
 
   python benchmarks/sweep.py --data-root DIR --device cuda --name recipe_sweep_cuda \\
@@ -36,6 +37,13 @@ from ftprop.runs import read_metrics
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # never '.' or '..': --force removes runs/NAME/VARIANT
+
+
+def threads_per_run(at_once: int) -> int:
+    """CPU threads for each of ``at_once`` runs sharing this machine's cores: a share each, at least
+    one (a single run gets them all; runs on a GPU use few)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, at_once))
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -97,8 +105,9 @@ def main() -> None:
         for n in names:
             shutil.rmtree(runs / n, ignore_errors=True)
             shutil.rmtree(runs / "results" / args.name / n, ignore_errors=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     jobs = args.jobs or len(variants)
+    threads = threads_per_run(min(jobs, len(variants)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
     pending, running, done = list(variants), {}, {}
     recorded = RESULTS / f"{args.name}.json"
     previous = json.loads(recorded.read_text()) if args.tabulate and recorded.is_file() else {}
@@ -160,12 +169,14 @@ def main() -> None:
     payload = {"date": previous.get("date", now),
                "command": previous.get("command", "python " + shlex.join(sys.argv)), "config": args.config,
                "jobs_at_once": previous.get("jobs_at_once", jobs),
+               "threads_per_run": previous.get("threads_per_run", 1) if args.tabulate else threads,
                "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
     if args.tabulate:
         payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
     e = payload["environment"] or {}
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process",
+             f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process with "
+             f"{payload['threads_per_run']} CPU thread(s)",
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
              f"{e.get('cpu_count')} CPU cores ({e.get('cpu_model', 'CPU model not recorded')}); "
              f"Python {e.get('python')}; git {e.get('git_commit')}", "",

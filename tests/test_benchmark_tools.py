@@ -209,3 +209,12 @@ def test_time_to_accuracy_reports_a_run_and_what_its_epochs_cost(tmp_path, sam, 
     table = (results / "t.md").read_text()
     assert "reached: no" in table and "(the paper: 300 epochs)" in table
     assert (cost in table) if cost else ("SAM" not in table)
+
+
+def test_sweep_runs_share_the_cores_and_a_lone_run_gets_them_all(monkeypatch):
+    import os
+
+    from sweep import threads_per_run
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert [threads_per_run(n) for n in (1, 2, 3, 8, 20, 0)] == [8, 4, 2, 1, 1, 8]
