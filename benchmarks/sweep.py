@@ -3,8 +3,9 @@
 Each variant is a name and config overrides; every variant runs the recipe through
 ``time_to_accuracy.py`` in its own process, so several share one GPU (or the CPU cores) at
 once; each gets an equal share of the CPU threads (a lone run all of them; the results say how
-many: sweeps before 2026-12-06 gave every run one thread, even alone). When ``--deadline`` seconds have passed, unfinished runs are stopped and reported with the
-epochs they completed, so a sweep always leaves a table.
+many: sweeps before 2026-12-06 gave every run one thread, even alone). When ``--deadline``
+seconds have passed, unfinished runs are stopped and reported with the epochs they completed, so
+a sweep always leaves a table.
 
   python benchmarks/sweep.py --data-root DIR --device cuda --name recipe_sweep_cuda \\
       --variant "base" --variant "lr2e-3: optim.lr=2e-3" --variant "seed1: train.seed=1"
