@@ -670,8 +670,10 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
-                    with torch.no_grad():
-                        teacher_out = teacher(x) if teacher is not None else None
+                    teacher_out = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            teacher_out = teacher(x)
                 loss = distillation_loss(out, y, teacher_out, t)
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
