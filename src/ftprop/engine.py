@@ -511,10 +511,10 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 **m.options)
     if data is None:
         check_dataset(cfg.data.name, **cfg.data.options)
-    if cfg.data.root:  # the run directory records where the data is, whatever the working directory later
-        cfg = replace(cfg, data=replace(cfg.data, root=str(Path(cfg.data.root).expanduser().resolve())))
-    if cfg.train.teacher:  # likewise the teacher
-        cfg = replace(cfg, train=replace(cfg.train, teacher=str(Path(cfg.train.teacher).expanduser().resolve())))
+    # The run directory records where the data and the teacher are, whatever the working directory later.
+    absolute = lambda path: str(Path(path).expanduser().resolve()) if path else path  # noqa: E731
+    cfg = replace(cfg, data=replace(cfg.data, root=absolute(cfg.data.root)),
+                  train=replace(cfg.train, teacher=absolute(cfg.train.teacher)))
     log = log or (lambda message: None)
     device = resolve_device(cfg.train.device)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
