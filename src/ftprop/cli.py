@@ -44,6 +44,7 @@ _FLAGS = {
     "seed": "train.seed", "device": "train.device", "bf16": "train.bf16", "channels_last": "train.channels_last",
     "compile": "train.compile", "compile_mode": "train.compile_mode", "eval_train": "train.eval_train", "name": "name",
     "teacher": "train.teacher",
+    "twin": "train.twin",
 }
 
 
@@ -93,6 +94,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher", metavar="RUN_DIR",
                    help="distil from this trained run: the loss also matches its softened outputs "
                         "(train.distill_weight, train.distill_temperature)")
+    g.add_argument("--twin", metavar="UNITS",
+                   help="distil from a twin of the network with these units (e.g. relu), trained alongside "
+                        "on the labels in the same steps (train.distill_weight, train.distill_temperature)")
 
 
 def resolve_train_config(args: argparse.Namespace):

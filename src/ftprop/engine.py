@@ -256,6 +256,13 @@ def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -
     return model.to(dataset.device), "average" if averaged else "live"
 
 
+def build_twin(cfg: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """The network of ``cfg`` with the units ``train.twin`` instead of its own (their unit settings
+    dropped): the teacher that a run with ``train.twin`` trains alongside the network."""
+    m = replace(cfg.model, activation=cfg.train.twin, loss=None, weighted=None, steps=None, surrogate=None)
+    return build_from_config(replace(cfg, model=m), num_classes, input_shape)
+
+
 def load_teacher(path: str, dataset, log) -> nn.Module:
     """The network of the trained run at ``path`` (its weight average if it kept one), in eval
     mode, frozen, on ``dataset``'s device; a ConfigError if it does not fit ``dataset``."""
@@ -509,6 +516,11 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     m = cfg.model  # names and options are checked before any data loads (an image folder can take minutes)
     check_model(m.name, m.activation, loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate,
                 **m.options)
+    if cfg.train.twin is not None:
+        try:
+            check_model(m.name, cfg.train.twin, **m.options)
+        except ValueError as err:
+            raise ConfigError(f"train.twin = {cfg.train.twin!r}: {err}") from None
     if data is None:
         check_dataset(cfg.data.name, **cfg.data.options)
     # The run directory records where the data and the teacher are, whatever the working directory later.
@@ -519,8 +531,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     device = resolve_device(cfg.train.device)
     # CUDA graphs keep the optimiser's step counts on the device (capturable=True)
     graphs = cfg.train.compile and cfg.train.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
-    if graphs and cfg.optim.sam_rho > 0:
-        raise ConfigError(f"optim.sam_rho > 0 runs two passes per step, which train.compile_mode = "
+    if graphs and (cfg.optim.sam_rho > 0 or cfg.train.twin is not None):
+        what = "optim.sam_rho > 0" if cfg.optim.sam_rho > 0 else "train.twin"
+        raise ConfigError(f"{what} runs two passes per step, which train.compile_mode = "
                           f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
@@ -542,6 +555,13 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(param_groups(model, cfg.optim.lr_scaling), cfg, capturable=graphs)
     teacher = load_teacher(cfg.train.teacher, train_set, log) if cfg.train.teacher else None
+    twin = twin_optimizer = None
+    if cfg.train.twin is not None:  # built after the network, so the network's first weights are the same either way
+        twin = build_twin(cfg, train_set.num_classes, train_set.input_shape).to(device)
+        if cfg.train.channels_last:
+            twin = twin.to(memory_format=torch.channels_last)
+        twin_optimizer = build_optimizer(param_groups(twin, cfg.optim.lr_scaling), cfg, capturable=graphs)
+    optimizers = [o for o in (optimizer, twin_optimizer) if o is not None]
 
     run_dir, state = (None, None)
     if save:
@@ -558,6 +578,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         history = state["history"]
         start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
         elapsed = state.get("elapsed", 0.0)
+        if twin is not None:
+            twin.load_state_dict(state["twin"])
+            _load_optimizer_state(twin_optimizer, state["twin_optimizer"])
         if state["step"] == 0 and start_epoch > cfg.train.epochs:
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
@@ -591,17 +614,20 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     tb = _tensorboard(run_dir, start_epoch) if run_dir is not None and cfg.train.tensorboard else None
 
     step_model, optimizer_step = model, optimizer.step
+    step_twin, twin_step = (twin, twin_optimizer.step) if twin is not None else (None, None)
     if cfg.train.compile:
         # The whole step: forward and backward graphs, and the optimiser's update (fused
         # elementwise work; a tensor learning rate changes without recompiling). On a GPU the
         # modes in CUDA_GRAPH_MODES also replay CUDA graphs: no host work per step, which is
         # what a small network on a fast GPU is bound by (benchmarks/results/compile_cuda_*.md).
-        for group in optimizer.param_groups:
+        for group in (g for o in optimizers for g in o.param_groups):
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
         if graphs:
             _make_momentum_buffers(optimizer)
         mode = cfg.train.compile_mode
         step_model, optimizer_step = torch.compile(model, mode=mode), torch.compile(optimizer.step, mode=mode)
+        if twin is not None:
+            step_twin, twin_step = torch.compile(twin, mode=mode), torch.compile(twin_optimizer.step, mode=mode)
     eval_model = model if graphs else step_model  # CUDA graphs are kept for the training step
     t = cfg.train
     eval_bs = t.eval_batch_size or 4 * t.batch_size
@@ -619,6 +645,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
+                                      "twin": twin.state_dict() if twin is not None else None,
+                                      "twin_optimizer": twin_optimizer.state_dict() if twin is not None else None,
                                       "history": history, "elapsed": elapsed})
             if not described:
                 describe_run()
@@ -636,6 +664,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     with stopper.installed():
         for epoch in range(start_epoch, t.epochs + 1):
             model.train()
+            if twin is not None:
+                twin.train()
             t0 = time.perf_counter()
             first = start_step if epoch == start_epoch else 0
             if first and carry is not None:
@@ -658,7 +688,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             step = 0
             for step, (x, y) in enumerate(batches, start=first):
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
-                for group in optimizer.param_groups:
+                for group in (g for o in optimizers for g in o.param_groups):
                     rate = lr * group["lr_scale"]
                     if isinstance(group["lr"], torch.Tensor):
                         group["lr"].fill_(rate)
@@ -668,9 +698,17 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     x = x.contiguous(memory_format=torch.channels_last)
                 if graphs:  # a new step: the graphs may now overwrite the last step's outputs
                     torch.compiler.cudagraph_mark_step_begin()
+                teacher_out, finite = None, torch.ones((), dtype=torch.bool, device=device)
+                if twin is not None:  # the twin learns from the labels; its outputs, before its update, teach
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
+                        twin_out = step_twin(x)
+                    twin_loss = distillation_loss(twin_out, y, None, t)
+                    twin_optimizer.zero_grad(set_to_none=True)
+                    twin_loss.backward()
+                    teacher_out = twin_out.detach()
+                    finite &= torch.isfinite(twin_loss.detach())
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
-                    teacher_out = None
                     if teacher is not None:
                         with torch.no_grad():
                             teacher_out = teacher(x)
@@ -678,7 +716,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                finite = torch.isfinite(loss.detach())
+                finite &= torch.isfinite(loss.detach())
                 if sam is not None:
                     # The step's gradient is taken at w + rho * g / ||g||; the logged loss and accuracy
                     # are those at w. Dropout draws a new mask for this pass, as public SAM code does.
@@ -692,6 +730,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     finite &= torch.isfinite(ascent_loss.detach())  # its gradient is the one the step takes
                 try:
                     optimizer_step()
+                    if twin is not None:
+                        twin_step()
                 except RuntimeError as err:  # e.g. Adam's step size lr / (1 - beta1^t) past float range
                     if "overflow" not in str(err):
                         raise
@@ -736,6 +776,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             _eval_into(row, "test", judged, test_set, eval_bs, t)
             if ema is not None:
                 _eval_into(row, "live_test", eval_model, test_set, eval_bs, t)
+            if twin is not None:
+                _eval_into(row, "twin_test", step_twin, test_set, eval_bs, t)
             if "val" in splits:
                 _eval_into(row, "val", judged, splits["val"], eval_bs, t)
             if t.eval_train:
@@ -862,6 +904,9 @@ def _summary(history: list[dict], status: str, elapsed: float) -> dict:
     if "live_test_acc" in last:
         out["best_live_test_acc"] = max(h.get("live_test_acc", 0.0) for h in history)
         out["final_live_test_acc"] = last["live_test_acc"]
+    if "twin_test_acc" in last:
+        out["best_twin_test_acc"] = max(h.get("twin_test_acc", 0.0) for h in history)
+        out["final_twin_test_acc"] = last["twin_test_acc"]
     return out
 
 
@@ -872,6 +917,8 @@ def _format_row(row: dict) -> str:
         parts.append(f"top5 {row['test_top5']:.4f}")
     if "live_test_acc" in row:
         parts.append(f"live weights' acc {row['live_test_acc']:.4f}")
+    if "twin_test_acc" in row:
+        parts.append(f"twin's acc {row['twin_test_acc']:.4f}")
     if "val_acc" in row:
         parts.append(f"val acc {row['val_acc']:.4f}")
     if "train_eval_acc" in row:

@@ -255,6 +255,7 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
     pairs = {k: (fa.get(k), fb.get(k)) for k in set(fa) | set(fb) if k.startswith(("model.", "data."))}
     for k in ("name", "lr_scaling"):  # another kind of optimiser state, or other parameter groups
         pairs[f"optim.{k}"] = (da["optim"][k], db["optim"][k])
+    pairs["train.twin"] = (da["train"].get("twin"), db["train"].get("twin"))  # the checkpoint holds that twin or none
     ema = (da["train"]["ema_decay"], db["train"]["ema_decay"])
     if (ema[0] > 0) != (ema[1] > 0):
         pairs["train.ema_decay"] = ema
