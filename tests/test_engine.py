@@ -1306,3 +1306,74 @@ def test_distillation_settings_and_teachers_that_cannot_work_are_refused(digits_
     with pytest.raises(ConfigError, match=r"does not fit this run's data \(3 classes"):
         train(small_config(f"train.teacher='{path}'", epochs=1), tmp_path / "r", data=_tiny_data(), log=None)
     assert not (tmp_path / "r").exists()  # refused before the run directory is made
+
+
+def test_a_twin_s_first_outputs_teach_the_first_step_and_leave_the_network_s_first_weights_alone():
+    from ftprop.data import load_dataset
+    from ftprop.engine import build_from_config, build_twin
+
+    # One batch of the whole training set at lr 1e-12: the logged loss is the loss at the first weights.
+    extra = ["optim.lr=1e-12", "data.augment=false", "train.batch_size=4096", "train.label_smoothing=0.1"]
+    cfg = small_config("train.twin=relu", "train.distill_weight=0.7", "train.distill_temperature=3", *extra,
+                       epochs=1)
+    result = train(cfg, save=False, log=None)
+    plain = train(small_config(*extra, epochs=1), save=False, log=None)
+    for a, b in zip(result.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-9)  # the twin is built after the network
+    train_set = load_dataset("digits", split="train")
+    (x, y), = train_set.batches(4096)
+    torch.manual_seed(cfg.train.seed)
+    model = build_from_config(cfg, train_set.num_classes, train_set.input_shape)
+    twin = build_twin(cfg, train_set.num_classes, train_set.input_shape)
+    assert {type(m).__name__ for m in twin.modules()} >= {"ReLU"}
+    with torch.no_grad():
+        out, t_out = model.train()(x), twin.train()(x)
+    ce = torch.nn.functional.cross_entropy(out, y, label_smoothing=0.1)
+    kl = (torch.softmax(t_out / 3, 1) * (torch.log_softmax(t_out / 3, 1) - torch.log_softmax(out / 3, 1))).sum(1)
+    expected = (0.3 * ce + 0.7 * 9 * kl.mean()).item()
+    assert abs(expected - ce.item()) > 0.01
+    assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_twin_learns_from_the_labels_and_teaches_a_network_that_never_sees_them():
+    cfg = small_config("train.twin=relu", "train.distill_weight=1", "train.distill_temperature=1", "optim.lr=3e-3",
+                       epochs=4)
+    taught = train(cfg, save=False, log=None)
+    last = taught.history[-1]
+    assert last["twin_test_acc"] > 0.9  # the twin trains (on the labels) in the network's steps
+    assert last["test_acc"] > 0.8  # the network, whose loss holds no label, learns from the twin's outputs
+    assert taught.summary["best_twin_test_acc"] >= last["twin_test_acc"]
+
+
+def test_a_run_with_a_twin_resumes_bit_for_bit_and_cannot_switch_its_twin(tmp_path):
+    cfg = small_config("train.twin=relu", "model.options.dropout=0.2", epochs=2)
+    straight = train(cfg, tmp_path / "a", log=None)
+    train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "b", log=None)
+    resumed = train(cfg, tmp_path / "b", resume=True, log=None)
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert states_equal(a["twin"], b["twin"])
+    assert strip_times(straight.history) == strip_times(resumed.history)
+    with pytest.raises(RunDirError, match="train.twin: 'relu' != 'saturated_relu'"):
+        train(apply_overrides(cfg, ["train.twin=saturated_relu", "train.epochs=3"]), tmp_path / "b", resume=True,
+              log=None)
+    train(small_config(epochs=1), tmp_path / "c", log=None)
+    with pytest.raises(RunDirError, match="train.twin: None != 'relu'"):
+        train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "c", resume=True, log=None)
+
+
+def test_twins_that_cannot_work_are_refused(digits_teacher, tmp_path, capsys):
+    from ftprop.cli import main
+
+    path, _ = digits_teacher
+    with pytest.raises(ConfigError, match="two sources of the same distillation term"):
+        small_config(f"train.teacher='{path}'", "train.twin=relu")
+    with pytest.raises(ConfigError, match="train.twin = 'rleu': unknown activation"):
+        train(small_config("train.twin=rleu", epochs=1), tmp_path / "r", log=None)
+    assert not (tmp_path / "r").exists()
+    small_config("train.twin=relu", "train.distill_weight=0.9", "train.distill_temperature=2")  # accepted
+    assert main(["train", "--twin", "relu", "--epochs", "1", "--set", "model.options.hidden=[16]",
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert read_run(tmp_path / "cli").config.train.twin == "relu"
+    captured = capsys.readouterr()
+    assert "twin's acc" in captured.err + captured.out

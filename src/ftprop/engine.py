@@ -408,8 +408,8 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
             previous = config_from_checkpoint(state)
         diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
         if diffs:
-            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, weight average "
-                              f"on/off or, inside an epoch, batch size or seed (start a new run instead): "
+            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, twin, weight "
+                              f"average on/off or, inside an epoch, batch size or seed (start a new run instead): "
                               + "; ".join(diffs))
         _read_environment(out)  # unreadable: refused now, not at the first checkpoint
         reached = 0 if state is None else state["epoch"] + (state["step"] > 0)

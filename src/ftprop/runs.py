@@ -246,9 +246,10 @@ UNIT_SETTINGS = ("model.loss", "model.weighted", "model.steps", "model.surrogate
 
 def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[str]:
     """``key: previous != new`` for each change that a resume of ``previous`` as ``cfg`` cannot
-    take: the model, the data (not where it lives), the optimiser's kind and parameter groups, a
-    weight average switched on or off (``test_acc`` would measure other weights from then on, and
-    the best over epochs would mix the two), and, inside an epoch, the batch size and seed (the
+    take: the model, the data (not where it lives), the optimiser's kind and parameter groups, the
+    twin (``train.twin``: the checkpoint holds that twin's weights or none), a weight average
+    switched on or off (``test_acc`` would measure other weights from then on, and the best over
+    epochs would mix the two), and, inside an epoch, the batch size and seed (the
     batches already trained would no longer be the ones skipped). The average's decay may change."""
     da, db = _resolved(config_to_dict(previous)), _resolved(config_to_dict(cfg))
     fa, fb = _flat(da), _flat(db)
