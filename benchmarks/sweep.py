@@ -156,10 +156,13 @@ def main() -> None:
                        final_train_acc=hist[-1]["train_acc"],
                        mean_epoch_s=round(sum(h["epoch_time_s"] for h in hist) / len(hist), 2),
                        test_acc_by_epoch=[round(h["test_acc"], 4) for h in hist])
-            if "live_test_acc" in hist[-1]:  # train.ema_decay > 0: test_acc is the weight average's
-                row.update(best_live_test_acc=max(h["live_test_acc"] for h in hist),
-                           final_live_test_acc=hist[-1]["live_test_acc"],
-                           live_test_acc_by_epoch=[round(h["live_test_acc"], 4) for h in hist])
+            # train.ema_decay > 0: test_acc is the weight average's, live_ the optimiser's weights';
+            # train.twin: twin_ is the twin's
+            for kind in ("live", "twin"):
+                if f"{kind}_test_acc" in hist[-1]:
+                    by_epoch = [h[f"{kind}_test_acc"] for h in hist]
+                    row.update({f"best_{kind}_test_acc": max(by_epoch), f"final_{kind}_test_acc": by_epoch[-1],
+                                f"{kind}_test_acc_by_epoch": [round(v, 4) for v in by_epoch]})
         rows.append(row)
     if not args.tabulate and not any("best_test_acc" in r for r in rows):
         raise SystemExit(f"error: no variant finished an epoch (return codes: "
@@ -198,6 +201,10 @@ def main() -> None:
     if any("best_live_test_acc" in r for r in rows):
         lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
                   "optimiser's weights in the same run."]
+    twins = [f"{r['variant']} {100 * r['best_twin_test_acc']:.2f} / {100 * r['final_twin_test_acc']:.2f}"
+             for r in rows if "best_twin_test_acc" in r]
+    if twins:
+        lines += [f"The twins trained alongside (train.twin), best / final test %: {'; '.join(twins)}."]
     write_result(RESULTS / args.name, payload, "\n".join(lines))
     print("\n".join(lines))
 

@@ -1,6 +1,7 @@
 """The benchmarks' guard for committed result files (benchmarks/results_file.py), and the scripts'
-refusals of bad input, which all come before anything is measured."""
+refusals of bad input, which all come before anything is measured, and the sweep's table."""
 
+import json
 import os
 import subprocess
 import sys
@@ -218,3 +219,24 @@ def test_sweep_runs_share_the_cores_and_a_lone_run_gets_them_all(monkeypatch):
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert [threads_per_run(n) for n in (1, 2, 3, 8, 20, 0)] == [8, 4, 2, 1, 1, 8]
+
+
+def test_a_sweep_table_gives_the_live_weights_and_the_twins_when_the_runs_logged_them(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = {"a": [{"epoch": 1, "test_acc": 0.5, "train_acc": 0.4, "epoch_time_s": 2.0}],
+            "b": [{"epoch": e, "test_acc": t, "live_test_acc": t - 0.01, "twin_test_acc": w, "train_acc": 0.6,
+                   "epoch_time_s": 3.0} for e, t, w in [(1, 0.6, 0.7), (2, 0.65, 0.8), (3, 0.64, 0.75)]]}
+    for name, hist in rows.items():
+        run = tmp_path / "runs" / "s" / name
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+    out = _run("sweep.py", "--data-root", str(tmp_path), "--name", "s", "--variant", "a: optim.lr=1e-3",
+               "--variant", "b: train.twin=relu", "--tabulate", results=results)
+    assert out.returncode == 0, out.stderr
+    table = (results / "s.md").read_text()
+    assert "| a | optim.lr=1e-3 | 1 | 50.00 (1) | 50.00 | 40.00 | - | 2.0 |" in table
+    assert "| b | train.twin=relu | 3 | 65.00 (2) | 64.00 | 60.00 | 64.00 / 63.00 | 3.0 |" in table
+    assert "The twins trained alongside (train.twin), best / final test %: b 80.00 / 75.00." in table
+    b = json.loads((results / "s.json").read_text())["rows"][1]
+    assert b["twin_test_acc_by_epoch"] == [0.7, 0.8, 0.75] and b["best_live_test_acc"] == 0.64
