@@ -85,9 +85,10 @@ def test_compiled_training_with_cuda_graphs_on_gpu(tmp_path, monkeypatch, optim)
     assert len(resumed.history) == 4 and resumed.history[-1]["test_acc"] > 0.85
 
 
-def test_sam_is_refused_where_cuda_graphs_would_replay_its_step():
+@pytest.mark.parametrize("two_passes", ["optim.sam_rho=0.05", "train.twin=relu"])
+def test_sam_and_a_twin_are_refused_where_cuda_graphs_would_replay_the_step(two_passes):
     cfg = apply_overrides(Config(name="t"), ["train.device=cuda", "train.compile=true", "train.epochs=1",
-                                             "train.compile_mode=reduce-overhead", "optim.sam_rho=0.05",
+                                             "train.compile_mode=reduce-overhead", two_passes,
                                              "train.tensorboard=false"])
-    with pytest.raises(ConfigError, match="CUDA graphs"):
+    with pytest.raises(ConfigError, match=rf"{two_passes.split('=')[0]} runs two passes per step.*CUDA graphs"):
         train(cfg, save=False, log=None)

@@ -797,6 +797,16 @@ def test_compiled_training_step_matches_eager(tmp_path, cpu_inductor, mode):
     assert len(resumed.history) == 3  # the tensor learning rate survives the checkpoint
 
 
+@pytest.mark.slow
+def test_a_compiled_step_trains_a_twin_as_eager_does(cpu_inductor):
+    twin = ["train.twin=relu", "train.distill_weight=1", "train.distill_temperature=1"]
+    eager = train(small_config(*twin, epochs=1), save=False, log=None)
+    compiled = train(small_config(*twin, "train.compile=true", epochs=1), save=False, log=None)
+    for key in ("train_loss", "twin_test_loss"):
+        assert eager.history[0][key] == pytest.approx(compiled.history[0][key], rel=1e-3)
+    assert eager.history[0]["twin_test_acc"] == pytest.approx(compiled.history[0]["twin_test_acc"], abs=0.02)
+
+
 def test_tensorboard_scalars_written_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -698,7 +698,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     x = x.contiguous(memory_format=torch.channels_last)
                 if graphs:  # a new step: the graphs may now overwrite the last step's outputs
                     torch.compiler.cudagraph_mark_step_begin()
-                teacher_out, finite = None, torch.ones((), dtype=torch.bool, device=device)
+                teacher_out = None
                 if twin is not None:  # the twin learns from the labels; its outputs, before its update, teach
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                         twin_out = step_twin(x)
@@ -706,7 +706,6 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     twin_optimizer.zero_grad(set_to_none=True)
                     twin_loss.backward()
                     teacher_out = twin_out.detach()
-                    finite &= torch.isfinite(twin_loss.detach())
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
                     if teacher is not None:
@@ -716,7 +715,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                finite &= torch.isfinite(loss.detach())
+                finite = torch.isfinite(loss.detach())
+                if twin is not None:
+                    finite &= torch.isfinite(twin_loss.detach())
                 if sam is not None:
                     # The step's gradient is taken at w + rho * g / ||g||; the logged loss and accuracy
                     # are those at w. Dropout draws a new mask for this pass, as public SAM code does.
