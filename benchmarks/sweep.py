@@ -150,6 +150,10 @@ def main() -> None:
     for name, over in variants:
         hist = read_metrics(runs / name / "metrics.jsonl")
         row = {"variant": name, "overrides": over, **done[name], "epochs_done": len(hist)}
+        summary = runs / name / "summary.json"
+        if (row["returncode"] in (0, "not recorded") and summary.is_file()
+                and json.loads(summary.read_text()).get("status") == "stopped"):
+            row["returncode"] = "stopped by a signal"  # e.g. by hand: it exits cleanly, with its state saved
         if hist:
             best = max(hist, key=lambda h: h["test_acc"])
             row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],

@@ -221,7 +221,7 @@ def test_sweep_runs_share_the_cores_and_a_lone_run_gets_them_all(monkeypatch):
     assert [threads_per_run(n) for n in (1, 2, 3, 8, 20, 0)] == [8, 4, 2, 1, 1, 8]
 
 
-def test_a_sweep_table_gives_the_live_weights_and_the_twins_when_the_runs_logged_them(tmp_path):
+def test_a_sweep_table_gives_the_live_weights_the_twins_and_runs_stopped_by_hand(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     rows = {"a": [{"epoch": 1, "test_acc": 0.5, "train_acc": 0.4, "epoch_time_s": 2.0}],
@@ -231,11 +231,12 @@ def test_a_sweep_table_gives_the_live_weights_and_the_twins_when_the_runs_logged
         run = tmp_path / "runs" / "s" / name
         run.mkdir(parents=True)
         (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+    (tmp_path / "runs" / "s" / "a" / "summary.json").write_text('{"status": "stopped"}')
     out = _run("sweep.py", "--data-root", str(tmp_path), "--name", "s", "--variant", "a: optim.lr=1e-3",
                "--variant", "b: train.twin=relu", "--tabulate", results=results)
     assert out.returncode == 0, out.stderr
     table = (results / "s.md").read_text()
-    assert "| a | optim.lr=1e-3 | 1 | 50.00 (1) | 50.00 | 40.00 | - | 2.0 |" in table
+    assert "| a (stopped by a signal) | optim.lr=1e-3 | 1 | 50.00 (1) | 50.00 | 40.00 | - | 2.0 |" in table
     assert "| b | train.twin=relu | 3 | 65.00 (2) | 64.00 | 60.00 | 64.00 / 63.00 | 3.0 |" in table
     assert "The twins trained alongside (train.twin), best / final test %: b 80.00 / 75.00." in table
     b = json.loads((results / "s.json").read_text())["rows"][1]
