@@ -1322,14 +1322,18 @@ def test_a_twin_s_first_outputs_teach_the_first_step_and_leave_the_network_s_fir
     from ftprop.data import load_dataset
     from ftprop.engine import build_from_config, build_twin
 
-    # One batch of the whole training set at lr 1e-12: the logged loss is the loss at the first weights.
-    extra = ["optim.lr=1e-12", "data.augment=false", "train.batch_size=4096", "train.label_smoothing=0.1"]
-    cfg = small_config("train.twin=relu", "train.distill_weight=0.7", "train.distill_temperature=3", *extra,
-                       epochs=1)
+    # One batch of the whole training set: the logged loss is the loss at the first weights of both
+    # networks, at a rate that moves the twin far enough for its outputs after its update to differ.
+    extra = ["data.augment=false", "train.batch_size=4096", "train.label_smoothing=0.1"]
+    cfg = small_config("train.twin=relu", "train.distill_weight=0.7", "train.distill_temperature=3",
+                       "optim.lr=0.05", *extra, epochs=1)
     result = train(cfg, save=False, log=None)
-    plain = train(small_config(*extra, epochs=1), save=False, log=None)
-    for a, b in zip(result.model.parameters(), plain.model.parameters()):
-        assert torch.allclose(a, b, atol=1e-9)  # the twin is built after the network
+    # At lr 1e-12 the weights after the step are the first ones: the twin is built after the network.
+    still = ["optim.lr=1e-12", *extra]
+    twinned = train(small_config("train.twin=relu", *still, epochs=1), save=False, log=None)
+    plain = train(small_config(*still, epochs=1), save=False, log=None)
+    for a, b in zip(twinned.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-9)
     train_set = load_dataset("digits", split="train")
     (x, y), = train_set.batches(4096)
     torch.manual_seed(cfg.train.seed)
@@ -1343,6 +1347,32 @@ def test_a_twin_s_first_outputs_teach_the_first_step_and_leave_the_network_s_fir
     expected = (0.3 * ce + 0.7 * 9 * kl.mean()).item()
     assert abs(expected - ce.item()) > 0.01
     assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-4)
+    # The twin's outputs after its own update would have taught another loss.
+    from ftprop.engine import build_optimizer, distillation_loss, param_groups
+
+    optimizer = build_optimizer(param_groups(twin), cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(cfg, 1, 0, 1)
+    distillation_loss(twin(x), y, None, cfg.train).backward()
+    optimizer.step()
+    with torch.no_grad():
+        t_after = twin(x)
+    kl = (torch.softmax(t_after / 3, 1) * (torch.log_softmax(t_after / 3, 1) - torch.log_softmax(out / 3, 1))).sum(1)
+    assert abs((0.3 * ce + 0.7 * 9 * kl.mean()).item() - expected) > 0.01 * expected
+
+
+def test_a_twin_whose_loss_or_weights_fail_is_named(tmp_path):
+    """A NaN input: a ReLU twin's loss turns NaN at that step, and through its outputs the sign
+    network's too, though sign(NaN) = -1 would have swallowed it; a sign twin swallows it as well,
+    and the end-of-epoch check names its weights beside the network's."""
+    PoisonedData.calls = 0
+    cfg = small_config("train.batch_size=16", "model.activation=sign", "train.twin=relu", epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss of the twin \(train.twin\) \(and so the network's\) at epoch 2, step 3"):
+        train(cfg, tmp_path / "r", data=_tiny_data(PoisonedData), log=None)
+    assert load_checkpoint(tmp_path / "r")["epoch"] == 1
+    PoisonedData.calls = 0
+    with pytest.raises(NonFiniteLossError, match=r"non-finite parameters \(.*twin\..*\) after epoch 2"):
+        train(apply_overrides(cfg, ["train.twin=sign"]), tmp_path / "s", data=_tiny_data(PoisonedData), log=None)
 
 
 def test_a_twin_learns_from_the_labels_and_teaches_a_network_that_never_sees_them():

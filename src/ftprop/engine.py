@@ -685,6 +685,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                                         start=first)  # a resumed epoch skips what it already trained
             bar = _progress_bar(show, steps_per_epoch, f"epoch {epoch}/{t.epochs}", initial=first)
             bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+            twin_bad_step = bad_step.clone() if twin is not None else None
             step = 0
             for step, (x, y) in enumerate(batches, start=first):
                 lr = lr_at(cfg, epoch, step, steps_per_epoch)
@@ -717,7 +718,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 loss.backward()
                 finite = torch.isfinite(loss.detach())
                 if twin is not None:
-                    finite &= torch.isfinite(twin_loss.detach())
+                    twin_bad_step = torch.where((twin_bad_step < 0) & ~torch.isfinite(twin_loss.detach()), step,
+                                                twin_bad_step)
                 if sam is not None:
                     # The step's gradient is taken at w + rho * g / ||g||; the logged loss and accuracy
                     # are those at w. Dropout draws a new mask for this pass, as public SAM code does.
@@ -751,13 +753,13 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
                                     img_s=f"{(seen - seen_before) / dt:.0f}")
                 if step % 50 == 0 or step == steps_per_epoch - 1:
-                    _check_finite(bad_step, epoch, run_dir, saved, sam is not None)
+                    _check_finite(bad_step, epoch, run_dir, saved, sam is not None, twin_bad_step)
                 if stopper.signal is not None:
                     break
             if bar is not None:
                 bar.close()
-            _check_finite(bad_step, epoch, run_dir, saved, sam is not None)
-            _check_parameters(model, epoch, run_dir, saved)
+            _check_finite(bad_step, epoch, run_dir, saved, sam is not None, twin_bad_step)
+            _check_parameters(model, epoch, run_dir, saved, twin)
             train_time = time.perf_counter() - t0
             elapsed += train_time
             if stopper.signal is not None and step < steps_per_epoch - 1:
@@ -828,8 +830,15 @@ def _cfg_dict(cfg: Config) -> dict:
 
 
 def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None,
-                  sam: bool = False) -> None:
+                  sam: bool = False, twin_bad_step: torch.Tensor | None = None) -> None:
+    """Raise for the first step of the epoch whose loss was not finite: the network's, or that of
+    the twin trained alongside it (``twin_bad_step``), whose outputs enter the network's loss."""
     step = int(bad_step.item())
+    twin_step = int(twin_bad_step.item()) if twin_bad_step is not None else -1
+    if twin_step >= 0 and (step < 0 or twin_step <= step):
+        also = " (and so the network's)" if twin_step == step else ""
+        raise NonFiniteLossError(f"non-finite training loss of the twin (train.twin){also} at epoch {epoch}, step "
+                                 f"{twin_step}; {_kept(run_dir, saved)}. Lower optim.lr or check the data.")
     if step >= 0:
         where = " (at the weights or at SAM's ascent point)" if sam else ""
         lower = "optim.lr or optim.sam_rho" if sam else "optim.lr"
@@ -837,12 +846,15 @@ def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, save
                                  f"{_kept(run_dir, saved)}. Lower {lower} or check the data.")
 
 
-def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None) -> None:
+def _check_parameters(model: nn.Module, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None,
+                      twin: nn.Module | None = None) -> None:
     """Hard thresholds map NaN to a constant, so a sign network's loss can stay finite while
-    its weights are NaN: check the parameters once per epoch too."""
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise NonFiniteLossError(f"non-finite parameters ({', '.join(bad[:3])}) after epoch {epoch}; "
+    its weights are NaN: check the parameters once per epoch too (the twin's, named ``twin.``)."""
+    bad = [[prefix + name for name, p in net.named_parameters() if not torch.isfinite(p).all()]
+           for prefix, net in [("", model), ("twin.", twin)] if net is not None]
+    if any(bad):  # up to three names of each
+        names = ", ".join(name for names in bad for name in names[:3])
+        raise NonFiniteLossError(f"non-finite parameters ({names}) after epoch {epoch}; "
                                  f"{_kept(run_dir, saved)}. "
                                  f"Lower optim.lr or check the data.")
 
