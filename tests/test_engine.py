@@ -1367,7 +1367,8 @@ def test_a_twin_whose_loss_or_weights_fail_is_named(tmp_path):
     and the end-of-epoch check names its weights beside the network's."""
     PoisonedData.calls = 0
     cfg = small_config("train.batch_size=16", "model.activation=sign", "train.twin=relu", epochs=3)
-    with pytest.raises(NonFiniteLossError, match=r"loss of the twin \(train.twin\) \(and so the network's\) at epoch 2, step 3"):
+    named = r"loss of the twin \(train.twin\) \(and so the network's\) at epoch 2, step 3"
+    with pytest.raises(NonFiniteLossError, match=named):
         train(cfg, tmp_path / "r", data=_tiny_data(PoisonedData), log=None)
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
     PoisonedData.calls = 0
