@@ -501,6 +501,17 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--schedule", "multistep", "--milestones", "a,b"])
     assert "'a,b': a comma-separated list of epoch numbers, e.g. 200,250" in capsys.readouterr().err
+    # an unknown option is said by the command's own parser, with the option meant
+    for argv, said in [(["train", "--modle", "mlp"],
+                        "ftprop train: error: unrecognized arguments: --modle mlp (--modle: did you mean --model?)"),
+                       (["evaluate", str(tmp_path / "run"), "--lvie"],
+                        "ftprop evaluate: error: unrecognized arguments: --lvie (--lvie: did you mean --live?)")]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err
+    assert main(["train", "--set", "model.name=convnet4", "--set", "model.options.hidden=[8]"]) != 0
+    assert "switching models? drop the other model's options" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run"), "--download"]) == 0  # evaluate fetches what it lacks, as train
 
 
 def test_evaluate_prints_only_json_on_stdout(tmp_path, capsys):
@@ -540,8 +551,9 @@ def test_run_names_outside_ascii_read_back(tmp_path):
 def test_non_finite_settings_and_unknown_devices_are_refused():
     from ftprop.engine import resolve_device
 
-    with pytest.raises(ConfigError, match="optim.lr = inf: give a finite number"):
-        train(small_config("optim.lr=inf"), save=False, log=None)
+    for value in ("inf", "nan"):  # NaN fails every range check: it is named as what it is
+        with pytest.raises(ConfigError, match=f"optim.lr = {value}: give a finite number"):
+            train(small_config(f"optim.lr={value}"), save=False, log=None)
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 
@@ -569,6 +581,10 @@ def test_resume_compares_models_not_spellings():
         assert resume_differences(stair3, apply_overrides(stair3, change), mid_epoch=True) == [], change
     assert resume_differences(stair3, apply_overrides(cfg, ["model.activation='staircase'", "model.steps=5"]),
                               mid_epoch=False) == ["model.steps: 3 != 5"]
+    twin = apply_overrides(cfg, ["train.twin='relu'"])
+    assert resume_differences(twin, apply_overrides(cfg, ["train.twin=' ReLU'"]), mid_epoch=True) == []
+    assert resume_differences(twin, apply_overrides(cfg, ["train.twin='saturated_relu'"]), mid_epoch=False) == [
+        "train.twin: 'relu' != 'saturated_relu'"]
 
 
 def test_run_labels_name_the_model_not_its_spelling():

@@ -163,7 +163,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{target} was trained without a validation split (data.val_fraction = 0): "
                          f"evaluate --split test or train")
     split_opts = {"val_fraction": d.val_fraction, "val_seed": d.val_seed} if args.split != "test" else {}
-    dataset = load_dataset(d.name, root=root, split=args.split, download=d.download, **split_opts, **d.options)
+    download = d.download if args.download is None else args.download
+    dataset = load_dataset(d.name, root=root, split=args.split, download=download, **split_opts, **d.options)
     dataset = dataset.to(device)
     if args.tta == "flip" and d.name.lower() in ("digits", "mnist"):
         print(f"note: {d.name} images are not mirror-symmetric, so the mirrored view is not an example of the "
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-root", help="override the run's data root")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download the dataset if missing (default: as the run was trained)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--live", action="store_true",
@@ -281,13 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
+    import difflib
+
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    own = next((p for p in sub.choices.values() if p.get_default("func") is args.func), parser) if sub else parser
+    options = [o for a in own._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in (u.split("=", 1)[0] for u in unknown if u.startswith("-")):
+        close = difflib.get_close_matches(word, options, n=1)
+        hints.append(f"{word}: did you mean {close[0]}?" if close else f"{word}: no such option")
+    own.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .engine import NonFiniteLossError, TrainingStopped
     from .runs import RunDirError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's own parser, with its usage and the option meant
+        _unknown_options(parser, args, unknown)
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe is met here, not at exit

@@ -259,6 +259,12 @@ def validate(cfg: Config) -> None:
     _one_of("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
     if cfg.train.compile_mode != "default" and not cfg.train.compile:
         raise ConfigError(f"train.compile_mode = {cfg.train.compile_mode!r} needs train.compile = true")
+    # First, so that NaN, which fails every comparison, is not reported as out of range.
+    for section, values in config_to_dict(cfg).items():
+        for key, value in (values.items() if isinstance(values, dict) else []):
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{section}.{key} = {v}: give a finite number")
     t, o, s = cfg.train, cfg.optim, cfg.schedule
     checks = [
         (t.epochs >= 1, "train.epochs must be >= 1"),
@@ -299,11 +305,6 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    for section, values in config_to_dict(cfg).items():
-        for key, value in (values.items() if isinstance(values, dict) else []):
-            for v in value if isinstance(value, (list, tuple)) else [value]:
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise ConfigError(f"{section}.{key} = {v}: give a finite number")
     if s.name == "multistep" and not s.milestones:
         raise ConfigError("schedule.name = 'multistep' needs schedule.milestones (e.g. [200, 250])")
     if s.name != "multistep" and s.milestones:

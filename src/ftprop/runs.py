@@ -292,7 +292,7 @@ def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
     (loss None = soft_hinge, an alias = its loss, an activation alias = its activation and the steps
     it fixes, weighted None = True, staircase steps None = 3 and surrogate None = "single", dataset
-    names in any case), so that a resume compares models."""
+    names in any case, the twin's units as their activation), so that a resume compares models."""
     from .activations import canonical_activation, implied_steps
     from .losses import get_loss
 
@@ -314,7 +314,13 @@ def _resolved(d: dict) -> dict:
         model["steps"] = 3 if model["steps"] is None else model["steps"]
         model["surrogate"] = model["surrogate"] or "single"
     data["name"] = str(data["name"]).lower()
-    return {**d, "model": model, "data": data}
+    train = dict(d["train"])
+    if train.get("twin") is not None:  # the twin's units, spelled any way that builds them
+        try:
+            train["twin"] = canonical_activation(train["twin"])
+        except ValueError:
+            pass
+    return {**d, "model": model, "data": data, "train": train}
 
 
 def config_from_checkpoint(state: dict) -> Config:

@@ -64,7 +64,8 @@ def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"model {key!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'} (switching models? drop the "
+                         f"other model's options: model.options = {{}}, e.g. --set model.options={{}})")
     params = inspect.signature(fn).parameters
     for k, v in options.items():
         wanted = _kind_wanted(v, params[k].default)
