@@ -35,7 +35,8 @@ from torch import nn
 
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
-from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage
+from ftprop.config import TrainConfig
+from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage, distillation_loss
 from ftprop.runs import cpu_model, git_commit
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -115,7 +116,34 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+class TwinnedStep:
+    """The engine's step with ``train.twin``: the twin's forward and backward on the labels, then
+    the network's on the labels and the twin's detached outputs (0.5 CE + 0.5 KL at T = 1, the
+    mix measured in benchmarks/README.md), then both optimisers' steps."""
+
+    def __init__(self, model: nn.Module, twin: nn.Module, twin_opt) -> None:
+        self.model, self.twin, self.twin_opt = model, twin, twin_opt
+        self.settings = TrainConfig(distill_weight=0.5, distill_temperature=1.0)
+
+    def run(self, opt, x, y, bf16: bool) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            twin_out = self.twin(x)
+        twin_loss = distillation_loss(twin_out.float(), y, None, self.settings)
+        self.twin_opt.zero_grad(set_to_none=True)
+        twin_loss.backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = self.model(x)
+        loss = distillation_loss(out.float(), y, twin_out.detach().float(), self.settings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.twin_opt.step()
+        return loss
+
+
 def train_step(model, opt, x, y, bf16: bool) -> torch.Tensor:
+    if isinstance(model, TwinnedStep):
+        return model.run(opt, x, y, bf16)
     if isinstance(model, GraphedStep):
         model.graph.replay()
         return model.loss
@@ -195,7 +223,18 @@ def cmd_step_time(args) -> None:
         raise SystemExit(f"--with-average is a decay in [0, 1) (0: off), got {args.with_average}")
     if args.with_average and args.cuda_graph:
         raise SystemExit("--with-average times the engine's eager weight average: leave out --cuda-graph")
+    if args.with_twin and args.cuda_graph:
+        raise SystemExit("--with-twin times the engine's eager step with a twin: leave out --cuda-graph")
+    if args.with_twin:
+        from ftprop.activations import canonical_activation
+
+        try:
+            canonical_activation(args.with_twin)
+        except ValueError as err:
+            raise SystemExit(f"--with-twin {args.with_twin!r}: {err}") from None
     torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
+    extras = [(False, False)] + ([(True, False)] if args.with_average else []) + (
+        [(False, True)] if args.with_twin else [])  # the plain step, and each addition alone
     rows = []
     for model in args.models.split(","):
         kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
@@ -203,7 +242,7 @@ def cmd_step_time(args) -> None:
         x, y = batch(model, args.batch, 10, device, args.channels_last)
         built = []
         for label, kw in vs:
-            for averaged in (False, True) if args.with_average else (False,):
+            for averaged, twinned in extras:
                 for fused in (False, True) if args.fused and has_units(kw) else (False,):
                     cuda_kernels.use_fused_kernels(fused)  # a CUDA graph records the kernels chosen now
                     m = make(model, kw, 10, device, args.channels_last)
@@ -211,9 +250,12 @@ def cmd_step_time(args) -> None:
                     if args.cuda_graph:
                         m = GraphedStep(m, opt, x, y, args.bf16)
                     avg = WeightAverage(m, args.with_average) if averaged else None
+                    if twinned:
+                        twin = make(model, {"activation": args.with_twin}, 10, device, args.channels_last)
+                        m = TwinnedStep(m, twin, torch.optim.Adam(twin.parameters(), 1e-4))
                     time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
-                    built.append((label + (" + average" if averaged else "") + (" + fused" if fused else ""),
-                                  m, opt, avg, fused))
+                    built.append((label + (" + average" if averaged else "") + (" + twin" if twinned else "")
+                                  + (" + fused" if fused else ""), m, opt, avg, fused))
         # enough steps per timing window that the timer and one-off stalls stay small against it
         _, m0, opt0, *_ = built[0]
         cuda_kernels.use_fused_kernels(False)
@@ -252,6 +294,9 @@ def cmd_step_time(args) -> None:
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
              + (f"'+ average': the same step followed by the engine's weight-average update "
                 f"(train.ema_decay = {args.with_average:g}); " if args.with_average else "")
+             + (f"'+ twin': the engine's step with train.twin = {args.with_twin!r} (the twin's forward and "
+                f"backward on the labels, the network's on 0.5 CE + 0.5 KL from the twin's outputs, both "
+                f"optimisers' steps); " if args.with_twin else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
     write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
@@ -609,6 +654,8 @@ def main() -> None:
     s.add_argument("--cuda-graph", action="store_true", help="replay each whole step from a CUDA graph")
     s.add_argument("--with-average", type=float, default=0.0, metavar="DECAY",
                    help="also time each variant followed by the weight-average update (train.ema_decay)")
+    s.add_argument("--with-twin", metavar="UNITS",
+                   help="also time each variant's step with a twin of these units trained alongside (train.twin)")
     s.add_argument("--fused", action="store_true", help=FUSED_HELP)
     s = command("unit-time", cmd_unit_time, rounds=30, device="cpu", name=None)
     s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")

@@ -166,6 +166,7 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
 @pytest.mark.parametrize("script, args, message", [
     ("perf.py", ["unit-time", "--shape", "axb", "--name", "t1"], "--shape 'axb': positive whole numbers"),
     ("perf.py", ["step-time", "--device", "foo", "--name", "t2"], "--device 'foo'"),
+    ("perf.py", ["step-time", "--with-twin", "rleu", "--name", "t5"], "--with-twin 'rleu': unknown activation"),
     ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
@@ -180,6 +181,19 @@ def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(tmp_path, sc
                *([str(tmp_path / "o")] if script.startswith(("exact", "data")) else []), results=results)
     assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not list(tmp_path.glob("o*")) and not list(results.glob("*.json"))
+
+
+def test_step_time_with_a_twin_times_each_variant_with_its_twin_in_the_same_rounds(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    out = _run("perf.py", "step-time", "--models", "mlp", "--variants", "quick", "--batch", "8", "--rounds", "2",
+               "--steps", "1", "--min-window", "0", "--with-twin", "relu", "--name", "twin", results=results)
+    assert out.returncode == 0, out.stderr
+    rows = {r["variant"]: r for r in json.loads((results / "twin.json").read_text())["rows"]}
+    assert {"relu + twin", "sign soft_hinge + twin", "staircase3 saturated_hinge + twin"} < set(rows)
+    assert all(len(r["ratios"]) == 2 for r in rows.values())  # every variant in every round
+    assert "train.twin = 'relu'" in (results / "twin.md").read_text()
 
 
 def test_data_pipeline_does_not_prepare_data_where_it_was_not_asked(tmp_path):
