@@ -281,7 +281,7 @@ def cmd_step_time(args) -> None:
              f"fastest / fastest ReLU | target <= {target} |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ok = ("base" if r["variant"] == "relu" else "-" if r["variant"].endswith(" + twin")  # two networks' steps
+        ok = ("base" if r["variant"] == "relu" else "-" if " + twin" in r["variant"]  # two networks' steps
               else "yes" if r["ratio_to_relu"] <= target else "**no**")
         table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | "
                      f"{quartiles(r['ratios'])} | {r['ratio_of_fastest']:.3f} | {ok} |")
@@ -297,8 +297,8 @@ def cmd_step_time(args) -> None:
                 f"(train.ema_decay = {args.with_average:g}); " if args.with_average else "")
              + (f"'+ twin': the engine's step with train.twin = {args.with_twin!r} (the twin's forward and "
                 f"backward on the labels, the network's on 0.5 CE + 0.5 KL from the twin's outputs, both "
-                f"optimisers' steps), two networks' steps, so the target does not apply to it (its cost is its "
-                f"ratio to the same variant's plain step); " if args.with_twin else "")
+                f"optimisers' steps), two networks' steps, so the target does not apply to it (its cost against "
+                f"the same variant's plain step: the quotient of the two rows' ratios); " if args.with_twin else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
     write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},

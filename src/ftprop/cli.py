@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-root", help="override the run's data root")
-    p.add_argument("--download", action="store_true", default=None,
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="download the dataset if missing (default: as the run was trained)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
@@ -289,11 +289,11 @@ def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     own = next((p for p in sub.choices.values() if p.get_default("func") is args.func), parser) if sub else parser
-    options = [o for a in own._actions for o in a.option_strings if o.startswith("--")]
+    options = [o[2:] for a in own._actions for o in a.option_strings if o.startswith("--")]
     hints = []
-    for word in (u.split("=", 1)[0] for u in unknown if u.startswith("-")):
-        close = difflib.get_close_matches(word, options, n=1)
-        hints.append(f"{word}: did you mean {close[0]}?" if close else f"{word}: no such option")
+    for word in (u.split("=", 1)[0] for u in unknown if u.startswith("-") and u.strip("-")):
+        close = difflib.get_close_matches(word.lstrip("-"), options, n=1)  # the names, not their dashes
+        hints.append(f"{word}: did you mean --{close[0]}?" if close else f"{word}: no such option")
     own.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
