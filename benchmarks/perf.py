@@ -36,7 +36,7 @@ from torch import nn
 from ftprop import LOSSES, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.config import TrainConfig
-from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage, distillation_loss
+from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage, distillation_loss, twin_backward
 from ftprop.runs import cpu_model, git_commit
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -117,23 +117,19 @@ def sync(device) -> None:
 
 
 class TwinnedStep:
-    """The engine's step with ``train.twin``: the twin's forward and backward on the labels, then
-    the network's on the labels and the twin's detached outputs (0.5 CE + 0.5 KL at T = 1, the
-    mix measured in benchmarks/README.md), then both optimisers' steps."""
+    """The engine's step with ``train.twin`` (``twin_backward``, then the network's forward and
+    backward on the labels and the twin's outputs, 0.5 CE + 0.5 KL at T = 1, the mix measured in
+    benchmarks/README.md), then both optimisers' steps."""
 
-    def __init__(self, model: nn.Module, twin: nn.Module, twin_opt) -> None:
+    def __init__(self, model: nn.Module, twin: nn.Module, twin_opt, bf16: bool) -> None:
         self.model, self.twin, self.twin_opt = model, twin, twin_opt
-        self.settings = TrainConfig(distill_weight=0.5, distill_temperature=1.0)
+        self.settings = TrainConfig(distill_weight=0.5, distill_temperature=1.0, bf16=bf16)
 
-    def run(self, opt, x, y, bf16: bool) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            twin_out = self.twin(x)
-        twin_loss = distillation_loss(twin_out.float(), y, None, self.settings)
-        self.twin_opt.zero_grad(set_to_none=True)
-        twin_loss.backward()
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    def run(self, opt, x, y) -> torch.Tensor:
+        teacher_out, _ = twin_backward(self.twin, self.twin_opt, x, y, self.settings)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
             out = self.model(x)
-        loss = distillation_loss(out.float(), y, twin_out.detach().float(), self.settings)
+        loss = distillation_loss(out, y, teacher_out, self.settings)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -143,7 +139,7 @@ class TwinnedStep:
 
 def train_step(model, opt, x, y, bf16: bool) -> torch.Tensor:
     if isinstance(model, TwinnedStep):
-        return model.run(opt, x, y, bf16)
+        return model.run(opt, x, y)
     if isinstance(model, GraphedStep):
         model.graph.replay()
         return model.loss
@@ -252,7 +248,7 @@ def cmd_step_time(args) -> None:
                     avg = WeightAverage(m, args.with_average) if averaged else None
                     if twinned:
                         twin = make(model, {"activation": args.with_twin}, 10, device, args.channels_last)
-                        m = TwinnedStep(m, twin, torch.optim.Adam(twin.parameters(), 1e-4))
+                        m = TwinnedStep(m, twin, torch.optim.Adam(twin.parameters(), 1e-4), args.bf16)
                     time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
                     built.append((label + (" + average" if averaged else "") + (" + twin" if twinned else "")
                                   + (" + fused" if fused else ""), m, opt, avg, fused))

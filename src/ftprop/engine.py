@@ -297,6 +297,19 @@ def distillation_loss(out: torch.Tensor, y: torch.Tensor, teacher_out: torch.Ten
     return (1 - w) * ce + w * temp * temp * kl
 
 
+def twin_backward(twin: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  t) -> tuple[torch.Tensor, torch.Tensor]:
+    """The twin's part of a step with ``train.twin``, before its optimiser steps: its forward pass
+    (bf16 autocast if ``t.bf16``) and backward on the labels. Returns its detached outputs, which
+    teach the network in the same step, and its loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=t.bf16):
+        out = twin(x)
+    loss = distillation_loss(out, y, None, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return out.detach(), loss
+
+
 TTA_MODES = (None, "flip")
 
 
@@ -700,13 +713,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 if graphs:  # a new step: the graphs may now overwrite the last step's outputs
                     torch.compiler.cudagraph_mark_step_begin()
                 teacher_out = None
-                if twin is not None:  # the twin learns from the labels; its outputs, before its update, teach
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
-                        twin_out = step_twin(x)
-                    twin_loss = distillation_loss(twin_out, y, None, t)
-                    twin_optimizer.zero_grad(set_to_none=True)
-                    twin_loss.backward()
-                    teacher_out = twin_out.detach()
+                if twin is not None:
+                    teacher_out, twin_loss = twin_backward(step_twin, twin_optimizer, x, y, t)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
                     if teacher is not None:

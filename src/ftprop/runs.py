@@ -296,12 +296,15 @@ def _resolved(d: dict) -> dict:
     from .activations import canonical_activation, implied_steps
     from .losses import get_loss
 
-    model, data = dict(d["model"]), dict(d["data"])
+    def canonical(written: str) -> str:
+        try:
+            return canonical_activation(written)
+        except ValueError:
+            return written  # an unknown activation stays as written (and differs)
+
+    model, data, train = dict(d["model"]), dict(d["data"]), dict(d["train"])
     written = model["activation"]
-    try:
-        model["activation"] = canonical_activation(written)
-    except ValueError:
-        pass  # an unknown activation stays as written (and differs)
+    model["activation"] = canonical(written)
     if model["steps"] is None:
         model["steps"] = implied_steps(written)
     if model["activation"] in ("sign", "step", "staircase"):
@@ -314,12 +317,8 @@ def _resolved(d: dict) -> dict:
         model["steps"] = 3 if model["steps"] is None else model["steps"]
         model["surrogate"] = model["surrogate"] or "single"
     data["name"] = str(data["name"]).lower()
-    train = dict(d["train"])
     if train.get("twin") is not None:  # the twin's units, spelled any way that builds them
-        try:
-            train["twin"] = canonical_activation(train["twin"])
-        except ValueError:
-            pass
+        train["twin"] = canonical(train["twin"])
     return {**d, "model": model, "data": data, "train": train}
 
 
