@@ -202,6 +202,21 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["train.epochs=3", "data.plain_last_epochs=4"])
 
 
+def test_an_empty_set_value_unsets_an_optional_key_and_flags_turn_a_config_s_switches_off(tmp_path):
+    from ftprop.cli import build_parser, resolve_train_config
+
+    cfg = apply_overrides(Config(), ["train.teacher='runs/t'", "model.loss=sste"])
+    unset = apply_overrides(cfg, ["train.teacher=", "model.loss= "])
+    assert (unset.train.teacher, unset.model.loss) == (None, None)
+    assert apply_overrides(cfg, ["train.teacher=", "train.twin=relu"]).train.twin == "relu"  # no longer both
+    with pytest.raises(ConfigError, match="optim.lr must be float, got nothing .* unsets only the keys that may"):
+        apply_overrides(cfg, ["optim.lr="])
+    (tmp_path / "on.toml").write_text("[train]\nbf16 = true\neval_train = true\n[data]\ndownload = true\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "on.toml"), "--no-bf16", "--no-download"])
+    resolved = resolve_train_config(args)
+    assert (resolved.train.bf16, resolved.data.download, resolved.train.eval_train) == (False, False, True)
+
+
 def test_every_config_file_in_the_repository_loads():
     paths = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
     assert len(paths) > 10
@@ -509,8 +524,17 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert said in capsys.readouterr().err
+    for argv, said in [(["train", "--distill-weight", "0.9"],
+                        "(--distill-weight: a config key, not an option: --set train.distill_weight=VALUE)"),
+                       (["train", "--no-force"], "(--no-force: no such option; --force is off unless given)")]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err
     assert main(["train", "--set", "model.name=convnet4", "--set", "model.options.hidden=[8]"]) != 0
     assert "switching models? drop the other model's options" in capsys.readouterr().err
+    assert main(["train", "--set", "model.options.hiden=[8]"]) != 0  # a typo: the option meant, not a switch
+    err = capsys.readouterr().err
+    assert "'hiden': did you mean 'hidden'?" in err and "switching models" not in err
     assert main(["evaluate", str(tmp_path / "run"), "--download"]) == 0  # evaluate fetches what it lacks, as train
 
 
@@ -1159,10 +1183,16 @@ class InterruptedData(EventAtBatch):
         return x
 
 
-def test_sam_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("extra", [
+    ("optim.sam_rho=0.05",),
+    # a twin beside every other per-step state: its weights, its optimiser, SAM, the average
+    ("train.twin=relu", "optim.sam_rho=0.05", "train.ema_decay=0.9", "optim.lr_scaling=layer_rms",
+     "train.label_smoothing=0.1"),
+], ids=["sam", "twin-sam-average-layer_rms"])
+def test_a_run_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path, extra):
     from ftprop.engine import TrainingStopped
 
-    cfg = small_config("optim.sam_rho=0.05", "model.options.dropout=0.3", "train.batch_size=16")
+    cfg = small_config(*extra, "model.options.dropout=0.3", "train.batch_size=16")
     straight = train(cfg, tmp_path / "a", data=_tiny_data(), log=None)
     InterruptedData.calls = 0
     with pytest.raises(TrainingStopped):
@@ -1172,6 +1202,35 @@ def test_sam_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path):
     resumed = train(cfg, tmp_path / "b", resume=True, data=_tiny_data(), log=None)
     assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
     assert strip_times(straight.history) == strip_times(resumed.history)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    with_twin = "train.twin=relu" in extra
+    assert (a.get("twin") is not None) == (b.get("twin") is not None) == with_twin
+    if with_twin:
+        assert states_equal(a["twin"], b["twin"])
+        assert states_equal(a["ema"]["model"], b["ema"]["model"])
+
+
+@pytest.mark.parametrize("damage", ["no twin", "twin of another shape", "no optimiser", "no history"])
+def test_a_damaged_checkpoint_is_named_and_left_as_it_was(tmp_path, damage):
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config("train.twin=relu", epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    state = load_checkpoint(tmp_path / "r")
+    if damage == "no twin":
+        del state["twin"]
+    elif damage == "twin of another shape":
+        name = next(iter(state["twin"]))
+        state["twin"][name] = torch.zeros(3, 2)
+    elif damage == "no optimiser":
+        state["optimizer"] = None
+    else:
+        del state["history"]
+    save_checkpoint(tmp_path / "r", state)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir() if f.is_file()}
+    with pytest.raises(RunDirError, match=r"checkpoint.pt does not fit the run .* restore the file .* --force"):
+        train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir() if f.is_file()} == before
 
 
 def test_a_non_finite_loss_at_the_sam_ascent_point_names_its_step():
@@ -1434,3 +1493,44 @@ def test_twins_that_cannot_work_are_refused(digits_teacher, tmp_path, capsys):
     assert read_run(tmp_path / "cli").config.train.twin == "relu"
     captured = capsys.readouterr()
     assert "twin's acc" in captured.err + captured.out
+
+
+def test_a_truncated_or_foreign_checkpoint_says_what_to_do(tmp_path, capsys):
+    from ftprop.cli import main
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    ck = tmp_path / "r" / "checkpoint.pt"
+    cut = ck.read_bytes()[: ck.stat().st_size // 2]
+    ck.write_bytes(cut)  # as a full disk or a copy cut short leaves it
+    for args in (["train", "--resume", str(tmp_path / "r"), "--epochs", "2"], ["evaluate", str(tmp_path / "r")]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "is not a readable ftprop checkpoint" in err and "Restore it from a copy" in err, err
+    assert ck.read_bytes() == cut
+    torch.save({"weights": torch.zeros(2)}, ck)  # some other program's file
+    assert main(["evaluate", str(tmp_path / "r")]) == 1
+    assert "written by other code" in capsys.readouterr().err
+
+
+def test_evaluate_downloads_as_the_run_did_unless_told_otherwise(tmp_path, capsys, monkeypatch):
+    import ftprop.data.idx
+    from ftprop.cli import main
+    from ftprop.data import DatasetError
+    from ftprop.runs import save_checkpoint
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    state = load_checkpoint(tmp_path / "r")
+    (tmp_path / "empty").mkdir()
+    data = {**state["config"]["data"], "name": "mnist", "root": str(tmp_path / "empty"), "download": True}
+    save_checkpoint(tmp_path / "r", {**state, "config": {**state["config"], "data": data}})
+
+    def fetch(url, dest, md5, **kw):
+        raise DatasetError(f"fetch called for {url}")
+
+    monkeypatch.setattr(ftprop.data.idx, "fetch", fetch)
+    capsys.readouterr()
+    for flags, said in [([], "fetch called for"), (["--no-download"], "Pass --download")]:
+        assert main(["evaluate", str(tmp_path / "r"), *flags]) == 1
+        err = capsys.readouterr().err
+        assert said in err, (flags, err)
+        assert ("fetch called" in err) == (not flags)

@@ -71,7 +71,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--surrogate", help="staircase layer loss: single (default) or per_step")
     g.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, imagefolder")
     g.add_argument("--data-root", help="where the dataset lives (or is downloaded to)")
-    g.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    g.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                   help="download the dataset if missing")
     g.add_argument("--val-fraction", type=float, help="hold this share of the training set out for validation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -83,13 +84,13 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=_epoch_list, help="multistep epochs, e.g. 200,250")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto, cpu, cuda")
-    g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
-    g.add_argument("--channels-last", action="store_true", default=None)
-    g.add_argument("--compile", action="store_true", default=None,
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training step (model and optimiser update)")
     g.add_argument("--compile-mode", help="with --compile: default, reduce-overhead (CUDA graphs on a GPU), "
                    "max-autotune, max-autotune-no-cudagraphs")
-    g.add_argument("--eval-train", action="store_true", default=None,
+    g.add_argument("--eval-train", action=argparse.BooleanOptionalAction, default=None,
                    help="also evaluate the training set each epoch (exact generalisation gap)")
     g.add_argument("--teacher", metavar="RUN_DIR",
                    help="distil from this trained run: the loss also matches its softened outputs "
@@ -284,16 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_keys(name: str) -> list[str]:
+    """The config keys ``section.name`` (a setting of that name in any section)."""
+    import dataclasses
+
+    from .config import _SECTION_TYPES
+
+    return [f"{section}.{name}" for section, cls in _SECTION_TYPES.items()
+            if name in {f.name for f in dataclasses.fields(cls)}]
+
+
 def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
     import difflib
 
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     own = next((p for p in sub.choices.values() if p.get_default("func") is args.func), parser) if sub else parser
     options = [o[2:] for a in own._actions for o in a.option_strings if o.startswith("--")]
+    takes_set = any(a.dest == "overrides" for a in own._actions)
     hints = []
     for word in (u.split("=", 1)[0] for u in unknown if u.startswith("-") and u.strip("-")):
-        close = difflib.get_close_matches(word.lstrip("-"), options, n=1)  # the names, not their dashes
-        hints.append(f"{word}: did you mean --{close[0]}?" if close else f"{word}: no such option")
+        name = word.lstrip("-")
+        keys = _config_keys(name.replace("-", "_")) if takes_set else []
+        close = difflib.get_close_matches(name, options, n=1)  # the names, not their dashes
+        if keys:  # a setting with no flag of its own
+            hints.append(f"{word}: a config key, not an option: --set {keys[0]}=VALUE")
+        elif name.startswith("no-") and name[3:] in options:
+            hints.append(f"{word}: no such option; --{name[3:]} is off unless given")
+        else:
+            hints.append(f"{word}: did you mean --{close[0]}?" if close else f"{word}: no such option")
     own.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 

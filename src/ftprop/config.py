@@ -97,8 +97,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (per step)
     teacher: str | None = None  # a trained run (directory or checkpoint.pt) whose outputs the loss also matches
     twin: str | None = None  # units of a twin network trained alongside on the labels, teaching as a teacher would
-    distill_weight: float = 0.5  # with a teacher: the share of the loss that is the distillation term
-    distill_temperature: float = 4.0  # with a teacher: both networks' logits are divided by it before the softmax
+    distill_weight: float = 0.5  # with a teacher or a twin: the share of the loss that is the distillation term
+    distill_temperature: float = 4.0  # with a teacher or a twin: both networks' logits are divided by it, then softmax
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     tensorboard: bool = True  # when the tensorboard package is installed
 
@@ -151,6 +151,9 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     else:  # pragma: no cover
         return value
     name = getattr(hint, "__name__", str(hint))
+    if value is None:
+        raise ConfigError(f"{where} must be {name}, got nothing (an empty --set value unsets only the keys "
+                          f"that may be unset, such as train.teacher or model.loss)")
     raise ConfigError(f"{where} must be {name}, got {value!r}")
 
 
@@ -238,7 +241,8 @@ def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None
         node = patch.setdefault(parts[0], {})
         for p in parts[1:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = _parse_value(text.strip())
+        # an empty value unsets a key that may be unset (train.teacher=, model.loss=): back to None
+        node[parts[-1]] = None if len(parts) == 2 and not text.strip() else _parse_value(text.strip())
         if len(parts) == 2 and parts[1] == "options":
             whole.add(key.strip())
     return config_from_dict(patch, base=cfg, replace=frozenset(whole))
@@ -279,7 +283,8 @@ def validate(cfg: Config) -> None:
         (t.teacher is None or bool(t.teacher.strip()), "train.teacher must name a run directory or checkpoint"),
         (t.twin is None or bool(t.twin.strip()), "train.twin must name the twin's units (e.g. 'relu')"),
         (t.teacher is None or t.twin is None,
-         "train.teacher and train.twin are two sources of the same distillation term; set one of them"),
+         "train.teacher and train.twin are two sources of the same distillation term; set one of them "
+         "(--set train.teacher= or --set train.twin= unsets what a config file set)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.sam_rho >= 0, "optim.sam_rho must be >= 0 (0: no SAM; e.g. 0.05)"),

@@ -149,6 +149,20 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
+@contextmanager
+def _checkpoint_must_fit(run_dir: Path):
+    """Loading a resumed run's state from its checkpoint: a missing entry or a tensor of another
+    shape (a damaged or hand-edited file) becomes a RunDirError that names the checkpoint."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()
+        what = f"no entry {err}" if isinstance(err, KeyError) else (first[-1] if first else type(err).__name__)
+        raise RunDirError(f"{Path(run_dir) / CHECKPOINT} does not fit the run it belongs to ({what}): it is damaged "
+                          f"or was written by other code. Nothing was changed; restore the file from a copy, "
+                          f"or start the run again with --force") from None
+
+
 def _make_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
     """SGD makes its momentum buffers in its first step; inside a CUDA graph they would live in
     the graph's memory pool and be freed at the next step. Zeros made beforehand give the same
@@ -586,20 +600,22 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     history: list[dict] = []
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        _load_optimizer_state(optimizer, state["optimizer"])
-        history = state["history"]
-        start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
+        with _checkpoint_must_fit(run_dir):
+            model.load_state_dict(state["model"])
+            _load_optimizer_state(optimizer, state["optimizer"])
+            if twin is not None:
+                twin.load_state_dict(state["twin"])
+                _load_optimizer_state(twin_optimizer, state["twin_optimizer"])
+            history = state["history"]
+            start_epoch, start_step, carry = state["epoch"] + 1, state["step"], state.get("partial")
         elapsed = state.get("elapsed", 0.0)
-        if twin is not None:
-            twin.load_state_dict(state["twin"])
-            _load_optimizer_state(twin_optimizer, state["twin_optimizer"])
         if state["step"] == 0 and start_epoch > cfg.train.epochs:
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     sam = SharpnessAware(model, cfg.optim.sam_rho) if cfg.optim.sam_rho > 0 else None
     if ema is not None and state is not None:
-        ema.load_state_dict(state["ema"])  # a resume cannot switch the average on (resume_differences)
+        with _checkpoint_must_fit(run_dir):
+            ema.load_state_dict(state["ema"])  # a resume cannot switch the average on (resume_differences)
     def describe_run() -> None:
         """config.toml and environment.json; a resume writes them with its first checkpoint, so one
         that fails before it leaves the run as its checkpoint describes it (and a later plain

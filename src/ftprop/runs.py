@@ -76,9 +76,13 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise RunDirError(f"{path} is not a readable ftprop checkpoint ({err})") from None
+        raise RunDirError(f"{path} is not a readable ftprop checkpoint ({err}): the file is damaged (ftprop "
+                          f"replaces its checkpoints whole, so something else cut or changed it) or is not a "
+                          f"checkpoint. Restore it from a copy, or train the run again (ftprop train --force "
+                          f"replaces it)") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunDirError(f"{path} is not an ftprop checkpoint of format {CHECKPOINT_FORMAT}")
+        raise RunDirError(f"{path} is not an ftprop checkpoint of format {CHECKPOINT_FORMAT}: it was written by "
+                          f"other code or another version of ftprop; train the run again with this one")
     return state
 
 

@@ -63,9 +63,14 @@ def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss
     accepted = set(inspect.signature(fn).parameters) - {"act", "num_classes", "input_shape"}
     unknown = sorted(set(options) - accepted)
     if unknown:
+        close = {u: difflib.get_close_matches(u, sorted(accepted), n=1) for u in unknown}
+        typos = [f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c]
+        others = [u for u, c in close.items() if not c]
         raise ValueError(f"model {key!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {', '.join(sorted(accepted)) or 'none'} (switching models? drop the "
-                         f"other model's options: model.options = {{}}, e.g. --set model.options={{}})")
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'}"
+                         + (f" ({'; '.join(typos)})" if typos else "")
+                         + (" (switching models? drop the other model's options: model.options = {}, e.g. "
+                            "--set model.options={})" if others else ""))
     params = inspect.signature(fn).parameters
     for k, v in options.items():
         wanted = _kind_wanted(v, params[k].default)
