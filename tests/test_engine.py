@@ -526,7 +526,9 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
         assert said in capsys.readouterr().err
     for argv, said in [(["train", "--distill-weight", "0.9"],
                         "(--distill-weight: a config key, not an option: --set train.distill_weight=VALUE)"),
-                       (["train", "--no-force"], "(--no-force: no such option; --force is off unless given)")]:
+                       (["train", "--no-force"], "(--no-force: no such option; --force is off unless given)"),
+                       (["--verison"], "required: COMMAND (--verison: did you mean --version?)"),
+                       (["solve", "--dta", "parity:3"], "required: --data/-d (--dta: did you mean --data?)")]:
         with pytest.raises(SystemExit):
             main(argv)
         assert said in capsys.readouterr().err

@@ -220,7 +220,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 # ---- parser ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftprop", description="Train deep networks of hard-threshold units by "
+    parser = _Parser(prog="ftprop", description="Train deep networks of hard-threshold units by "
                                      "feasible target propagation (Friesen & Domingos, ICLR 2018).")
     parser.add_argument("--version", action="version", version=f"ftprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -295,15 +295,16 @@ def _config_keys(name: str) -> list[str]:
             if name in {f.name for f in dataclasses.fields(cls)}]
 
 
-def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
+def _option_hints(parser: argparse.ArgumentParser, unknown: list[str]) -> list[str]:
+    """For each option-like word of ``unknown`` that ``parser`` does not take: the option meant."""
     import difflib
 
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    own = next((p for p in sub.choices.values() if p.get_default("func") is args.func), parser) if sub else parser
-    options = [o[2:] for a in own._actions for o in a.option_strings if o.startswith("--")]
-    takes_set = any(a.dest == "overrides" for a in own._actions)
+    options = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    takes_set = any(a.dest == "overrides" for a in parser._actions)
     hints = []
     for word in (u.split("=", 1)[0] for u in unknown if u.startswith("-") and u.strip("-")):
+        if word in parser._option_string_actions:
+            continue
         name = word.lstrip("-")
         keys = _config_keys(name.replace("-", "_")) if takes_set else []
         close = difflib.get_close_matches(name, options, n=1)  # the names, not their dashes
@@ -313,6 +314,26 @@ def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, 
             hints.append(f"{word}: no such option; --{name[3:]} is off unless given")
         else:
             hints.append(f"{word}: did you mean --{close[0]}?" if close else f"{word}: no such option")
+    return hints
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors for missing arguments also name the options it did not
+    take (``ftprop solve --dta x``: the --data meant), as unknown options are named after parsing."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message):
+        hints = _option_hints(self, getattr(self, "_words", [])) if "required" in message else []
+        super().error(message + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    own = next((p for p in sub.choices.values() if p.get_default("func") is args.func), parser) if sub else parser
+    hints = _option_hints(own, unknown)
     own.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
