@@ -1536,3 +1536,17 @@ def test_evaluate_downloads_as_the_run_did_unless_told_otherwise(tmp_path, capsy
         err = capsys.readouterr().err
         assert said in err, (flags, err)
         assert ("fetch called" in err) == (not flags)
+
+
+def test_the_first_non_finite_loss_of_an_epoch_is_named_network_or_twin():
+    from ftprop.engine import _check_finite
+
+    step = lambda s: torch.tensor(s)  # noqa: E731  (the first bad step of the epoch; -1: none)
+    _check_finite(step(-1), 4, None, None, twin_bad_step=step(-1))  # nothing failed
+    for network, twin, said in [(2, -1, r"training loss at epoch 4, step 2"),
+                                (2, 5, r"training loss at epoch 4, step 2"),  # the network's came first
+                                (3, 1, r"loss of the twin \(train.twin\) at epoch 4, step 1"),
+                                (-1, 0, r"loss of the twin \(train.twin\) at epoch 4, step 0"),
+                                (6, 6, r"loss of the twin \(train.twin\) \(and so the network's\) at epoch 4, step 6")]:
+        with pytest.raises(NonFiniteLossError, match=said):
+            _check_finite(step(network), 4, None, None, twin_bad_step=step(twin))
