@@ -172,13 +172,19 @@ def main() -> None:
         raise SystemExit(f"error: no variant finished an epoch (return codes: "
                          f"{', '.join(str(r['returncode']) for r in rows)}); see the logs in {runs}/*.log. "
                          f"No results were written")
-    env_file = next(runs.glob("*/environment.json"), None)
+    envs = [json.loads(f.read_text()) for f in sorted(runs.glob("*/environment.json"))]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if args.tabulate and not previous:  # the sweep was stopped before it wrote a record: what the runs say
+        threads = sorted({e.get("torch_threads", "not recorded") for e in envs}, key=str)
+        started = sorted(e["started"] for e in envs if e.get("started"))
+        previous = {"threads_per_run": threads[0] if len(threads) == 1 else " / ".join(map(str, threads)),
+                    "date": started[0] if started else "not recorded (tabulated at " + now + ")",
+                    "command": "not recorded (the sweep's own process was stopped before it wrote one)"}
     payload = {"date": previous.get("date", now),
                "command": previous.get("command", "python " + shlex.join(sys.argv)), "config": args.config,
                "jobs_at_once": previous.get("jobs_at_once", jobs),
                "threads_per_run": previous.get("threads_per_run", 1) if args.tabulate else threads,
-               "environment": json.loads(env_file.read_text()) if env_file else None, "rows": rows}
+               "environment": envs[0] if envs else None, "rows": rows}
     if args.tabulate:
         payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
     e = payload["environment"] or {}
