@@ -245,6 +245,8 @@ def test_a_sweep_table_gives_the_live_weights_the_twins_and_runs_stopped_by_hand
         run = tmp_path / "runs" / "s" / name
         run.mkdir(parents=True)
         (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+        started = {"a": "2026-12-06T10:00:05+00:00", "b": "2026-12-06T10:00:01+00:00"}[name]
+        (run / "environment.json").write_text(json.dumps({"torch_threads": 2, "started": started}))
     (tmp_path / "runs" / "s" / "a" / "summary.json").write_text('{"status": "stopped"}')
     out = _run("sweep.py", "--data-root", str(tmp_path), "--name", "s", "--variant", "a: optim.lr=1e-3",
                "--variant", "b: train.twin=relu", "--tabulate", results=results)
@@ -253,5 +255,8 @@ def test_a_sweep_table_gives_the_live_weights_the_twins_and_runs_stopped_by_hand
     assert "| a (stopped by a signal) | optim.lr=1e-3 | 1 | 50.00 (1) | 50.00 | 40.00 | - | 2.0 |" in table
     assert "| b | train.twin=relu | 3 | 65.00 (2) | 64.00 | 60.00 | 64.00 / 63.00 | 3.0 |" in table
     assert "The twins trained alongside (train.twin), best / final test %: b 80.00 / 75.00." in table
+    # no record of the sweep itself (its process was stopped): the runs' threads and first start
+    assert "each in its own process with 2 CPU thread(s)" in table
+    assert "- date: 2026-12-06T10:00:01+00:00;" in table and "- command: `not recorded" in table
     b = json.loads((results / "s.json").read_text())["rows"][1]
     assert b["twin_test_acc_by_epoch"] == [0.7, 0.8, 0.75] and b["best_live_test_acc"] == 0.64
