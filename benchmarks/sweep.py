@@ -175,9 +175,9 @@ def main() -> None:
     envs = [json.loads(f.read_text()) for f in sorted(runs.glob("*/environment.json"))]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.tabulate and not previous:  # the sweep was stopped before it wrote a record: what the runs say
-        threads = sorted({e.get("torch_threads", "not recorded") for e in envs}, key=str)
+        seen = sorted({e.get("torch_threads", "not recorded") for e in envs}, key=str)
         started = sorted(e["started"] for e in envs if e.get("started"))
-        previous = {"threads_per_run": threads[0] if len(threads) == 1 else " / ".join(map(str, threads)),
+        previous = {"threads_per_run": seen[0] if len(seen) == 1 else " / ".join(map(str, seen)),
                     "date": started[0] if started else "not recorded (tabulated at " + now + ")",
                     "command": "not recorded (the sweep's own process was stopped before it wrote one)"}
     payload = {"date": previous.get("date", now),

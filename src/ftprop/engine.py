@@ -149,6 +149,12 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
+def _last_line(err: BaseException) -> str:
+    """The last line of an error's message (load_state_dict lists every mismatch, the gist last)."""
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else type(err).__name__
+
+
 @contextmanager
 def _checkpoint_must_fit(run_dir: Path):
     """Loading a resumed run's state from its checkpoint: a missing entry or a tensor of another
@@ -156,8 +162,7 @@ def _checkpoint_must_fit(run_dir: Path):
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()
-        what = f"no entry {err}" if isinstance(err, KeyError) else (first[-1] if first else type(err).__name__)
+        what = f"no entry {err}" if isinstance(err, KeyError) else _last_line(err)
         raise RunDirError(f"{Path(run_dir) / CHECKPOINT} does not fit the run it belongs to ({what}): it is damaged "
                           f"or was written by other code. Nothing was changed; restore the file from a copy, "
                           f"or start the run again with --force") from None
@@ -285,10 +290,9 @@ def load_teacher(path: str, dataset, log) -> nn.Module:
     try:
         teacher, weights = checkpoint_model(state, tcfg, dataset)
     except RuntimeError as err:  # load_state_dict: another number of classes or input size
-        first = str(err).strip().splitlines()
         raise ConfigError(f"train.teacher = {path}: its network ({tcfg.model.name}, trained on {tcfg.data.name}) "
                           f"does not fit this run's data ({dataset.num_classes} classes, input "
-                          f"{tuple(dataset.input_shape)}): {first[-1] if first else err}. Distil from a run "
+                          f"{tuple(dataset.input_shape)}): {_last_line(err)}. Distil from a run "
                           f"trained on the same dataset") from None
     last = state["history"][-1] if state.get("history") else {}
     log(f"distilling from {path}: {tcfg.model.name} {tcfg.model.activation}, {weights} weights of epoch "
