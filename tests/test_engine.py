@@ -528,7 +528,10 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
                         "(--distill-weight: a config key, not an option: --set train.distill_weight=VALUE)"),
                        (["train", "--no-force"], "(--no-force: no such option; --force is off unless given)"),
                        (["--verison"], "required: COMMAND (--verison: did you mean --version?)"),
-                       (["solve", "--dta", "parity:3"], "required: --data/-d (--dta: did you mean --data?)")]:
+                       (["solve", "--dta", "parity:3"], "required: --data/-d (--dta: did you mean --data?)"),
+                       # before the command, an option train takes is not blamed on train
+                       (["--force", "train"], "--force: a command's options go after its name: ftprop train --force"),
+                       (["--epochs", "3", "train"], "--epochs 3: a command's options go after its name")]:
         with pytest.raises(SystemExit):
             main(argv)
         assert said in capsys.readouterr().err

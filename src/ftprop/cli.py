@@ -337,12 +337,24 @@ def _unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     own.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
+def _options_before_command(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Refuse ``ftprop --force train``: the command's options go after its name, where its own
+    parser reads them (left as they are, argparse blames the command for an option it takes)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    at = next((i for i, w in enumerate(words) if w in sub.choices), None)
+    leading = words[:at] if at is not None else []
+    if any(w.startswith("-") for w in leading) and not {"-h", "--help", "--version"} & set(leading):
+        parser.error(f"{' '.join(leading)}: a command's options go after its name: "
+                     f"ftprop {words[at]} {' '.join(leading)} ...")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .engine import NonFiniteLossError, TrainingStopped
     from .runs import RunDirError
 
     parser = build_parser()
+    _options_before_command(parser, list(sys.argv[1:] if argv is None else argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's own parser, with its usage and the option meant
         _unknown_options(parser, args, unknown)
