@@ -1517,6 +1517,27 @@ def test_a_truncated_or_foreign_checkpoint_says_what_to_do(tmp_path, capsys):
     assert "written by other code" in capsys.readouterr().err
 
 
+class _Runs:  # unpickling it would run code: loading a checkpoint must not
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["FTPROP_TEST_MARK"]),))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path, capsys, monkeypatch):
+    from ftprop.cli import main
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    state = load_checkpoint(tmp_path / "r")
+    mark = tmp_path / "ran"
+    monkeypatch.setenv("FTPROP_TEST_MARK", str(mark))
+    torch.save({**state, "extra": _Runs()}, tmp_path / "r" / "checkpoint.pt")
+    for args in (["evaluate", str(tmp_path / "r")], ["train", "--resume", str(tmp_path / "r"), "--epochs", "2"],
+                 ["train", "--teacher", str(tmp_path / "r"), "--out", str(tmp_path / "s"), "--epochs", "1"]):
+        assert main(args) == 1, args
+        err = capsys.readouterr().err
+        assert "holds Python objects that are not tensors or plain values" in err and "GLOBAL" in err, err
+    assert not mark.exists()
+
+
 def test_evaluate_downloads_as_the_run_did_unless_told_otherwise(tmp_path, capsys, monkeypatch):
     import ftprop.data.idx
     from ftprop.cli import main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -74,16 +75,28 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     if not path.is_file():
         raise RunDirError(f"no checkpoint at {path}: the run has not completed an epoch yet")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise _unreadable(path, err) from None
+        what = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+        raise RunDirError(f"{path} holds Python objects that are not tensors or plain values ({what}): ftprop "
+                          f"does not load it, since unpickling them could run any code. ftprop writes no such "
+                          f"objects; if you trust the file, read it with torch.load(..., weights_only=False) "
+                          f"yourself, or train the run again (ftprop train --force replaces it)") from None
     except Exception as err:  # a truncated or foreign file
-        raise RunDirError(f"{path} is not a readable ftprop checkpoint ({err}): the file is damaged (ftprop "
-                          f"replaces its checkpoints whole, so something else cut or changed it) or is not a "
-                          f"checkpoint. Restore it from a copy, or train the run again (ftprop train --force "
-                          f"replaces it)") from None
+        raise _unreadable(path, err) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunDirError(f"{path} is not an ftprop checkpoint of format {CHECKPOINT_FORMAT}: it was written by "
                           f"other code or another version of ftprop; train the run again with this one")
     return state
+
+
+def _unreadable(path: Path, err: Exception) -> RunDirError:
+    return RunDirError(f"{path} is not a readable ftprop checkpoint ({err}): the file is damaged (ftprop "
+                       f"replaces its checkpoints whole, so something else cut or changed it) or is not a "
+                       f"checkpoint. Restore it from a copy, or train the run again (ftprop train --force "
+                       f"replaces it)")
 
 
 # ---- config as TOML -------------------------------------------------------------------
