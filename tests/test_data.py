@@ -285,6 +285,55 @@ def test_fetch_removes_what_killed_downloads_left(tmp_path, server):
     assert not stale.exists() and running.exists() and other.exists()  # another file's download is not ours
 
 
+def _one_reply(reply: bytes) -> str:
+    """A server on 127.0.0.1 that answers one request with ``reply`` and hangs up; its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+
+    def answer():
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(reply)
+        sock.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/f"
+
+
+def test_fetch_cut_off_mid_body_or_given_no_url_says_so_and_leaves_nothing(tmp_path):
+    cut = _one_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % 1000 + b"A" * 1000
+                     + b"\r\n1388\r\n" + b"A" * 100)  # the second chunk promises 5000 bytes, sends 100
+    with pytest.raises(DatasetError, match="could not download .*IncompleteRead"):
+        fetch(cut, tmp_path / "f.bin", "0" * 32, timeout=10)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for _ in range(20):
+        with pytest.raises(DatasetError, match="could not download not a url: unknown url type"):
+            fetch("not a url", tmp_path / "f.bin", "0" * 32)
+    if fds is not None:  # each failed try closed its temporary file
+        assert len(os.listdir("/proc/self/fd")) <= fds
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_extraction_the_disk_refuses_does_not_blame_the_archive(tmp_path):
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"data"))
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "cifar-10-batches-py").write_text("a file where the folder goes")
+    with pytest.raises(DatasetError, match="could not extract .*File exists.*move away what is in the way") as e:
+        safe_extract_tar(archive, tmp_path / "dest")
+    assert "not a readable archive" not in str(e.value)
+    (tmp_path / "dest" / "cifar-10-batches-py").unlink()
+    assert safe_extract_tar(archive, tmp_path / "dest") == ["cifar-10-batches-py/data_batch_1"]
+    archive.write_bytes(archive.read_bytes()[:700])  # cut inside the member: now it is the archive
+    with pytest.raises(DatasetError, match="is not a readable archive"):
+        safe_extract_tar(archive, tmp_path / "again")
+
+
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_safe_extract_refuses_escapes(tmp_path, kind):
     archive = tmp_path / "bad.tar"
@@ -451,6 +500,18 @@ def _smooth_images(n=200, seed=0):
     grey = torch.nn.functional.avg_pool2d(torch.rand(n, 1, 36, 36, generator=g), 5, stride=1)  # 32x32
     colour = 0.15 * torch.rand(n, 3, 32, 32, generator=g)
     return ((0.8 * grey + colour) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_array_dataset_indexes_like_a_sequence():
+    images = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    ds = ArrayDataset("toy", "train", images, torch.tensor([0, 1, 2]), ["a", "b", "c"], (0.5,) * 3, (0.25,) * 3)
+    for i, j in [(-1, 2), (-3, 0), (1, 1)]:
+        x, y = ds[i]
+        assert y == j
+        torch.testing.assert_close(x, (images[j] / 255 - 0.5) / 0.25)
+    for i in (3, -4):
+        with pytest.raises(IndexError):
+            ds[i]
 
 
 def test_patch_whitening_is_the_centre_row_of_zca():
@@ -840,6 +901,17 @@ def test_imagefolder_errors(tmp_path):
             load_folder(root, split)
     with pytest.raises(ValueError, match="crop <= resize"):
         load_dataset("imagefolder", root, resize=100, crop=224)
+
+
+def test_imagefolder_counts_a_linked_folder_once(tmp_path):
+    root = make_folder(tmp_path / "a", n_train=2, n_val=1)
+    counts = torch.bincount(load_folder(root).labels).tolist()
+    first = root / "train" / sorted(p.name for p in (root / "train").iterdir())[0]
+    os.symlink(".", first / "loop")  # a link back up: walked through, it repeats the folder's images ~40 times
+    (first / "more").mkdir()
+    _picture(20, 20, 1).save(first / "more" / "m.png")
+    os.symlink(first / "more", first / "alias")  # one folder of the class reached twice
+    assert torch.bincount(load_folder(root).labels).tolist() == [counts[0] + 1, *counts[1:]]
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -44,6 +44,8 @@ def test_missing_data_skips_cells_with_a_note(tmp_path):
     assert any("alexnet" in n and "--imagenet-root" in n for n in notes)
     runs, notes = plan(rows="convnet4", data_root=str(tmp_path / "nowhere"))
     assert runs == [] and "does not exist" in notes[0]
+    runs, notes = plan(rows="convnet4", cols="relu", data_root=str(tmp_path / "nowhere"), download=True)
+    assert len(runs) == 1 and runs[0][3].data.download and notes == []  # --download makes the folder, as train
     with pytest.raises(ValueError, match="unknown row"):
         plan(rows="vgg16")
     with pytest.raises(ValueError, match="--download needs --data-root"):  # else every cell is skipped

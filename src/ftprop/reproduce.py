@@ -76,12 +76,12 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
         if root is None and download and ROW_DATA[row] == "cifar10":
             raise ValueError("--download needs --data-root DIR: the folder to download CIFAR-10 into")
         if root is None:
-            flag = "--data-root (or --download)" if ROW_DATA[row] == "cifar10" else "--imagenet-root"
+            flag = "--data-root (with --download to fetch it)" if ROW_DATA[row] == "cifar10" else "--imagenet-root"
             if need_data:
                 notes.append(f"skipped {row}: no {ROW_DATA[row]} data given ({flag})")
                 continue
             notes.append(f"{row}: no {ROW_DATA[row]} data given; a run needs {flag}")
-        elif not Path(root).expanduser().exists():
+        elif not Path(root).expanduser().exists() and not (download and ROW_DATA[row] == "cifar10"):
             if need_data:
                 notes.append(f"skipped {row}: data root {root} does not exist")
                 continue

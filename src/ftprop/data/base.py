@@ -117,6 +117,7 @@ class ArrayDataset:
         return x
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        i = range(len(self))[i]  # a negative index counts from the end; out of range is an IndexError
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -60,13 +62,15 @@ def fetch(url: str, dest: str | Path, md5: str, *, timeout: float = TIMEOUT_S) -
     digest = hashlib.md5(usedforsecurity=False)
     try:
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as e:  # HTTPError and timeouts included
-            reason = getattr(e, "reason", None) or e
+            with os.fdopen(fd, "wb") as out:  # closed whatever happens next
+                request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    for chunk in iter(lambda: response.read(CHUNK), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+        # HTTPError and timeouts are URLError/OSError; a connection cut mid-body is an HTTPException
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+            reason = repr(e) if isinstance(e, http.client.HTTPException) else getattr(e, "reason", None) or e
             raise DatasetError(f"could not download {url}: {reason}; download it by hand to {dest} "
                                f"or pass --data-root with a folder that already holds the data") from None
         got = digest.hexdigest()
@@ -140,7 +144,13 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> list[str]:
                     os.replace(part, target)
                 finally:
                     part.unlink(missing_ok=True)
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except OSError as e:
+        if e.errno is not None:  # the file system's answer (no space, no permission, a file in the way)
+            raise DatasetError(f"could not extract {archive} into {dest}: {e}. The archive itself may be "
+                               f"whole: free space, make {dest} writable, or move away what is in the way; "
+                               f"then run again") from None
+        raise DatasetError(f"{archive} is not a readable archive ({e}); delete it and download it again") from None
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise DatasetError(f"{archive} is not a readable archive ({e}); delete it and download it again") from None
     return [m.name for m in members]
 

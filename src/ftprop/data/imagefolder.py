@@ -240,9 +240,17 @@ def _class_dirs(folder: Path) -> list[str]:
 
 
 def _images(folder: Path) -> list[str]:
-    files = []
+    """The image files under ``folder``, through linked folders, each folder once: a link back up
+    the tree (a loop) or to a folder already listed would count its images again."""
+    files, seen = [], {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         files.extend(os.path.join(dirpath, f) for f in filenames
                      if f.lower().endswith(EXTENSIONS) and not f.startswith("."))
     return sorted(files)
