@@ -1,8 +1,10 @@
 """Algorithm 1 made exact (ftprop.exact): LP separability, target search, MILP cross-check, CLI."""
 
 import functools
+import importlib
 import itertools
 import json
+import time
 import warnings
 from fractions import Fraction
 
@@ -623,6 +625,63 @@ def test_search_uses_given_hint():
     assert res.stats["nodes"] == len(dedupe(x, t)[0]) and res.stats["hint_rows_taken"] > 0
 
 
+def test_milp_proves_nothing_from_inputs_its_rescaling_merged():
+    # 0 and 1 beside 1e17 both round to -1 on [-1, 1]: the MILP sees two clashing examples
+    x, t = np.array([[0.0], [1.0], [1e17]]), np.array([1.0, -1.0, -1.0])
+    check_feasible(solve(x, t, []), x, t)  # one unit fits it
+    for hidden in ([], [1]):
+        assert solve(x, t, hidden, method="milp").status != "infeasible"
+
+
+def test_muroga_bound_is_exact_in_integers():
+    from ftprop.exact.milp import muroga_bound
+
+    for n in (1, 2, 5, 10, 40, 60):  # floor((n+1)^((n+1)/2) / 2^n), computed apart
+        exact = Fraction((n + 1) ** (n + 1), 4**n)  # its square
+        w = muroga_bound(n)
+        assert w * w <= exact < (w + 1) ** 2 or (w == 1 and exact < 4)
+    assert muroga_bound(400) > 10**300  # no float overflow for wide layers
+    x, t = xor()  # fan-in 300 above the first layer: the bound is capped, not an OverflowError
+    assert solve(x, t, [300], method="milp", time_limit=20).status in ("feasible", "unknown")
+
+
+def test_an_infinite_time_limit_is_no_limit():
+    x, t = parity(4)
+    res = solve(x, t, [2], time_limit=float("inf"), node_limit=8)  # the mb rounds' shares were infinite
+    assert res.status == "unknown" and res.stats["nodes"] <= 8
+
+
+def test_a_fitted_ftprop_mb_network_answers_when_the_search_runs_out(monkeypatch):
+    solve_mod = importlib.import_module("ftprop.exact.solve")  # (the package exports the function solve)
+
+    def out_of_budget(*args, stats=None, **kwargs):
+        stats.nodes += 1
+        return "unknown", None, "budget spent", None
+
+    monkeypatch.setattr(solve_mod, "search_targets", out_of_budget)
+    x, t = xor()
+    for limits in ({"time_limit": 30}, {"node_limit": 50}):
+        res = solve(x, t, [3], seed=1, **limits)
+        check_feasible(res, x, t)
+        assert res.stats["mb_fitted"] and "FTPROP-MB's network fits T" in res.message
+
+
+def test_a_spent_budget_builds_no_trainer(monkeypatch):
+    solve_mod = importlib.import_module("ftprop.exact.solve")  # (the package exports the function solve)
+
+    def search_spends_it(*args, time_limit=None, stats=None, **kwargs):
+        time.sleep(time_limit)
+        return "unknown", None, "budget spent", None
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("a trainer was built with no time left")
+
+    monkeypatch.setattr(solve_mod, "search_targets", search_spends_it)
+    monkeypatch.setattr(solve_mod, "MBTrainer", no_trainer)
+    x, t = parity(4)
+    assert solve(x, t, [2], time_limit=0.05).status == "unknown"
+
+
 def test_milp_on_real_inputs_reports_bounded_infeasibility_as_unknown():
     x = np.array([[0.0], [0.3], [0.7], [1.0]])
     t = np.array([[1.0], [-1.0], [1.0], [-1.0]])  # needs two hidden units: with one, infeasible
@@ -642,6 +701,7 @@ def test_milp_on_real_inputs_reports_bounded_infeasibility_as_unknown():
     ((np.zeros((3, 2)), np.ones((3, 1)), [2, -1]), "widths must be integers >= 1"),
     ((np.zeros((3, 2, 2)), np.ones((3, 1)), [2]), "2-D"),
     ((np.array([[np.nan, 1.0]]), np.ones((1, 1)), [1]), "NaN"),
+    ((np.array([[1 + 5j], [1 + 0j]]), np.array([1.0, -1.0]), []), "complex"),  # not cast to 1, 1: a clash
 ])
 def test_bad_input_gets_a_clear_error(args, match):
     with pytest.raises(ValueError, match=match):
@@ -728,6 +788,9 @@ def test_cli_solve(tmp_path, capsys):
     np.savez(one_column, X=x, T=t[:, 0])
     assert main(["solve", "--data", str(one_column), "--hidden", "2", "--no-save"]) == 0
     assert "1 output(s)" in capsys.readouterr().out
+    np.savez(tmp_path / "x1d.npz", X=np.arange(4.0), T=np.array([1.0, 1.0, -1.0, -1.0]))  # X as a vector too
+    assert main(["solve", "--data", str(tmp_path / "x1d.npz"), "--hidden", "--no-save"]) == 0
+    assert "4 examples (4 distinct), 1 inputs" in capsys.readouterr().out
     assert main(["solve", "--data", "digits:0", "--no-save"]) == 2
     assert "at least one example" in capsys.readouterr().err
     assert main(["solve", "--data", "xor", "--seed", "-1", "--no-save"]) == 2
@@ -803,6 +866,13 @@ def test_a_file_that_is_not_an_npz_archive_is_refused_with_what_to_write(tmp_pat
     np.savez(tmp_path / "ok.npz", X=np.eye(2), T=np.ones(2))
     x, t = load_problem_file(tmp_path / "ok.npz")
     assert x.shape == (2, 2) and t.tolist() == [1.0, 1.0]
+    whole = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    at = whole.index(np.eye(2).tobytes())  # a flipped byte inside X's data: its CRC fails
+    (tmp_path / "flipped.npz").write_bytes(whole[:at] + bytes([whole[at] ^ 1]) + whole[at + 1 :])
+    for name, message in [("cut.npz", "is not a NumPy .npz archive"), ("flipped.npz", "is damaged .*CRC")]:
+        with pytest.raises(ValueError, match=message):
+            load_problem_file(tmp_path / name)
 
 
 def test_solver_inputs_that_would_hang_or_exhaust_memory_are_refused(tmp_path):

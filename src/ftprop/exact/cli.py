@@ -98,7 +98,8 @@ def run_solve(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 1 if save_error else 0
     print(f"problem   {args.data}: {s.get('examples')} examples ({s.get('distinct_examples')} distinct), "
-          f"{x.shape[1]} inputs, {1 if t.ndim == 1 else t.shape[1]} output(s); hidden {result.hidden}")
+          f"{1 if x.ndim == 1 else x.shape[1]} inputs, {1 if t.ndim == 1 else t.shape[1]} output(s); "
+          f"hidden {result.hidden}")
     print(f"method    {result.method}")
     print(f"outcome   {result.status.upper()}: {result.message}")
     if saved:

@@ -36,7 +36,7 @@ __all__ = ["muroga_bound", "solve_milp"]
 
 def muroga_bound(n: int) -> int:
     """Integer weight bound W(n) = floor((n+1)^((n+1)/2) / 2^n) for threshold functions of n inputs."""
-    return max(1, math.floor((n + 1) ** ((n + 1) / 2) / 2**n + 1e-9))
+    return max(1, math.isqrt((n + 1) ** (n + 1)) >> n)  # in integers: floats overflow near n = 290
 
 
 class _Vars:
@@ -90,13 +90,17 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
     widths = [n, *hidden, k]
     L = len(widths) - 1
 
-    # Inputs mapped onto [-1, 1] per column (two-valued columns become exactly ±1).
+    # Inputs mapped onto [-1, 1] per column (two-valued columns become exactly ±1). Whether the
+    # inputs are ±1 codes is decided on x itself: rounding in the map can merge distinct values
+    # (0 and 1 beside 1e17), and a proof must not rest on examples the map made equal.
     lo, hi = x.min(0), x.max(0)
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     cols = half > 0
     xs = np.zeros_like(x)
     xs[:, cols] = (x[:, cols] - mid[cols]) / half[cols]
-    binary = bool(np.all(np.isin(xs, (-1.0, 1.0)) | ~cols))
+    binary = all(np.unique(x[:, j]).size <= 2 for j in range(n))
+    if binary:
+        xs[:, cols] = np.where(x[:, cols] == hi[cols], 1.0, -1.0)
     n_eff = int(cols.sum())
 
     proof = True
@@ -109,10 +113,10 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
         elif d == 1 and not binary:
             bw = max_bound
             proof = False
+        elif muroga_bound(fan_in) > max_bound:  # compared as integers: W(n) outgrows a float near n = 290
+            bw, proof = max_bound, False
         else:
             bw = float(muroga_bound(fan_in))
-            if bw > max_bound:
-                bw, proof = max_bound, False
         bounds_w.append(bw)
         bounds_b.append(fan_in * bw + 1)
 

@@ -45,6 +45,9 @@ def check_problem(x, t, hidden) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
     Raises ValueError with one clear message for anything a user can get wrong.
     """
+    for name, a in (("X", x), ("T", t)):
+        if np.iscomplexobj(a):  # cast to float64 it would lose its imaginary part, and with it examples
+            raise ValueError(f"{name} holds complex numbers: inputs and targets must be real")
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,7 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
     if suffix == ".npz":
         try:
             archive = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{p} is not a NumPy .npz archive (write one with numpy.savez(path, X=..., T=...)): "
                              f"{exc}") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array saved under a .npz name
@@ -145,6 +146,9 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
                 return np.asarray(arrays[0], dtype=np.float64), np.asarray(arrays[1], dtype=float)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"{p}: 'X' and 'T' must be arrays of numbers: {exc}") from None
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a member cut short or corrupted
+                raise ValueError(f"{p} is damaged ({exc}): write it again with "
+                                 f"numpy.savez(path, X=..., T=...)") from None
     if suffix == ".csv":
         try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first number
             lines = p.read_text(encoding="utf-8-sig").splitlines()

@@ -89,6 +89,8 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     if method == "mb" and time_limit == math.inf and node_limit is None:
         raise ValueError("method='mb' trains until its targets fit and never proves there are none: give it a "
                          "finite time_limit or a node_limit (steps)")
+    if time_limit == math.inf and method != "mb":
+        time_limit = None  # no limit (the search's budget shares of an infinite limit would never end)
     if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
         raise ValueError(f"node_limit must be an integer >= 1, got {node_limit!r}")
     if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
@@ -157,7 +159,7 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     instances, quick infeasibility proofs); then rounds of FTPROP-MB training (one resumed
     trainer) followed by the search with its candidates ordered by the trained network, each
     round twice as long as the last. All searches share their LP caches."""
-    hint = None
+    hint, fitted = None, None
     mb_stats: dict = {}
     shared: dict = {}
     stats = SearchStats()
@@ -165,13 +167,20 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     remaining = lambda: None if time_limit is None else max(0.0, time_limit - elapsed())
     finish = lambda status, targets, message: _finish_ftprop(result, xu, tu, status, targets, message, stats, base,
                                                              mb_stats)
+
+    def witness(out):  # a search out of budget after FTPROP-MB fitted T: the trained network answers
+        return ("feasible", forward(out.weights, xu, all_layers=True)[:-1],
+                f"FTPROP-MB's network fits T; its hidden outputs are the targets (the search stopped after "
+                f"{stats.nodes} nodes)")
+
     if isinstance(heuristic, str):
         if heuristic == "mb" and hidden:
-            probe_time = PROBE_TIME if time_limit is None else max(0.2, PROBE_SHARE * time_limit)
+            probe_time = PROBE_TIME if time_limit is None else min(time_limit, max(0.2, PROBE_SHARE * time_limit))
             probe_nodes = None if node_limit is None else max(1, node_limit // 4)
             status, targets, message, _ = search_targets(xu, tu, hidden, time_limit=probe_time, node_limit=probe_nodes,
                                                          seed=seed, shared=shared, stats=stats)
-            if status in ("feasible", "infeasible") or (node_limit is not None and stats.nodes >= node_limit):
+            if (status in ("feasible", "infeasible") or (node_limit is not None and stats.nodes >= node_limit)
+                    or remaining() == 0):
                 return finish(status, targets, message)
             trainer = MBTrainer(xu, tu, hidden, seed=seed)
             span = MB_TIME if time_limit is None else ROUND_SHARE * time_limit
@@ -179,13 +188,15 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
                 out = trainer.run(span if time_limit is None else min(span, remaining()))
                 mb_stats = {"mb_steps": out.steps, "mb_restarts": out.restarts, "mb_seconds": out.seconds,
                             "mb_fitted": out.fitted, "mb_errors": out.errors, "mb_rounds": rnd + 1}
-                hint = mb_hint(out, xu, tu)
+                hint, fitted = mb_hint(out, xu, tu), out if out.fitted else None
                 if time_limit is None:
                     break  # then the complete search below, without a budget
                 search_time = remaining() if out.fitted else min(span, remaining())
                 status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=search_time,
                                                              node_limit=node_limit, seed=seed + rnd + 1,
                                                              shared=shared, stats=stats)
+                if status == "unknown" and fitted is not None:
+                    status, targets, message = witness(fitted)
                 if status != "unknown" or remaining() <= 0 or (node_limit is not None and stats.nodes >= node_limit):
                     if status == "unknown":
                         message = f"budget spent after {stats.nodes} nodes and {rnd + 1} FTPROP-MB rounds"
@@ -195,6 +206,8 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
         hint = heuristic
     status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=remaining(),
                                                  node_limit=node_limit, seed=seed + 1, shared=shared, stats=stats)
+    if status == "unknown" and fitted is not None:
+        status, targets, message = witness(fitted)
     return finish(status, targets, message)
 
 
