@@ -793,8 +793,16 @@ def test_cli_solve(tmp_path, capsys):
     assert "4 examples (4 distinct), 1 inputs" in capsys.readouterr().out
     assert main(["solve", "--data", "digits:0", "--no-save"]) == 2
     assert "at least one example" in capsys.readouterr().err
-    assert main(["solve", "--data", "xor", "--seed", "-1", "--no-save"]) == 2
-    assert "--seed must be >= 0" in capsys.readouterr().err
+    for seed in ("-1", str(2**64)):
+        assert main(["solve", "--data", "xor", "--seed", seed, "--method", "mb", "--time-limit", "1", "--no-save"]) == 2
+        assert "--seed must be in [0, 2^63)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        solve(*xor(), [2], method="mb", time_limit=1, seed=2**64)
+    (tmp_path / "semi.csv").write_text("1;2;1\n2;1;-1\n")
+    (tmp_path / "dir.csv").mkdir()
+    for name, said in [("semi.csv", "separated by semicolons: save it with commas"), ("dir.csv", "is a folder")]:
+        assert main(["solve", "--data", str(tmp_path / name), "--hidden", "1", "--no-save"]) == 2
+        assert said in capsys.readouterr().err
     assert main(["solve", "--data", "xor", "--hidden", "2", "--save", str(tmp_path)]) == 2
     assert "is a folder; give a file name" in capsys.readouterr().err
 

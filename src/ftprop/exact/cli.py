@@ -61,8 +61,8 @@ def run_solve(args: argparse.Namespace) -> int:
     try:
         if args.targets < 1:
             raise ValueError(f"--targets is the number of target columns of a CSV file, >= 1; got {args.targets}")
-        if args.seed < 0:
-            raise ValueError(f"--seed must be >= 0; got {args.seed}")
+        if not 0 <= args.seed < 2**63:
+            raise ValueError(f"--seed must be in [0, 2^63); got {args.seed}")
         target = Path(args.save).expanduser()
         if target.suffix != ".npz":  # what SolveResult.save writes
             target = target.with_name(target.name + ".npz")

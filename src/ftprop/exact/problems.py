@@ -125,6 +125,8 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
     p = Path(path)
     if not p.exists():
         raise ValueError(f"data file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ValueError(f"data file {str(p)!r} is a folder, not a .csv or .npz file")
     suffix = p.suffix.lower()
     if suffix == ".npz":
         try:
@@ -161,8 +163,11 @@ def load_problem_file(path, n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]
                 warnings.simplefilter("error")  # numpy warns, not fails, on an empty file
                 data = np.loadtxt(lines[int(header):], delimiter=",", ndmin=2)
         except (ValueError, UserWarning) as exc:
+            semicolons = ";" in first and "," not in first  # a spreadsheet's other CSV dialect
             raise ValueError(f"{p} is not a CSV file of numbers separated by commas (one optional header "
-                             f"line of column names): {exc}") from None
+                             f"line of column names): {exc}"
+                             + ("; its columns are separated by semicolons: save it with commas" if semicolons
+                                else "")) from None
         if data.shape[1] <= n_targets:
             raise ValueError(f"{p} has {data.shape[1]} columns; need inputs plus {n_targets} target column(s)")
         return data[:, :-n_targets], data[:, -n_targets:]

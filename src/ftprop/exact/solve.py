@@ -89,6 +89,8 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     if method == "mb" and time_limit == math.inf and node_limit is None:
         raise ValueError("method='mb' trains until its targets fit and never proves there are none: give it a "
                          "finite time_limit or a node_limit (steps)")
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     if time_limit == math.inf and method != "mb":
         time_limit = None  # no limit (the search's budget shares of an infinite limit would never end)
     if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
