@@ -1517,6 +1517,17 @@ def test_a_truncated_or_foreign_checkpoint_says_what_to_do(tmp_path, capsys):
     assert "written by other code" in capsys.readouterr().err
 
 
+def test_metrics_ignore_a_cut_last_line_and_name_damage_before_it(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n{"epo')  # killed while writing epoch 3
+    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+    path.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n\xff\xfe')
+    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+    path.write_bytes(b'{"epoch": 1}\n{"ep\n{"epoch": 3}\n')  # epoch 3 would be lost unsaid
+    with pytest.raises(RunDirError, match="line 2, is not a JSON record.*restore it from a copy"):
+        read_metrics(path)
+
+
 class _Runs:  # unpickling it would run code: loading a checkpoint must not
     def __reduce__(self):
         return (Path.touch, (Path(os.environ["FTPROP_TEST_MARK"]),))

@@ -224,15 +224,19 @@ def refuse_run_directory(out: str | Path, what: str) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Parse metrics.jsonl, ignoring a last line cut short by a kill."""
+    """Parse metrics.jsonl, ignoring a last line cut short by a kill; a damaged line before it
+    is a RunDirError (the epochs after it would be lost without a word)."""
     rows = []
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    lines = path.read_text(errors="replace").splitlines()  # ftprop writes ASCII: other bytes are damage
+    for n, line in enumerate(lines, 1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            break
+            if n < len(lines):
+                raise RunDirError(f"{path}, line {n}, is not a JSON record: something other than ftprop changed "
+                                  f"the file; restore it from a copy, or remove that line") from None
     return rows
 
 
