@@ -581,6 +581,10 @@ def test_val_split_is_seeded_disjoint_and_complete(cifar_root):
     assert sorted(ids(train.images) + ids(val.images)) == list(range(N_TRAIN))
     assert ids(part("val").images) == ids(val.images) and ids(part("val", 2).images) != ids(val.images)
     assert len(load_dataset("cifar10", cifar_root, "test", val_fraction=0.2)) == N_TEST
+    assert len(load_dataset("cifar10", cifar_root, "val", val_fraction=np.float32(0.2))) == 6
+    for bad in ("0.2", True, 1.0, -0.1):
+        with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\), got"):
+            load_dataset("cifar10", cifar_root, "train", val_fraction=bad)
 
 
 # -- IDX (MNIST, Fashion-MNIST) ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,8 +71,8 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
     key = check_dataset(name, **options)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
     if split == "val" and val_fraction == 0.0:
         raise ValueError("split='val' needs val_fraction > 0 (the share of the training set to hold out)")
     if _NEEDS_ROOT[key] and root is None:
