@@ -645,6 +645,15 @@ def test_muroga_bound_is_exact_in_integers():
     assert solve(x, t, [300], method="milp", time_limit=20).status in ("feasible", "unknown")
 
 
+def test_without_a_time_limit_the_clock_plays_no_part():
+    x, t, hidden = make_problem("planted:4,100,3-3", seed=0)
+    keys = ("nodes", "lp_calls", "mb_steps", "mb_fitted", "mb_errors")
+    runs = [solve(x, t, hidden, node_limit=1200, seed=3) for _ in range(2)]
+    assert runs[0].stats["mb_steps"] > 0  # the probe ran out and FTPROP-MB trained
+    assert [r.status for r in runs] == [runs[0].status] * 2
+    assert [{k: r.stats.get(k) for k in keys} for r in runs] == [{k: runs[0].stats.get(k) for k in keys}] * 2
+
+
 def test_an_infinite_time_limit_is_no_limit():
     x, t = parity(4)
     res = solve(x, t, [2], time_limit=float("inf"), node_limit=8)  # the mb rounds' shares were infinite

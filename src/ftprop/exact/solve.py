@@ -31,11 +31,13 @@ METHODS = ("ftprop", "milp", "mb")
 DEFAULT_MB_TIME = 60.0  # "mb" needs a budget: it cannot stop by itself on an infeasible problem
 MAX_SEARCH_WIDTH = 20  # the search's bitmasks over a layer's target codes take 2^width bits
 
-# ftprop with heuristic="mb" (see _solve_ftprop): the search without hints gets 3% of the budget
-# (2 s without one); then each round trains FTPROP-MB and searches with its hint for ROUND_SHARE of
-# the budget each, doubling every round (without a budget: 2 s of training, then an unbounded search).
-PROBE_SHARE, PROBE_TIME = 0.03, 2.0
-ROUND_SHARE, MB_TIME = 0.03, 2.0
+# ftprop with heuristic="mb" (see _solve_ftprop): the search without hints gets 3% of the budget;
+# then each round trains FTPROP-MB and searches with its hint for ROUND_SHARE of the budget each,
+# doubling every round. Without a time limit the clock plays no part, so that a run is repeatable:
+# the probe gets PROBE_NODES nodes, the one round MB_STEPS steps of training (about 2 s each on a small
+# problem), then an unbounded search.
+PROBE_SHARE, PROBE_NODES = 0.03, 2000
+ROUND_SHARE, MB_STEPS = 0.03, 2500
 
 
 def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -74,7 +76,7 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     method: "ftprop" (exact search), "milp" (HiGHS MILP) or "mb" (FTPROP-MB training).
     time_limit (seconds) / node_limit (search nodes; MILP branch-and-bound nodes; mb steps):
     the budget; when it runs out the answer is "unknown", never a guess.
-    heuristic (ftprop): "mb" (a short search without hints, 3% of the budget; then rounds of
+    heuristic (ftprop): "mb" (a short search without hints, 3% of the budget or 2000 nodes; then rounds of
     FTPROP-MB training, each followed by the search with candidates ordered by the trained
     network's outputs and gradient-sign targets), "none", or suggested hidden targets (one
     (m, n_d) ±1 array per hidden layer).
@@ -177,17 +179,19 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
 
     if isinstance(heuristic, str):
         if heuristic == "mb" and hidden:
-            probe_time = PROBE_TIME if time_limit is None else min(time_limit, max(0.2, PROBE_SHARE * time_limit))
+            probe_time = None if time_limit is None else min(time_limit, max(0.2, PROBE_SHARE * time_limit))
             probe_nodes = None if node_limit is None else max(1, node_limit // 4)
+            if time_limit is None:
+                probe_nodes = min(PROBE_NODES, probe_nodes or PROBE_NODES)
             status, targets, message, _ = search_targets(xu, tu, hidden, time_limit=probe_time, node_limit=probe_nodes,
                                                          seed=seed, shared=shared, stats=stats)
             if (status in ("feasible", "infeasible") or (node_limit is not None and stats.nodes >= node_limit)
                     or remaining() == 0):
                 return finish(status, targets, message)
             trainer = MBTrainer(xu, tu, hidden, seed=seed)
-            span = MB_TIME if time_limit is None else ROUND_SHARE * time_limit
+            span = None if time_limit is None else ROUND_SHARE * time_limit
             for rnd in itertools.count():
-                out = trainer.run(span if time_limit is None else min(span, remaining()))
+                out = trainer.run(max_steps=MB_STEPS) if span is None else trainer.run(min(span, remaining()))
                 mb_stats = {"mb_steps": out.steps, "mb_restarts": out.restarts, "mb_seconds": out.seconds,
                             "mb_fitted": out.fitted, "mb_errors": out.errors, "mb_rounds": rnd + 1}
                 hint, fitted = mb_hint(out, xu, tu), out if out.fitted else None
