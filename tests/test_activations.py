@@ -325,3 +325,45 @@ def test_staircases_whose_regions_overflow_a_byte_are_refused(loss, most):
     assert torch.allclose(x.grad, g.abs() * unit.loss_grad(x.detach(), -g.sign()))
     with pytest.raises(ValueError, match=f"staircase of {most + 1} steps .* more than the one byte"):
         ThresholdUnit("staircase", LOSSES[loss], True, most + 1, "per_step")
+    if loss == "saturated_hinge":  # one surrogate over the whole staircase keeps a 0/1 mask, whatever the steps
+        ThresholdUnit("staircase", LOSSES[loss], True, 1000, "single")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("steps, surrogate", [(3, "single"), (3, "per_step"), (4, "per_step")])
+def test_staircase_sste_mask_is_exact_at_its_ends(dtype, steps, surrogate):
+    # mapped first onto each step's argument (2x - 1, x - theta), a point just outside a step rounds
+    # onto its edge; and an edge such as -2/3 compared in bfloat16 rounds too
+    from fractions import Fraction
+
+    unit = Staircase(steps, "saturated_hinge", surrogate=surrogate)
+    thetas = [Fraction(i, steps - 1) for i in range(steps)]
+    spans = [(Fraction(0), Fraction(1))] if surrogate == "single" else [(th - 1, th + 1) for th in thetas]
+    edges = [float(e) for span in spans for e in span]
+    up, down = torch.tensor(float("inf"), dtype=dtype), torch.tensor(float("-inf"), dtype=dtype)
+    near = []
+    for e in edges:
+        x = torch.tensor(e, dtype=torch.float64).to(dtype)
+        near += [x, torch.nextafter(x, up), torch.nextafter(x, down), torch.nextafter(torch.nextafter(x, down), down)]
+    tiny = {torch.float64: 1e-300, torch.float32: 1e-9, torch.bfloat16: 1e-3, torch.float16: 2e-4}[dtype]
+    x = torch.cat([torch.stack(near), torch.tensor([-tiny, tiny], dtype=dtype)])
+    got = grad_through(unit, x, torch.ones_like(x))
+    # SSTE: 1[|z| <= 1] at z = 2x - 1, or its mean over z = x - theta, decided exactly at x's values
+    want = torch.tensor([sum(lo <= Fraction(v) <= hi for lo, hi in spans) / len(spans) for v in x.double().tolist()],
+                        dtype=torch.float64)
+    assert torch.equal(got == 0, want == 0), (x[(got == 0) != (want == 0)], got, want)
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("make", [lambda: Sign("soft_hinge"), lambda: Staircase(3, "soft_hinge"),
+                                  lambda: Staircase(3, "soft_hinge", surrogate="per_step"),
+                                  lambda: Sign("lecun_tanh"), lambda: Sign("soft_hinge", weighted=False)])
+def test_tanh_updates_in_half_precision_are_the_rounded_exact_value(dtype, make):
+    # 1 - tanh(u)^2 evaluated in bf16 cancels: +58% at u = 3 and 0 from 3.5 on
+    x = torch.linspace(-4, 5, 91, dtype=torch.float64)
+    g = torch.linspace(-1, 1, 91, dtype=torch.float64).flip(0)
+    got = grad_through(make(), x.to(dtype), g.to(dtype))
+    want = grad_through(make(), x.to(dtype).double(), g.to(dtype).double())  # the same inputs, in float64
+    assert got.dtype == dtype  # (float32's own cancellation, where the update is below 1e-7, is let be)
+    torch.testing.assert_close(got.double(), want.to(dtype).double(), rtol=1e-2, atol=1e-6)

@@ -18,7 +18,9 @@ z (which breakpoint interval it lies in) rather than z itself; ``linear`` saves 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor, nn
@@ -59,11 +61,13 @@ class ThresholdUnit:
     def __post_init__(self) -> None:
         # Derived constants, computed once here (functools.cached_property takes a lock that
         # torch.compile cannot trace on Python 3.11).
-        for name in ("thresholds", "breakpoints", "saving", "count_scale", "signed_table", "fused_quantizer"):
+        for name in ("thresholds", "breakpoints", "saving", "count_scale", "count_spans", "signed_table",
+                     "fused_quantizer"):
             object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
         # The mask losses keep one byte per element (a region code, or a count of active steps):
         # a staircase with more regions than a byte holds would wrap around and corrupt the update.
-        regions = {"code": 2 * len(self.breakpoints or ()) + 1, "count": self.steps + 1}.get(self.saving, 0)
+        steps = len(next(iter(self.count_spans.values()))) if self.count_spans else 1
+        regions = {"code": 2 * len(self.breakpoints or ()) + 1, "count": steps + 1}.get(self.saving, 0)
         if regions > 256:
             raise ValueError(f"a staircase of {self.steps} steps with the {self.loss.name} layer loss "
                              f"({self.surrogate}) has {regions} regions, more than the one byte per element it "
@@ -164,6 +168,35 @@ class ThresholdUnit:
         per_step = self.kind == "staircase" and self.steps > 1 and self.surrogate == "per_step"
         return 1.0 / self.steps if per_step else 1.0
 
+    def _compute_count_spans(self) -> dict[torch.dtype, tuple[tuple[float, float], ...]] | None:
+        """For the ``count`` saving: per floating dtype of x, the x interval [lo, hi] of each step
+        where phi is 1, its ends rounded inwards to values of that dtype (x is compared with them
+        in its own dtype). The count compares x with these ends rather than mapping x onto each
+        step's argument (2x - 1, x - theta) first, since that rounds: in bfloat16, 2x - 1 is -1 for
+        x = -1e-3, just outside the staircase, and phi would be 1 there. None for one unit at z = x,
+        which needs no map."""
+        if self.saving != "count" or self.kind != "staircase" or self.steps == 1:
+            return None
+        lo, hi = self.loss.breakpoints
+        ends = self.loss.phi(torch.tensor([lo, hi, lo - 1.0, hi + 1.0], dtype=torch.float64)).tolist()
+        if ends != [True, True, False, False]:
+            raise NotImplementedError(f"the count saving takes a phi that is 1 on [lo, hi], 0 outside; "
+                                      f"{self.loss.name}'s is not")
+        lo, hi = Fraction(lo), Fraction(hi)
+        if self.surrogate == "single":  # z = 2x - 1
+            spans = [((lo + 1) / 2, (hi + 1) / 2)]
+        else:  # z = x - theta_i, theta_i = i / (steps - 1), exactly
+            spans = [(lo + Fraction(i, self.steps - 1), hi + Fraction(i, self.steps - 1)) for i in range(self.steps)]
+
+        def inwards(end: Fraction, dtype: torch.dtype, up: bool) -> float:  # the dtype's first value inside
+            v = torch.tensor(float(end), dtype=torch.float64).to(dtype)
+            while (Fraction(v.item()) < end) if up else (Fraction(v.item()) > end):
+                v = torch.nextafter(v, torch.tensor(math.inf if up else -math.inf, dtype=dtype))
+            return v.item()
+
+        return {dtype: tuple((inwards(a, dtype, True), inwards(b, dtype, False)) for a, b in spans)
+                for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16)}
+
     def _compute_signed_table(self) -> tuple[float, ...] | None:
         """dL/dz(t = -1, code) for every region code, then -dL/dz(t = +1, code), each evaluated
         once at a representative point of the region (see :meth:`backward`)."""
@@ -197,7 +230,13 @@ class ThresholdUnit:
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
-            return self._over_steps(lambda z: _as_bytes(self.loss.phi(z)), x, mean=False)
+            if self.count_spans is None:
+                return _as_bytes(self.loss.phi(x))
+            count = None
+            for lo, hi in self.count_spans[x.dtype]:
+                inside = _as_bytes(torch.logical_and(x >= lo, x <= hi))
+                count = inside if count is None else count.add_(inside)
+            return count
         # code = #{b < x} + #{b <= x}: 2j strictly inside the j-th interval, 2j + 1 on breakpoint j
         # (bool masks summed as bytes: bucketize and bool -> int conversions are far slower on CPU)
         code = _as_bytes(x > self.breakpoints[0])
@@ -290,6 +329,8 @@ def _tanh_phi_update(x: Tensor, g: Tensor, a: float, b: float, c: float) -> Tens
     unit-time), and within 1e-6 of it (tests/test_activations.py). Elsewhere, and when the backward
     itself is differentiated (create_graph=True: out= and in-place calls are not differentiable),
     tanh then the fused tanh_backward."""
+    if x.dtype in (torch.float16, torch.bfloat16):  # 1 - tanh^2 cancels: in bf16 it is 0 from |u| = 3.5
+        return _tanh_phi_update(x.float(), g.float(), a, b, c).to(g.dtype)
     fast = x.device.type == "cpu" and x.dtype != torch.float64 and not torch.is_grad_enabled()
     if fast and not torch.compiler.is_compiling():
         s = torch.add(_constant(-2.0 * b, x), x, alpha=2.0 * a) if b else torch.mul(x, 2.0 * a)
