@@ -1067,6 +1067,18 @@ def test_evaluate_refuses_an_empty_dataset_and_a_model_for_other_classes():
     with pytest.raises(ValueError, match=r"outputs of shape \(256, 10\) .* the dataset has 3 classes"):
         evaluate(model, data)
     assert model.training  # left as it was
+    calls = []
+
+    def fails_on_the_second_batch(module, inputs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    model.register_forward_pre_hook(fails_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, data, batch_size=4)
+    assert model.training  # left as it was, though the evaluation stopped part way
     empty = ArrayDataset("tiny", "test", data.images[:0], data.labels[:0], ["a", "b", "c"], [0.5], [0.25])
     with pytest.raises(ValueError, match="holds no examples"):
         evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), empty)

@@ -349,11 +349,24 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
                          f"{tuple(dataset.input_shape)!r}")
     was_training = model.training
     model.eval()
+    try:
+        loss_sum, correct1, correct5, n = _evaluate_batches(model, dataset, batch_size, bf16, channels_last, tta)
+    finally:  # a model that fails part way (a bad batch, an interrupt) is left as it was found
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the dataset to evaluate on holds no examples")
+    result = {"loss": loss_sum.item() / n, "acc": correct1.item() / n}
+    if dataset.num_classes > 10:
+        result["top5"] = correct5.item() / n
+    return result
+
+
+def _evaluate_batches(model, dataset, batch_size, bf16, channels_last, tta):
     device = dataset.device
+    top5 = dataset.num_classes > 10
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct1 = torch.zeros((), device=device, dtype=torch.int64)
     correct5 = torch.zeros((), device=device, dtype=torch.int64)
-    top5 = dataset.num_classes > 10
     n = 0
     for x, y in dataset.batches(batch_size):
         if channels_last and x.dim() == 4:
@@ -363,7 +376,6 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
             if tta == "flip":
                 out = (out + model(x.flip(3)).float()) / 2
         if n == 0 and (out.dim() != 2 or out.shape[1] != dataset.num_classes):
-            model.train(was_training)
             raise ValueError(f"the model gives outputs of shape {tuple(out.shape)} for a batch of "
                              f"{x.shape[0]}, but the dataset has {dataset.num_classes} classes: evaluate a model "
                              f"built for this dataset")
@@ -372,13 +384,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 512, *, bf16: bool = F
         if top5:
             correct5 += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
         n += y.shape[0]
-    model.train(was_training)
-    if n == 0:
-        raise ValueError("the dataset to evaluate on holds no examples")
-    result = {"loss": loss_sum.item() / n, "acc": correct1.item() / n}
-    if top5:
-        result["top5"] = correct5.item() / n
-    return result
+    return loss_sum, correct1, correct5, n
 
 
 class _Stopper:
