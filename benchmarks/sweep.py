@@ -14,7 +14,11 @@ a sweep always leaves a table.
 Writes <results>/<name>.json and .md (results: $FTPROP_RESULTS or benchmarks/results); the
 runs go to runs/<name>/<variant>. ``--tabulate`` runs nothing and rebuilds the table from those
 runs (after a change to the table, or when the sweep itself was killed), keeping the command and
-date the sweep recorded.
+date the sweep recorded (only a record not older than the runs: a later ``--force`` sweep of the same
+name that was stopped before it wrote its own leaves an older record, which describes other runs).
+A run whose summary.json does not say "completed" (stopped, failed, killed or still training) is
+marked with its status beside its name. The variant name ``results`` is reserved: runs/<name>/results
+holds the runs' own result files.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ from ftprop.runs import read_metrics
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # never '.' or '..': --force removes runs/NAME/VARIANT
+CHILD_RESULTS = "results"  # runs/NAME/results: the runs' own result files (so no variant may take the name)
+NOT_RECORDED = "not recorded"
+NO_RECORD = "the sweep's own process was stopped before it wrote one"
+# summary.json's status (the engine writes "running" after each epoch, "failed: X" on an error)
+STATUS_WORDS = {"stopped": "stopped by a signal", "running": "status 'running': killed, or still training",
+                None: "no summary.json: its state is unknown"}
 
 
 def threads_per_run(at_once: int) -> int:
@@ -53,11 +63,71 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     name = name.strip()
     if not NAME_RE.match(name):
         raise SystemExit(f"variant name {name!r}: use letters, digits, '.', '_' and '-' only, not starting with '.'")
+    if name == CHILD_RESULTS:
+        raise SystemExit(f"variant name {name!r} is reserved: runs/<sweep>/{CHILD_RESULTS} holds the runs' own result "
+                         f"files; give the variant another name (e.g. '{name}2')")
     overrides = rest.split()
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise SystemExit(f"variant {name!r}: overrides are key=value, got {bad}")
     return name, overrides
+
+
+def _when(text) -> datetime | None:
+    """An ISO date as an aware datetime (naive ones taken as UTC); None if it is not one."""
+    try:
+        t = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _read_json(path: Path) -> dict | None:
+    """A run's JSON file as a dict; None when it is missing or unreadable (said on stderr)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"warning: {path} is unreadable ({err}); left out", file=sys.stderr)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_status(run: Path) -> str | None:
+    """The run's summary.json status ("completed", "running", "stopped", "failed: X"); None without one."""
+    summary = run / "summary.json"
+    data = _read_json(summary)
+    if data is None:
+        return "summary.json unreadable" if summary.is_file() else None
+    return str(data.get("status", "summary.json has no status"))
+
+
+def flag(returncode, status: str | None) -> str:
+    """What goes beside a variant's name: how its process ended and, if it did not complete, its run's state."""
+    parts = []
+    if isinstance(returncode, int) and returncode != 0:
+        parts.append(f"exit {returncode}" if returncode > 0 else f"killed by signal {-returncode}")
+    elif isinstance(returncode, str) and returncode != NOT_RECORDED:
+        parts.append(returncode)
+    said = (status == "stopped" and returncode == "stopped at the deadline") or (
+        status is None and returncode not in (0, NOT_RECORDED))  # a run that never started writes no summary
+    if status != "completed" and not said:
+        parts.append(STATUS_WORDS.get(status, status))
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def recipe_of(envs: list[dict]) -> str | None:
+    """The --config the runs were started with (each environment.json records its argv)."""
+    seen = []
+    for e in envs:
+        argv = e.get("argv") if isinstance(e.get("argv"), list) else []
+        for i, a in enumerate(argv):
+            value = argv[i + 1] if a == "--config" and i + 1 < len(argv) else (
+                a.split("=", 1)[1] if str(a).startswith("--config=") else None)
+            if value is not None and value not in seen:
+                seen.append(value)
+    return " / ".join(seen) if seen else None
 
 
 def main() -> None:
@@ -105,16 +175,29 @@ def main() -> None:
     if args.force and not args.tabulate:  # a variant that fails to start must not show the old run's numbers
         for n in names:
             shutil.rmtree(runs / n, ignore_errors=True)
-            shutil.rmtree(runs / "results" / args.name / n, ignore_errors=True)
+            for suffix in (".json", ".md"):  # time_to_accuracy.py --name NAME/n writes results/NAME/n.{json,md}
+                (runs / CHILD_RESULTS / args.name / f"{n}{suffix}").unlink(missing_ok=True)
     jobs = args.jobs or len(variants)
     threads = threads_per_run(min(jobs, len(variants)))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), FTPROP_RESULTS=str(runs / "results"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), FTPROP_RESULTS=str(runs / CHILD_RESULTS),
+               PYTHONUNBUFFERED="1")
     pending, running, done = list(variants), {}, {}
     recorded = RESULTS / f"{args.name}.json"
-    previous = json.loads(recorded.read_text()) if args.tabulate and recorded.is_file() else {}
+    previous = (_read_json(recorded) or {}) if args.tabulate else {}
+    own_envs = [e for e in (_read_json(runs / n / "environment.json") for n in names) if e is not None]
+    stale = ""
+    if previous:  # the record describes these runs only if it was written after they all started
+        starts = [t for t in (_when(e.get("started")) for e in own_envs) if t]
+        written = [t for t in (_when(previous.get(k)) for k in ("date", "tabulated_at")) if t]
+        if starts and (not written or max(written) < max(starts)):
+            stale = (f"the record in {recorded} (of {previous.get('date', 'no date')}) is older than these runs, "
+                     f"so it describes earlier ones: a later sweep of this name was stopped before it wrote its own")
+            print(f"note: {stale}; its command, date and return codes are not used", file=sys.stderr)
+            previous = {}
     if args.tabulate:  # run nothing; keep what the sweep itself recorded of each run
-        pending, old = [], {r["variant"]: r for r in previous.get("rows", [])}
-        done = {n: {k: old.get(n, {}).get(k, "not recorded") for k in ("returncode", "wall_s")} for n in names}
+        old = {r.get("variant"): r for r in previous.get("rows", []) if isinstance(r, dict)}
+        pending = []
+        done = {n: {k: old.get(n, {}).get(k, NOT_RECORDED) for k in ("returncode", "wall_s")} for n in names}
     t0 = time.time()
     while pending or running:
         while pending and len(running) < jobs:
@@ -149,11 +232,8 @@ def main() -> None:
     rows = []
     for name, over in variants:
         hist = read_metrics(runs / name / "metrics.jsonl")
-        row = {"variant": name, "overrides": over, **done[name], "epochs_done": len(hist)}
-        summary = runs / name / "summary.json"
-        if (row["returncode"] in (0, "not recorded") and summary.is_file()
-                and json.loads(summary.read_text()).get("status") == "stopped"):
-            row["returncode"] = "stopped by a signal"  # e.g. by hand: it exits cleanly, with its state saved
+        row = {"variant": name, "overrides": over, **done[name], "status": run_status(runs / name),
+               "epochs_done": len(hist)}
         if hist:
             best = max(hist, key=lambda h: h["test_acc"])
             row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],
@@ -172,25 +252,34 @@ def main() -> None:
         raise SystemExit(f"error: no variant finished an epoch (return codes: "
                          f"{', '.join(str(r['returncode']) for r in rows)}); see the logs in {runs}/*.log. "
                          f"No results were written")
-    envs = [json.loads(f.read_text()) for f in sorted(runs.glob("*/environment.json"))]
+    envs = [_read_json(runs / n / "environment.json") for n, _ in variants]  # this sweep's runs only
+    envs = [e for e in envs if e is not None]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.tabulate and not previous:  # the sweep was stopped before it wrote a record: what the runs say
-        seen = sorted({e.get("torch_threads", "not recorded") for e in envs}, key=str)
+        seen = sorted({e.get("torch_threads", NOT_RECORDED) for e in envs}, key=str)
         started = sorted(e["started"] for e in envs if e.get("started"))
-        previous = {"threads_per_run": seen[0] if len(seen) == 1 else " / ".join(map(str, seen)),
-                    "date": started[0] if started else "not recorded (tabulated at " + now + ")",
-                    "command": "not recorded (the sweep's own process was stopped before it wrote one)"}
+        recipe = recipe_of(envs)
+        previous = {"threads_per_run": (seen[0] if len(seen) == 1 else " / ".join(map(str, seen))) if seen
+                    else NOT_RECORDED,
+                    "date": started[0] if started else f"{NOT_RECORDED} (tabulated at {now})",
+                    "command": f"{NOT_RECORDED} ({stale or NO_RECORD})",
+                    "config": recipe or f"{args.config} (as given to --tabulate: the runs do not record theirs)",
+                    "jobs_at_once": NOT_RECORDED}
     payload = {"date": previous.get("date", now),
-               "command": previous.get("command", "python " + shlex.join(sys.argv)), "config": args.config,
-               "jobs_at_once": previous.get("jobs_at_once", jobs),
-               "threads_per_run": previous.get("threads_per_run", 1) if args.tabulate else threads,
+               "command": previous.get("command", "python " + shlex.join(sys.argv)),
+               "config": previous.get("config", args.config),
+               "jobs_at_once": previous.get("jobs_at_once", NOT_RECORDED) if args.tabulate else jobs,
+               "threads_per_run": previous.get("threads_per_run", NOT_RECORDED) if args.tabulate else threads,
                "environment": envs[0] if envs else None, "rows": rows}
     if args.tabulate:
         payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
     e = payload["environment"] or {}
+    at_once, per_run = payload["jobs_at_once"], payload["threads_per_run"]
     lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- recipe: `{args.config}`; {payload['jobs_at_once']} run(s) at once, each in its own process with "
-             f"{payload['threads_per_run']} CPU thread(s)",
+             f"- recipe: `{payload['config']}`; "
+             + (f"{at_once} run(s) at once" if at_once != NOT_RECORDED else "runs at once: not recorded")
+             + ", each in its own process with "
+             + (f"{per_run} CPU thread(s)" if per_run != NOT_RECORDED else "CPU threads not recorded"),
              f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
              f"{e.get('cpu_count')} CPU cores ({e.get('cpu_model', 'CPU model not recorded')}); "
              f"Python {e.get('python')}; git {e.get('git_commit')}", "",
@@ -200,14 +289,17 @@ def main() -> None:
     for r in rows:
         live = (f"{100 * r['best_live_test_acc']:.2f} / {100 * r['final_live_test_acc']:.2f}"
                 if "best_live_test_acc" in r else "-")
-        failed = "" if r["returncode"] in (0, "not recorded") else f" ({r['returncode']})"
+        head = f"| {r['variant']}{flag(r['returncode'], r['status'])} | {' '.join(r['overrides']) or '(recipe)'} |"
         if "best_test_acc" in r:
-            lines.append(f"| {r['variant']}{failed} | {' '.join(r['overrides']) or '(recipe)'} | {r['epochs_done']} | "
+            lines.append(f"{head} {r['epochs_done']} | "
                          f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
                          f"{100 * r['final_train_acc']:.2f} | {live} | {r['mean_epoch_s']} |")
         else:
-            lines.append(f"| {r['variant']} | {' '.join(r['overrides'])} | 0 | - | - | - | - | {r['returncode']} |")
+            lines.append(f"{head} 0 | - | - | - | - | - |")
     lines += ["", "Epoch times are of runs sharing the device; compare them only within this table."]
+    if any(flag(r["returncode"], r["status"]) for r in rows):
+        lines += ["Beside a variant's name: how its process ended, or its run's state when it did not complete "
+                  "(summary.json); its numbers are those of the epochs it finished."]
     if any("best_live_test_acc" in r for r in rows):
         lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
                   "optimiser's weights in the same run."]

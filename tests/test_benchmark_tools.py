@@ -248,6 +248,7 @@ def test_a_sweep_table_gives_the_live_weights_the_twins_and_runs_stopped_by_hand
         started = {"a": "2026-12-06T10:00:05+00:00", "b": "2026-12-06T10:00:01+00:00"}[name]
         (run / "environment.json").write_text(json.dumps({"torch_threads": 2, "started": started}))
     (tmp_path / "runs" / "s" / "a" / "summary.json").write_text('{"status": "stopped"}')
+    (tmp_path / "runs" / "s" / "b" / "summary.json").write_text('{"status": "completed"}')
     out = _run("sweep.py", "--data-root", str(tmp_path), "--name", "s", "--variant", "a: optim.lr=1e-3",
                "--variant", "b: train.twin=relu", "--tabulate", results=results)
     assert out.returncode == 0, out.stderr
@@ -260,3 +261,124 @@ def test_a_sweep_table_gives_the_live_weights_the_twins_and_runs_stopped_by_hand
     assert "- date: 2026-12-06T10:00:01+00:00;" in table and "- command: `not recorded" in table
     b = json.loads((results / "s.json").read_text())["rows"][1]
     assert b["twin_test_acc_by_epoch"] == [0.7, 0.8, 0.75] and b["best_live_test_acc"] == 0.64
+
+
+def _sweep_run(root: Path, sweep: str, variant: str, accs: list, status: str | None = "completed",
+               started: str = "2026-12-10T10:00:00+00:00", **env) -> None:
+    """A run of a sweep's variant as the engine leaves it: metrics, summary and environment."""
+    run = root / "runs" / sweep / variant
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("name = 'x'\n")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i, "test_acc": a, "train_acc": 0.5,
+                                                           "epoch_time_s": 1.0}) + "\n"
+                                               for i, a in enumerate(accs, 1)))
+    if status is not None:
+        (run / "summary.json").write_text(json.dumps({"status": status}))
+    (run / "environment.json").write_text(json.dumps({
+        "device": "cpu", "torch": "2.x", "cpu_count": 2, "python": "3.12", "git_commit": "abc", "torch_threads": 2,
+        "started": started, "argv": ["benchmarks/time_to_accuracy.py", "--config", "tiny.toml"], **env}))
+
+
+def _sweep(root: Path, monkeypatch, *args: str) -> tuple[str, dict]:
+    """sweep.py ARGS in this process, in ``root`` (runs/ there, results in root/results): its table and JSON."""
+    import sweep
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sweep, "RESULTS", root / "results")
+    monkeypatch.setattr(sys, "argv", ["sweep.py", "--data-root", str(root), *args])
+    sweep.main()
+    return (root / "results" / "s.md").read_text(), json.loads((root / "results" / "s.json").read_text())
+
+
+def test_a_sweep_table_flags_every_run_that_did_not_complete(tmp_path, monkeypatch):
+    """The engine writes summary.json status 'running' after each epoch and 'failed: X' on an error:
+    a killed, still-running or failed run must not read as a complete one."""
+    for name, status in [("a", "running"), ("b", "failed: NonFiniteLossError"), ("c", "stopped"), ("d", "completed"),
+                         ("e", None)]:
+        _sweep_run(tmp_path, "s", name, [0.5, 0.6], status=status)
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate",
+                            *[a for v in "abcde" for a in ("--variant", v)])
+    assert "| a (status 'running': killed, or still training) | (recipe) | 2 | 60.00 (2) |" in table
+    assert "| b (failed: NonFiniteLossError) | (recipe) | 2 |" in table
+    assert "| c (stopped by a signal) | (recipe) | 2 |" in table
+    assert "| d | (recipe) | 2 |" in table
+    assert "| e (no summary.json: its state is unknown) | (recipe) | 2 |" in table
+    assert [r["status"] for r in payload["rows"]] == ["running", "failed: NonFiniteLossError", "stopped", "completed",
+                                                      None]
+
+
+def _sweep_record(root: Path, date: str) -> None:
+    (root / "results").mkdir(exist_ok=True)
+    (root / "results" / "s.json").write_text(json.dumps({
+        "date": date, "command": "python benchmarks/sweep.py --config special.toml --name s", "config": "special.toml",
+        "jobs_at_once": 2, "threads_per_run": 1, "rows": [
+            {"variant": "a", "returncode": 0, "wall_s": 5.0}, {"variant": "b", "returncode": 1, "wall_s": 2.0}]}))
+
+
+def test_a_sweep_table_ignores_a_record_older_than_its_runs(tmp_path, monkeypatch):
+    """A --force sweep stopped before it wrote its record leaves the previous sweep's: its command,
+    date, return codes, threads and jobs describe other runs, so --tabulate must not show them."""
+    _sweep_record(tmp_path, "2026-11-01T00:00:00+00:00")
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6])
+    _sweep_run(tmp_path, "s", "b", [0.4], started="2026-12-10T10:00:03+00:00")
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a", "--variant", "b")
+    assert "- command: `not recorded (the record in" in table and "is older than these runs" in table
+    assert "- recipe: `tiny.toml`; runs at once: not recorded, each in its own process with 2 CPU thread(s)" in table
+    assert "- date: 2026-12-10T10:00:00+00:00;" in table
+    assert "| a | (recipe) | 2 |" in table and "| b | (recipe) | 1 |" in table  # no return code of the old runs
+    assert [(r["returncode"], r["wall_s"]) for r in payload["rows"]] == [("not recorded", "not recorded")] * 2
+    assert payload["jobs_at_once"] == "not recorded" and payload["config"] == "tiny.toml"
+
+
+def test_a_sweep_table_keeps_its_own_record_and_shows_a_failed_variant_like_the_others(tmp_path, monkeypatch):
+    _sweep_record(tmp_path, "2026-12-10T11:00:00+00:00")  # written when the sweep ended, after its runs started
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6])
+    (tmp_path / "runs" / "s" / "b").mkdir()  # b failed before its first epoch
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a",
+                            "--variant", "b: optim.lr=2e-3")
+    assert "- command: `python benchmarks/sweep.py --config special.toml --name s`" in table
+    assert "- recipe: `special.toml`; 2 run(s) at once, each in its own process with 1 CPU thread(s)" in table
+    assert "| a | (recipe) | 2 | 60.00 (2) |" in table
+    assert "| b (exit 1) | optim.lr=2e-3 | 0 | - | - | - | - | - |" in table  # the s/epoch column holds no code
+    assert payload["rows"][1]["returncode"] == 1 and payload["rows"][0]["wall_s"] == 5.0
+
+
+def test_a_sweep_table_describes_the_machine_of_its_own_runs_only(tmp_path, monkeypatch):
+    """A leftover run of a variant not in this sweep (e.g. an older GPU run) is not this sweep's machine."""
+    _sweep_run(tmp_path, "s", "Aold", [0.3], device="cuda", torch_threads=1, started="2026-10-01T10:00:00+00:00")
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6])
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a")
+    assert "- date: 2026-12-10T10:00:00+00:00; device: cpu" in table and "with 2 CPU thread(s)" in table
+    assert payload["environment"]["device"] == "cpu" and payload["threads_per_run"] == 2
+
+
+def test_a_forced_sweep_removes_its_variants_old_result_files(tmp_path, monkeypatch):
+    """The runs write runs/NAME/results/NAME/VARIANT.{json,md}: --force must not leave the old ones."""
+    import sweep
+
+    class Failed:  # each run's process fails at once; nothing is trained
+        returncode = 1
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Failed)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    old = tmp_path / "runs" / "s" / "results" / "s"
+    old.mkdir(parents=True)
+    for f in ("a.json", "a.md", "other.json"):
+        (old / f).write_text("an old run's result")
+    with pytest.raises(SystemExit, match="no variant finished an epoch"):
+        _sweep(tmp_path, monkeypatch, "--name", "s", "--force", "--variant", "a")
+    assert sorted(p.name for p in old.iterdir()) == ["other.json"]  # another variant's are left alone
+
+
+def test_the_variant_name_results_is_reserved_for_the_runs_result_files():
+    from sweep import parse_variant
+
+    with pytest.raises(SystemExit, match="'results' is reserved.*another name"):
+        parse_variant("results: optim.lr=1e-3")
+    assert parse_variant("results2")[0] == "results2"
