@@ -7,7 +7,8 @@ CIFAR-10 (quality 75: "about 2-3 points below published numbers"), i.e. 78.8%.
   python benchmarks/time_to_accuracy.py --config configs/recipes/cifar10_convnet4_sign_fast.toml \
       --data-root ~/.cache/ftprop-data [--epochs N] [--device cuda] [--name NAME]
 
-Writes benchmarks/results/<name>.json and .md; the run directory goes to runs/<name>.
+Writes benchmarks/results/<name>.json and .md; the run directory goes to runs/<name>. A run
+continued with --resume lists each session's device and commit, and says so when they differ.
 """
 
 from __future__ import annotations
@@ -31,6 +32,31 @@ from ftprop.runs import RunDirError, read_metrics
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
 JPEG_PENALTY = 2.5
+
+
+def _machine(env: dict) -> str:
+    """One session's device, software, CPU and commit, as the table's header gives them."""
+    return (f"device: {env.get('device')} {env.get('gpu', '')}".rstrip() + f"; torch {env.get('torch')}; "
+            f"Python {env.get('python')}; {env.get('cpu_count')} CPU cores "
+            f"({env.get('cpu_model', 'CPU model not recorded')}); git {env.get('git_commit')}")
+
+
+def session_lines(env: dict) -> tuple[list[str], bool]:
+    """The markdown lines that list a resumed run's sessions (none for a run trained in one), and
+    whether they differ in device, software or commit (their epochs' times are then not comparable)."""
+    resumed = [r for r in env.get("resumed", []) if isinstance(r, dict)]
+    if not resumed:
+        return [], False
+    sessions = [("started", env), *((f"resumed after epoch {r.get('after_epoch')}"
+                                     + (f", step {r['after_step']}" if r.get("after_step") else ""), r)
+                                    for r in resumed)]
+    lines = [f"- sessions ({len(sessions)}; the run was resumed {len(resumed)} time(s)):"]
+    lines += [f"  {i}. {when}: {_machine(e)}" for i, (when, e) in enumerate(sessions, 1)]
+    mixed = len({_machine(e) for _, e in sessions}) > 1
+    if mixed:
+        lines.append("- **mixed sessions**: the epochs were trained on different devices, software or commits "
+                     "(above), so the epoch times and the elapsed column mix them")
+    return lines, mixed
 
 
 def main() -> None:
@@ -71,9 +97,13 @@ def main() -> None:
         hist, stopped = read_metrics(run_dir / "metrics.jsonl"), str(e)
         if not hist:
             raise SystemExit(f"{e}: no epoch finished, nothing to report") from None
-    except (ConfigError, RunDirError, DatasetError, NonFiniteLossError) as e:
-        raise SystemExit(f"error: {e}" + (" (this script: --resume, --force or another --name)"
-                                          if isinstance(e, RunDirError) else "")) from None
+    except (ConfigError, RunDirError, DatasetError, NonFiniteLossError, ValueError, OSError) as e:
+        # as the ftprop CLI does: a bad setting (ValueError: e.g. an unknown model) exits 2, the rest 1
+        if os.environ.get("FTPROP_DEBUG"):
+            raise
+        print(f"error: {e}" + (" (this script: --resume, --force or another --name)"
+                               if isinstance(e, RunDirError) else ""), file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, ValueError) else 1) from None
     wall = time.perf_counter() - t0
     elapsed, reached = 0.0, None
     for h in hist:
@@ -82,6 +112,7 @@ def main() -> None:
         if reached is None and 100 * h["test_acc"] >= args.target:
             reached = h
     env = json.loads((run_dir / "environment.json").read_text())
+    sessions, mixed = session_lines(env)
     passes = 2 if cfg.optim.sam_rho > 0 else 1  # forward/backward passes per step (SAM takes two)
     cost = (f"; SAM: two forward/backward passes per step, so {hist[-1]['epoch']} epochs cost as much as "
             f"{2 * hist[-1]['epoch']} plain ones" if passes == 2 else "")
@@ -92,13 +123,12 @@ def main() -> None:
                "reached_after_s": reached["elapsed_s"] if reached else None,
                "best_test_acc": max(h["test_acc"] for h in hist), "final_test_acc": hist[-1]["test_acc"],
                "epochs": hist[-1]["epoch"], "passes_per_step": passes, "stopped": stopped, "wall_s": round(wall, 1),
-               "history": hist}
+               "sessions": 1 + len(env.get("resumed", [])), "mixed_sessions": mixed, "history": hist}
     when = f"epoch {reached['epoch']} after {reached['elapsed_s']} s" if reached else "no"
     lines = [f"# Time to accuracy: {cfg.name}", "",
              f"- command: `{payload['command']}`", f"- config: `{args.config}` + {extra}",
-             f"- date: {payload['date']}; device: {env['device']} {env.get('gpu', '')}; torch {env['torch']}; "
-             f"Python {env.get('python')}; {env['cpu_count']} CPU cores "
-             f"({env.get('cpu_model', 'CPU model not recorded')}); git {env['git_commit']}",
+             f"- date: {payload['date']}; " + ("first session's " if sessions else "") + _machine(env),
+             *sessions,
              f"- target: {args.target:.1f}% test top-1 (paper's convnet4 sign FTP-SH {PAPER_CONVNET4_SIGN_FTPSH}%, "
              f"recalled, minus {JPEG_PENALTY} points for the JPEG copy of CIFAR-10)",
              f"- **reached: {when}**"

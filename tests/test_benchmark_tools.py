@@ -382,3 +382,59 @@ def test_the_variant_name_results_is_reserved_for_the_runs_result_files():
     with pytest.raises(SystemExit, match="'results' is reserved.*another name"):
         parse_variant("results: optim.lr=1e-3")
     assert parse_variant("results2")[0] == "results2"
+
+
+TINY = """name = "tiny-digits"
+[model]
+name = "mlp"
+activation = "sign"
+options = { hidden = [16] }
+[data]
+name = "digits"
+[optim]
+name = "adam"
+lr = 1e-3
+[train]
+epochs = 1
+batch_size = 256
+device = "cpu"
+tensorboard = false
+"""
+
+
+def _time_to_accuracy(root: Path, monkeypatch, *args: str) -> None:
+    """time_to_accuracy.py on the tiny digits recipe, in this process, in ``root`` (results in root/results)."""
+    import time_to_accuracy
+
+    (root / "tiny.toml").write_text(TINY)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(time_to_accuracy, "RESULTS", root / "results")
+    monkeypatch.setattr(sys, "argv", ["time_to_accuracy.py", "--config", "tiny.toml", "--data-root", str(root),
+                                      "--name", "t", *args])
+    time_to_accuracy.main()
+
+
+def test_time_to_accuracy_refuses_an_unknown_model_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FTPROP_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        _time_to_accuracy(tmp_path, monkeypatch, "--set", "model.name='bogus'")
+    assert exit_.value.code == 2  # a bad setting, as the ftprop CLI answers it
+    assert "error: unknown model 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").iterdir())
+
+
+def test_time_to_accuracy_lists_each_session_of_a_resumed_run(tmp_path, monkeypatch):
+    """After --resume the table gives every session's device and commit, and flags them when they
+    differ (here the first session is made to look like another machine's)."""
+    _time_to_accuracy(tmp_path, monkeypatch)
+    env_file = tmp_path / "runs" / "t" / "environment.json"
+    env = json.loads(env_file.read_text())
+    env_file.write_text(json.dumps({**env, "device": "cuda", "gpu": "NVIDIA H100", "git_commit": "0ld"}))
+    _time_to_accuracy(tmp_path, monkeypatch, "--resume", "--epochs", "2")
+    table = (tmp_path / "results" / "t.md").read_text()
+    assert "- sessions (2; the run was resumed 1 time(s)):" in table
+    assert "  1. started: device: cuda NVIDIA H100; torch" in table and "git 0ld" in table
+    assert "  2. resumed after epoch 1: device: cpu; torch" in table and f"git {env['git_commit']}" in table
+    assert "**mixed sessions**" in table
+    payload = json.loads((tmp_path / "results" / "t.json").read_text())
+    assert payload["sessions"] == 2 and payload["mixed_sessions"] is True and payload["epochs"] == 2
