@@ -5,7 +5,9 @@ view and with the logits of each image and its mirror image averaged (``evaluate
 
 Both the weight average (train.ema_decay > 0) and the live weights are measured. Two views make an
 ensemble, so these numbers are reported beside the single-view ones (the paper's protocol), never
-instead of them. Writes benchmarks/results/<name>.json and .md ($FTPROP_RESULTS overrides the folder).
+instead of them. A checkpoint saved inside an epoch (a run stopped mid-epoch) is measured as it is
+and marked partial, with the steps it took into that epoch. Writes benchmarks/results/<name>.json
+and .md ($FTPROP_RESULTS overrides the folder).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def measure(run: Path, data_root: str | None, device: torch.device) -> dict:
     cfg = config_from_checkpoint(state)
     d = cfg.data
     test = load_dataset(d.name, root=data_root or d.root, split="test", download=False, **d.options).to(device)
-    row = {"run": str(run), "epoch": state["epoch"], "config": cfg.name}
+    step = int(state.get("step") or 0)  # steps into the epoch after ``epoch``: a checkpoint saved mid-epoch
+    row = {"run": str(run), "epoch": state["epoch"], "step": step, "partial": step > 0, "config": cfg.name}
     for live in (True, False) if state.get("ema") is not None else (True,):
         model, which = checkpoint_model(state, cfg, test, live=live)
         with torch.no_grad():
@@ -66,6 +69,10 @@ def main() -> None:
     def pct(row: dict, key: str) -> str:
         return f"{100 * row[key]:.2f}" if key in row else "-"
 
+    def epoch(row: dict) -> str:
+        return (f"{row['epoch']} + {row['step']} steps of epoch {row['epoch'] + 1} (**partial**)" if row["partial"]
+                else str(row["epoch"]))
+
     lines = [f"# Flip test-time augmentation: {args.name}", "", f"- command: `{payload['command']}`",
              f"- date: {payload['date']}; {payload['machine']}, device {payload['device']}; torch {payload['torch']}, "
              f"Python {payload['python']}; git {payload['git_commit']}", "",
@@ -73,10 +80,14 @@ def main() -> None:
              "| live: + mirror (%) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['epoch']} | {pct(r, 'average_acc')} | {pct(r, 'average_flip_acc')} | "
+        lines.append(f"| {r['run']} | {epoch(r)} | {pct(r, 'average_acc')} | {pct(r, 'average_flip_acc')} | "
                      f"{pct(r, 'live_acc')} | {pct(r, 'live_flip_acc')} |")
     lines += ["", "Final checkpoints' test accuracy. '+ mirror' averages the logits of each image and its mirror "
               "image: a two-view ensemble, not the single-view accuracy that the paper and the other tables report."]
+    if any(r["partial"] for r in rows):
+        lines += ["", "A **partial** checkpoint was saved inside an epoch (its run was stopped mid-epoch): its weights "
+                  "are those of the steps given, not of a completed epoch, so its numbers match no epoch's in the "
+                  "run's metrics; resume the run to the epoch's end and measure again for a final checkpoint."]
     write_result(RESULTS / args.name, payload, "\n".join(lines))
     print("\n".join(lines))
 

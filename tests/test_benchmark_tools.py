@@ -438,3 +438,26 @@ def test_time_to_accuracy_lists_each_session_of_a_resumed_run(tmp_path, monkeypa
     assert "**mixed sessions**" in table
     payload = json.loads((tmp_path / "results" / "t.json").read_text())
     assert payload["sessions"] == 2 and payload["mixed_sessions"] is True and payload["epochs"] == 2
+
+
+def test_tta_marks_a_checkpoint_saved_inside_an_epoch(tmp_path, monkeypatch):
+    """A run stopped mid-epoch keeps a checkpoint with 'step' > 0: it is not the last completed epoch."""
+    import tta
+
+    from ftprop.runs import load_checkpoint, save_checkpoint
+
+    _time_to_accuracy(tmp_path, monkeypatch)
+    run = tmp_path / "runs" / "t"
+    (tmp_path / "whole").mkdir()
+    save_checkpoint(tmp_path / "whole", {k: v for k, v in load_checkpoint(run).items() if k != "format"})
+    state = load_checkpoint(run)
+    save_checkpoint(run, {**{k: v for k, v in state.items() if k != "format"}, "step": 3})  # 3 steps into epoch 2
+    monkeypatch.setattr(tta, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["tta.py", "runs/t", "whole/checkpoint.pt", "--name", "tta", "--data-root",
+                                      str(tmp_path), "--device", "cpu"])
+    tta.main()
+    table = (tmp_path / "results" / "tta.md").read_text()
+    assert "| runs/t | 1 + 3 steps of epoch 2 (**partial**) |" in table and "| whole/checkpoint.pt | 1 |" in table
+    assert "A **partial** checkpoint was saved inside an epoch" in table
+    rows = json.loads((tmp_path / "results" / "tta.json").read_text())["rows"]
+    assert [(r["epoch"], r["step"], r["partial"]) for r in rows] == [(1, 3, True), (1, 0, False)]
