@@ -24,6 +24,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ import torch
 from results_file import check_device, claim, write_result
 from torch.utils.data import DataLoader, Dataset
 
-from ftprop.data import load_dataset
+from ftprop.data import DatasetError, load_dataset
 from ftprop.data.cifar10 import MEAN, STD
 from ftprop.runs import cpu_model
 
@@ -154,6 +155,10 @@ def machine() -> dict:
             "numpy": np.__version__}
 
 
+def _workers(n: int) -> str:
+    return "in the main process (num_workers=0)" if n == 0 else f"on {n} worker process{'es' * (n != 1)}"
+
+
 def _fmt(r: dict) -> str:
     return ", ".join(f"{v:,.0f}" for v in r["per_epoch_images_per_s"])
 
@@ -176,12 +181,14 @@ def markdown(r: dict) -> str:
         f"{a2['images_per_s']:,.0f} | {_fmt(a2)} |",
         f"| per-sample DataLoader, num_workers={b['num_workers']} | {b['epochs']} | {b['images']:,} | "
         f"{b['seconds']} | {b['images_per_s']:,.0f} | {_fmt(b)} |", "",
-        f"**Speed-up of the ArrayDataset path on one core over the DataLoader on two worker processes: "
+        f"**Speed-up of the ArrayDataset path on one core over the DataLoader {_workers(b['num_workers'])}: "
         f"{r['speedup']:.1f}x** (target: at least 5x); with all {a2['torch_threads']} torch threads: "
         f"{r['speedup_all_threads']:.1f}x.", "",
         "The DataLoader's Dataset pads, crops, flips and normalises one image per `__getitem__` with tensor ops "
-        "(no PIL, so it is faster than the usual torchvision-style pipeline); its time includes starting its "
-        "workers each epoch (the default, non-persistent behaviour). The machine's two cores are shared with other "
+        "(no PIL, so it is faster than the usual torchvision-style pipeline)"
+        + ("; its time includes starting its workers each epoch (the default, non-persistent behaviour)"
+           if b["num_workers"] else "")
+        + f". The machine's {m['cpu_cores']} cores are shared with other "
         "jobs, so rates vary from epoch to epoch (see the per-epoch column); torch's multi-threaded kernels suffer "
         "most from that, which is why the one-thread run is the headline.", "",
         "## Real data", "",
@@ -222,8 +229,18 @@ def main(argv=None) -> int:
     check_device(p, args.device)
     claim(args.out / "data_pipeline", args.force)
 
-    cifar, train = check_cifar(args.data_root.expanduser(), args.prepare)
+    # both data sets are read before anything is timed: a wrong folder is found at once
+    try:
+        cifar, train = check_cifar(args.data_root.expanduser(), args.prepare)
+    except DatasetError as err:
+        raise SystemExit(f"error: --data-root {args.data_root}: {err}") from None
     print("cifar10:", cifar, flush=True)
+    try:
+        fashion = check_fashion(args.fashion_root.expanduser())
+    except DatasetError as err:
+        raise SystemExit(f"error: --fashion-root {args.fashion_root}: {err} (give --fashion-root the folder that "
+                         f"holds Fashion-MNIST's four idx files)") from None
+    print("fashion-mnist:", fashion, flush=True)
     device = torch.device(args.device)
     default_threads = torch.get_num_threads()
     array_runs = {}
@@ -235,10 +252,8 @@ def main(argv=None) -> int:
     array = array_runs[1]
     loader = time_loader(train, args.batch_size, args.epochs, args.workers)
     print("loader:", loader, flush=True)
-    fashion = check_fashion(args.fashion_root)
-    print("fashion-mnist:", fashion, flush=True)
     result = {
-        "command": " ".join(["python", "benchmarks/data_pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/data_pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "device": str(device), "batch_size": args.batch_size,
         "array": array, "array_all_threads": array_runs[default_threads], "loader": loader,

@@ -461,3 +461,40 @@ def test_tta_marks_a_checkpoint_saved_inside_an_epoch(tmp_path, monkeypatch):
     assert "A **partial** checkpoint was saved inside an epoch" in table
     rows = json.loads((tmp_path / "results" / "tta.json").read_text())["rows"]
     assert [(r["epoch"], r["step"], r["partial"]) for r in rows] == [(1, 3, True), (1, 0, False)]
+
+
+def _data_pipeline(tmp_path, monkeypatch, timed: list, *args: str) -> None:
+    """data_pipeline.py on a tiny fake CIFAR-10, in this process; ``timed`` gets the pipelines it timed."""
+    import data_pipeline
+    from test_data import write_cifar
+
+    write_cifar(tmp_path / "cifar")
+    real_array, real_loader = data_pipeline.time_array, data_pipeline.time_loader
+    monkeypatch.setattr(data_pipeline, "time_array", lambda *a: timed.append("array") or real_array(*a))
+    monkeypatch.setattr(data_pipeline, "time_loader", lambda *a: timed.append("loader") or real_loader(*a))
+    data_pipeline.main(["--data-root", str(tmp_path / "cifar"), "--epochs", "1", "--device", "cpu", *args])
+
+
+def test_data_pipeline_refuses_a_bad_fashion_root_before_timing_anything(tmp_path, monkeypatch):
+    from ftprop.data import idx as idx_mod
+
+    monkeypatch.setitem(idx_mod.SOURCES["fashion-mnist"], "fallbacks", ())  # no system copy found instead
+    timed = []
+    with pytest.raises(SystemExit, match=r"error: --fashion-root .*typo: fashion-mnist train files .* not found"):
+        _data_pipeline(tmp_path, monkeypatch, timed, "--fashion-root", str(tmp_path / "typo"),
+                       "--out", str(tmp_path / "o"))
+    assert timed == [] and not list((tmp_path / "o").glob("data_pipeline.*"))
+
+
+def test_data_pipeline_table_names_its_workers_and_quotes_its_command(tmp_path, monkeypatch):
+    from test_data import write_mnist
+
+    write_mnist(tmp_path / "fm" / "fashion-mnist")
+    out = tmp_path / "out dir"
+    timed = []
+    _data_pipeline(tmp_path, monkeypatch, timed, "--fashion-root", str(tmp_path / "fm"), "--workers", "0",
+                   "--out", str(out))
+    assert timed == ["array", "array", "loader"] or timed == ["array", "loader"]  # 1 thread, all threads; loader
+    table = (out / "data_pipeline.md").read_text()
+    assert "over the DataLoader in the main process (num_workers=0): " in table and "two worker" not in table
+    assert f"--out '{out}'" in json.loads((out / "data_pipeline.json").read_text())["command"]
