@@ -681,7 +681,13 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if getattr(args, opt, 1) < 1:
             p.error(f"--{opt} must be >= 1")
     for opt in ("models", "speed_models"):
-        unknown = [m for m in getattr(args, opt, "").split(",") if m and m not in INPUT]
+        given = getattr(args, opt, None)
+        if given is None:
+            continue
+        if any(not m.strip() for m in given.split(",")):  # 'mlp,' or 'mlp,,convnet4' would reach a KeyError
+            p.error(f"--{opt.replace('_', '-')} {given!r}: an empty name; give model names joined by commas, "
+                    f"with none empty and no space (e.g. mlp,convnet4)")
+        unknown = [m for m in given.split(",") if m not in INPUT]
         if unknown:
             p.error(f"--{opt.replace('_', '-')}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
     if getattr(args, "shape", None) is not None:

@@ -168,6 +168,7 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["step-time", "--device", "foo", "--name", "t2"], "--device 'foo'"),
     ("perf.py", ["step-time", "--with-twin", "rleu", "--name", "t5"], "--with-twin 'rleu': unknown activation"),
     ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
+    ("perf.py", ["step-time", "--models", "mlp,", "--name", "t6"], "--models 'mlp,': an empty name"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
