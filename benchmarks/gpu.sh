@@ -14,6 +14,9 @@
 # "compile" (torch.compile, reduce-overhead), "tta" (the fast recipe's 30 epochs) and "sweep" (the
 # recipe variants of SWEEP_FILE side by side until the budget is spent; or pass --sweep; SWEEP_NAME
 # names its result). GPU_PLAN=1 prints the plan (stages, caps, budget) and exits, on any machine.
+# Before anything runs, the Python modules the chosen stages import are looked for in $PYTHON
+# (default python3): a missing one stops the script at once, naming it and the stages that need it
+# (GPU_PLAN=1 only notes it). A stage skipped for want of time says so.
 set -uo pipefail
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
@@ -41,6 +44,35 @@ for s in tta sweep; do [[ " $STAGES " == *" $s "* ]] && uses_data=$s; done
 [ -n "$CIFAR" ] && [ -z "$uses_data" ] && { echo "no chosen stage reads CIFAR: add tta to GPU_STAGES, or pass --sweep"; exit 2; }
 echo "plan: stages '$STAGES', caps adding up to ${planned}s$([[ " $STAGES " == *" sweep "* ]] && echo " and the sweep in what is left"), budget ${BUDGET}s"
 [ "$planned" -le "$BUDGET" ] || echo "warning: the caps exceed the budget, so the last stages may be cut or skipped: raise GPU_BUDGET_S or choose fewer GPU_STAGES"
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+# The Python modules each stage imports (ftprop itself comes from src/); looked for, not imported (fast)
+declare -A NEEDS=([torch]="every stage" [numpy]="every stage")
+want tests && NEEDS[pytest]="tests"
+for s in tta sweep; do
+    if want $s; then NEEDS[matplotlib]="${NEEDS[matplotlib]:+${NEEDS[matplotlib]}, }$s"; NEEDS[tqdm]=${NEEDS[matplotlib]}; fi
+done
+missing=$($PY -c '
+import importlib.util, sys
+def found(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except Exception:  # a broken or blocked package
+        return False
+print(" ".join(m for m in sys.argv[1:] if not found(m)))' "${!NEEDS[@]}" 2>/dev/null) || {
+    echo "$([ -n "${GPU_PLAN:-}" ] && echo note || echo error): cannot run '$PY': set PYTHON to the Python that has torch"
+    [ -n "${GPU_PLAN:-}" ] && exit 0 || exit 2
+}
+if [ -n "$missing" ]; then
+    why=""; for m in $missing; do why="$why $m (${NEEDS[$m]});"; done
+    if [ -n "${GPU_PLAN:-}" ]; then
+        echo "note: $PY here lacks the Python module(s)${why%;}: the script itself would stop on such a machine"
+    else
+        echo "error: $PY lacks the Python module(s)${why%;}, which the chosen stages import. Install them into it" \
+             "(pip install $missing; with no internet, from wheels brought along), set PYTHON to a Python that has" \
+             "them, or drop those stages from GPU_STAGES. Nothing was run."
+        exit 2
+    fi
+fi
 [ -n "${GPU_PLAN:-}" ] && exit 0
 mkdir -p "$FTPROP_RESULTS"
 export GPU_SH_START=$(date +%s)
@@ -60,8 +92,6 @@ within() {
     [ "$l" -gt 20 ] || { echo "skipped: the stage's cap or the ${BUDGET}s budget is spent"; return 0; }
     timeout $(( $1 < l ? $1 : l )) "${@:2}"
 }
-
-want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # 0. the CUDA paths are correct (tests/test_cuda.py is skipped on machines without a GPU)
 if want tests; then
@@ -143,6 +173,9 @@ if [ -n "$uses_data" ]; then
         want tta && stage sweep "recipe sweep"
         $PY benchmarks/sweep.py --device cuda --data-root "$CIFAR" --name "$SWEEP_NAME" \
             --variants-file "$SWEEP_FILE" --deadline $(( $(left) - 20 )) --force  # a warm machine keeps runs/
+    elif want sweep; then
+        echo "skipped: the recipe sweep, since only $(left)s of the ${BUDGET}s budget is left (it needs more than" \
+            "60s); raise GPU_BUDGET_S or choose fewer GPU_STAGES"
     fi
 fi
 

@@ -100,6 +100,51 @@ def _gpu_plan(*args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=BENCH.parent, timeout=30)
 
 
+def _gpu(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """gpu.sh for real (no GPU_PLAN), its results in tmp_path/results."""
+    full = dict(os.environ, FTPROP_RESULTS=str(tmp_path / "results"), **env)
+    if "GPU_PLAN" not in env:
+        full.pop("GPU_PLAN", None)
+    return subprocess.run(["bash", str(BENCH / "gpu.sh"), *args], env=full, capture_output=True, text=True,
+                          cwd=BENCH.parent, timeout=30)
+
+
+def test_gpu_script_names_missing_modules_before_running_anything(tmp_path):
+    """A CUDA image without matplotlib failed the tta stage only after its training: the modules the
+    chosen stages import are looked for first, and a missing one stops the script, saying what to do."""
+    blocked = tmp_path / "site"
+    blocked.mkdir()
+    (blocked / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = {"PYTHON": sys.executable, "PYTHONPATH": str(blocked), "GPU_STAGES": "tests tta"}
+    out = _gpu(tmp_path, str(tmp_path), **env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "lacks the Python module(s) matplotlib (tta)" in out.stdout and "pip install matplotlib" in out.stdout
+    assert "pytest" not in out.stdout.split("error:")[1].split("which")[0]  # only what is missing is named
+    assert not (tmp_path / "results").exists()  # nothing ran
+    plan = _gpu(tmp_path, str(tmp_path), GPU_PLAN="1", **env)
+    assert plan.returncode == 0 and "note: " in plan.stdout and "matplotlib (tta)" in plan.stdout
+    plan = _gpu(tmp_path, PYTHON=sys.executable, GPU_PLAN="1")  # the default stages, everything installed
+    assert plan.returncode == 0 and "lacks" not in plan.stdout
+
+
+def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, text in [("nvidia-smi", "echo 'GPU 0: a fake one'"), ("python", "exit 0")]:
+        (fake / name).write_text(f"#!/bin/sh\n{text}\n")
+        (fake / name).chmod(0o755)
+    out = _gpu(tmp_path, str(tmp_path), "--sweep", GPU_STAGES="unit", GPU_BUDGET_S="60", PYTHON=str(fake / "python"),
+               PATH=f"{fake}:{os.environ['PATH']}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "skipped: the recipe sweep, since only" in out.stdout and "(it needs more than 60s)" in out.stdout
+
+
 def test_gpu_script_default_stages_fit_its_budget():
     """A lent GPU's minutes are few: the default stages' caps must add up to at most the budget,
     so none of them is cut for want of time; a plan over budget says so before anything runs."""
