@@ -112,8 +112,9 @@ def flag(returncode, status: str | None) -> str:
         parts.append(returncode)
     said = (status == "stopped" and returncode == "stopped at the deadline") or (
         status is None and returncode not in (0, NOT_RECORDED))  # a run that never started writes no summary
-    if status != "completed" and not said:
-        parts.append(STATUS_WORDS.get(status, status))
+    words = STATUS_WORDS.get(status, status)
+    if status != "completed" and not said and words not in parts:  # a record may already say it
+        parts.append(words)
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -186,11 +187,13 @@ def main() -> None:
     previous = (_read_json(recorded) or {}) if args.tabulate else {}
     own_envs = [e for e in (_read_json(runs / n / "environment.json") for n in names) if e is not None]
     stale = ""
+    if str(previous.get("command", "")).startswith(NOT_RECORDED):
+        previous = {}  # a --tabulate without the sweep's record: all it holds comes from the runs, read again below
     if previous:  # the record describes these runs only if it was written after they all started
         starts = [t for t in (_when(e.get("started")) for e in own_envs) if t]
         written = [t for t in (_when(previous.get(k)) for k in ("date", "tabulated_at")) if t]
         if starts and (not written or max(written) < max(starts)):
-            stale = (f"the record in {recorded} (of {previous.get('date', 'no date')}) is older than these runs, "
+            stale = (f"the record in {recorded}, dated {previous.get('date', 'nothing')}, is older than these runs, "
                      f"so it describes earlier ones: a later sweep of this name was stopped before it wrote its own")
             print(f"note: {stale}; its command, date and return codes are not used", file=sys.stderr)
             previous = {}

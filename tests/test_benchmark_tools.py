@@ -544,3 +544,19 @@ def test_data_pipeline_table_names_its_workers_and_quotes_its_command(tmp_path, 
     table = (out / "data_pipeline.md").read_text()
     assert "over the DataLoader in the main process (num_workers=0): " in table and "two worker" not in table
     assert f"--out '{out}'" in json.loads((out / "data_pipeline.json").read_text())["command"]
+
+
+def test_a_sweep_table_takes_nothing_from_an_earlier_tabulation_without_a_record(tmp_path, monkeypatch):
+    """Such a tabulation holds only what it read from the runs (and older ones invented 'jobs_at_once'
+    from the variants and wrote a stopped run's state as its return code): it is read from the runs again."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "s.json").write_text(json.dumps({
+        "date": "2026-12-10T10:00:00+00:00", "tabulated_at": "2026-12-11T00:00:00+00:00", "jobs_at_once": 3,
+        "command": "not recorded (the sweep's own process was stopped before it wrote one)", "threads_per_run": 2,
+        "rows": [{"variant": "c", "returncode": "stopped by a signal", "wall_s": "not recorded"}]}))
+    _sweep_run(tmp_path, "s", "c", [0.5], status="stopped")
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "c")
+    assert "runs at once: not recorded" in table and payload["jobs_at_once"] == "not recorded"
+    assert "| c (stopped by a signal) | (recipe) | 1 |" in table
+    again, _ = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "c")
+    assert again == table  # tabulating again changes nothing
