@@ -200,6 +200,26 @@ def test_config_errors_name_the_closest_key():
         apply_overrides(Config(), ["optim.lr_scaling=layer-rms"])
     with pytest.raises(ConfigError, match=re.escape("data.plain_last_epochs must be in [0, train.epochs = 3]")):
         apply_overrides(Config(), ["train.epochs=3", "data.plain_last_epochs=4"])
+    for sets, what in [(["name=x", "name.y=1"], "name"), (["model.options=[1]", "model.options.a=1"], "model.options"),
+                       (["model.options.hidden=5", "model.options.hidden.x=1"], "model.options.hidden")]:
+        with pytest.raises(ConfigError, match=f"{re.escape(what)} is a value, not a table of keys"):
+            apply_overrides(Config(), sets)
+    with pytest.raises(ConfigError, match="data.val_seed draws the validation split: it needs data.val_fraction > 0"):
+        apply_overrides(Config(), ["data.val_seed=5"])  # else accepted and ignored
+
+
+def test_config_text_round_trips_through_toml_or_is_refused():
+    import tomllib
+
+    from ftprop.runs import config_to_toml
+
+    cfg = apply_overrides(Config(), ["name=a\x7fb é ✓", "data.root=/data/x\x7f"])  # TOML escapes DEL
+    assert cfg.name == "a\x7fb é ✓" and cfg.data.root == "/data/x\x7f"
+    assert config_from_dict(tomllib.loads(config_to_toml(cfg))) == cfg
+    with pytest.raises(ConfigError, match="data.root = .* is not UTF-8 text .*rename it"):
+        apply_overrides(Config(), ["data.root=/data/\udcff"])  # bytes of another encoding, as Python reads them
+    with pytest.raises(ConfigError, match="other than UTF-8 text"):
+        apply_overrides(Config(), ["name=run\udcff"])
 
 
 def test_an_empty_set_value_unsets_an_optional_key_and_flags_turn_a_config_s_switches_off(tmp_path):
@@ -431,6 +451,61 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
     assert read_run(tmp_path / "r").config.optim.lr == 0.01
 
 
+def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
+    from ftprop.engine import _set_aside
+    from ftprop.runs import config_to_toml
+
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    _set_aside(tmp_path / "r")  # a --force run killed in its first epoch: the first run aside, its own files
+    (tmp_path / "r" / "config.toml").write_text(config_to_toml(apply_overrides(cfg, ["optim.lr=0.5"])))
+    (tmp_path / "r" / "metrics.jsonl").write_text("")
+    with pytest.raises(NonFiniteLossError):  # a second --force that fails before its first checkpoint
+        train(apply_overrides(cfg, ["optim.lr=1e38"]), tmp_path / "r", force=True, log=None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_a_failed_resume_of_a_run_without_a_checkpoint_leaves_its_description(tmp_path):
+    cfg = small_config(epochs=2)
+    with pytest.raises(RuntimeError, match="corrupt"):  # as a run killed in its first epoch leaves it
+        train(cfg, tmp_path / "r", data=_tiny_data(FailingData), log=None)
+    train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
+    (tmp_path / "r" / "checkpoint.pt").unlink()
+    (tmp_path / "r" / "metrics.jsonl").write_text("")
+    files = {n: (tmp_path / "r" / n).read_text() for n in ("config.toml", "environment.json")}
+    with pytest.raises(RuntimeError, match="corrupt"):
+        train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "r", resume=True,
+              data=_tiny_data(FailingData), log=None)
+    assert {n: (tmp_path / "r" / n).read_text() for n in files} == files  # not the failed attempt's lr
+    done = train(apply_overrides(cfg, ["optim.lr=0.01"]), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
+    assert done.status == "completed" and read_run(tmp_path / "r").config.optim.lr == 0.01
+    assert json.loads((tmp_path / "r" / "environment.json").read_text())["resumed"][-1]["changed"]
+
+
+def test_a_stop_at_an_epochs_end_saves_the_epoch_it_says_it_saved(tmp_path):
+    from ftprop.engine import TrainingStopped
+
+    def stop_once_epoch_1_is_logged(line):  # after the checkpoint's turn (none is due at epoch 1)
+        if line.startswith("epoch   1"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = small_config("train.checkpoint_every=2", epochs=3)
+    with pytest.raises(TrainingStopped, match="state saved in"):
+        train(cfg, tmp_path / "r", data=_tiny_data(), log=stop_once_epoch_1_is_logged)
+    assert load_checkpoint(tmp_path / "r")["epoch"] == 1
+    resumed = train(cfg, tmp_path / "r", resume=True, data=_tiny_data(), log=None)
+    straight = train(cfg, tmp_path / "s", data=_tiny_data(), log=None)
+    assert strip_times(resumed.history) == strip_times(straight.history)
+
+
+def test_runs_started_within_a_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirs = [train(small_config(f"train.seed={i}", epochs=1), data=_tiny_data(), log=None).run_dir for i in range(3)]
+    assert len(set(dirs)) == 3 and all((d / "checkpoint.pt").is_file() for d in dirs)
+    assert [read_run(d).config.train.seed for d in dirs] == [0, 1, 2]
+
+
 class FailsInEpoch2(ArrayDataset):
     """Trains one epoch, then fails, as a run killed by bad input past its first epoch would."""
 
@@ -462,10 +537,13 @@ def test_a_failed_resume_keeps_the_epochs_logged_past_its_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "r")  # as a kill after epoch 3 of a run saved at epoch 2 leaves it
     save_checkpoint(tmp_path / "r", {**state, "epoch": 2, "history": state["history"][:2]})
     metrics = (tmp_path / "r" / "metrics.jsonl").read_text()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     with pytest.raises(RuntimeError, match="corrupt"):
         train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True,
               data=_tiny_data(FailingData), log=None)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == metrics
+    # the summary still agrees with metrics.jsonl (3 epochs, not the checkpoint's 2), and says it failed
+    assert json.loads((tmp_path / "r" / "summary.json").read_text()) == {**summary, "status": "failed: RuntimeError"}
     done = train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
     assert [r["epoch"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3, 4]
     assert [r["epoch"] for r in done.history] == [1, 2, 3, 4]

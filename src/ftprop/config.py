@@ -238,9 +238,12 @@ def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None
                               f"(e.g. optim.lr=1e-3)")
         if len(parts) > 2 and parts[1] != "options":
             raise ConfigError(f"--set key {key!r}: only the options tables take deeper keys")
-        node = patch.setdefault(parts[0], {})
-        for p in parts[1:-1]:
+        node, where = patch, []
+        for p in parts[:-1]:
+            where.append(p)
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # (--set name.x=1, or options.hidden=5 then options.hidden.x=1)
+                raise ConfigError(f"--set key {key!r}: {'.'.join(where)} is a value, not a table of keys")
         # an empty value unsets a key that may be unset (train.teacher=, model.loss=): back to None
         node[parts[-1]] = None if len(parts) == 2 and not text.strip() else _parse_value(text.strip())
         if len(parts) == 2 and parts[1] == "options":
@@ -252,6 +255,14 @@ def _one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{where} = {value!r} is not valid.{_closest(value, list(choices))} "
                           f"Choices: {', '.join(choices)}.")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(cfg: Config) -> None:
@@ -269,6 +280,9 @@ def validate(cfg: Config) -> None:
             for v in value if isinstance(value, (list, tuple)) else [value]:
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ConfigError(f"{section}.{key} = {v}: give a finite number")
+                if isinstance(v, str) and not _utf8(v):  # config.toml could not hold it
+                    raise ConfigError(f"{section}.{key} = {v!r} is not UTF-8 text (a file name in another "
+                                      f"encoding?); rename it, or use a path without those bytes")
     t, o, s = cfg.train, cfg.optim, cfg.schedule
     checks = [
         (t.epochs >= 1, "train.epochs must be >= 1"),
@@ -298,14 +312,17 @@ def validate(cfg: Config) -> None:
         (0 <= s.final_lr_fraction <= 1, "schedule.final_lr_fraction must be in [0, 1]"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (0 <= cfg.data.val_seed < 2**63, "data.val_seed must be in [0, 2^63)"),
+        (cfg.data.val_seed == 0 or cfg.data.val_fraction > 0,
+         "data.val_seed draws the validation split: it needs data.val_fraction > 0"),
         (0 <= cfg.data.plain_last_epochs <= t.epochs,
          f"data.plain_last_epochs must be in [0, train.epochs = {t.epochs}]"),
         (cfg.data.augment or cfg.data.plain_last_epochs == 0,
          "data.plain_last_epochs turns augmentation off for the last epochs, but data.augment = false "
          "already trains without it; drop one of the two"),
-        (bool(cfg.name.strip()) and not cfg.name.startswith(".") and not {"/", "\\"} & set(cfg.name),
+        (bool(cfg.name.strip()) and not cfg.name.startswith(".") and not {"/", "\\"} & set(cfg.name)
+         and _utf8(cfg.name),
          f"name = {cfg.name!r}: a run name names a folder under runs/, so it must not be empty, start "
-         f"with '.' or hold '/' or '\\' (choose the folder itself with --out)"),
+         f"with '.', hold '/' or '\\' or be other than UTF-8 text (choose the folder itself with --out)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -12,6 +12,7 @@ from a checkpoint continues bit for bit on the CPU.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -425,7 +426,7 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
     if out is None:
         if resume:
             raise RunDirError("resume needs the run directory to continue")
-        out = Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        out = _new_default_dir(Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     out = Path(out)
     cfg_file = out / "config.toml"
     if resume:
@@ -467,6 +468,19 @@ def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -
     return out, None
 
 
+def _new_default_dir(base: Path) -> Path:
+    """``base``, or base-2, base-3, ...: the first that did not exist, made here (runs started within
+    the same second each get their own folder, and none is taken for another's)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            out.mkdir()
+        except FileExistsError:
+            continue
+        return out
+
+
 def _read_environment(out: Path) -> dict:
     """The run's environment.json ({} if it has none), which a resume extends."""
     try:
@@ -491,9 +505,14 @@ def _remove_run_files(out: Path) -> None:
 
 
 def _set_aside(out: Path) -> None:
-    """Move the run files of ``out`` into ``out/ASIDE`` (dropping an older one): --force replaces a
-    run only once the new one has written a checkpoint, so a new run that fails first gives it back."""
+    """Move the run files of ``out`` into ``out/ASIDE``: --force replaces a run only once the new one
+    has written a checkpoint, so a new run that fails first gives it back. An ASIDE already there
+    with no checkpoint in ``out`` is a run that a killed --force was replacing: it stays, and what
+    the killed run left is dropped (with a checkpoint, the killed run had replaced it)."""
     aside = out / ASIDE
+    if aside.is_dir() and not (out / CHECKPOINT).is_file():
+        _remove_run_files(out)
+        return
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir()
     for name in RUN_FILES:
@@ -645,7 +664,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     # one that fails before keeps the epochs logged past the checkpoint.
     metrics_synced = state is None
     if run_dir is not None:
-        if not resume or state is None:
+        if not resume:
             describe_run()
             described = True
         if metrics_synced:
@@ -698,7 +717,20 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
-    made["write_summary"] = write_summary
+    def mark_failed(status: str) -> None:
+        """Say in summary.json that the attempt failed: rewritten from the history when metrics.jsonl
+        holds it too; else (a resume that failed before its first epoch's end, metrics.jsonl still
+        the earlier attempt's) only the status changes, so the two files keep agreeing."""
+        if metrics_synced:
+            write_summary(status)
+            return
+        try:
+            old = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            return
+        atomic_write_text(run_dir / "summary.json", json.dumps({**old, "status": status}, indent=2) + "\n")
+
+    made["write_summary"] = mark_failed
 
     with stopper.installed():
         for epoch in range(start_epoch, t.epochs + 1):
@@ -839,6 +871,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                         tb.add_scalar(k, v, epoch)
             log(_format_row(row))
             if stopper.signal is not None:
+                if run_dir is not None and saved != (epoch, 0):  # the signal came after the checkpoint's turn
+                    checkpoint(epoch, 0)
                 status = "stopped"
                 log(f"stopped by signal {stopper.signal} after epoch {epoch}; "
                     + (f"resume with: ftprop train --resume {run_dir}" if run_dir else "nothing saved"))

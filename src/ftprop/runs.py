@@ -77,9 +77,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
+        what = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), None)
+        if what is None:  # not a pickle of foreign objects: a damaged file, or no pickle at all
             raise _unreadable(path, err) from None
-        what = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise RunDirError(f"{path} holds Python objects that are not tensors or plain values ({what}): ftprop "
                           f"does not load it, since unpickling them could run any code. ftprop writes no such "
                           f"objects; if you trust the file, read it with torch.load(..., weights_only=False) "
@@ -109,7 +109,12 @@ def _toml_value(v: Any) -> str:
             raise ValueError(f"cannot write {v} to TOML")
         return repr(v)
     if isinstance(v, str):  # (not ASCII-only: json would write an emoji as a surrogate pair, which TOML refuses)
-        return json.dumps(v, ensure_ascii=False)
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:  # a file name in another encoding, as Python decodes it
+            raise ValueError(f"{v!r} is not UTF-8 text, which a TOML file (config.toml) must be: rename it "
+                             f"or use a path without those bytes") from None
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML escapes DEL, json does not
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
