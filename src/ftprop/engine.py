@@ -187,9 +187,15 @@ def _make_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
 def lr_at(cfg: Config, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Learning rate at ``step`` (0-based) of ``epoch`` (1-based): a pure function, for exact resume.
 
+    Each step takes the schedule's value at the training progress where it starts, in [0, 1), so
+    the end points are met as training ends, not at its last step (which, with S steps in all,
+    takes the value at (S - 1) / S of the way), and a warm-up's first step has lr 0 (cosine) or
+    lr / 25 (onecycle).
+
     multistep: the paper's rule, lr is multiplied by gamma at the START of each milestone epoch.
-    cosine: optional linear warm-up, then cosine decay to final_lr_fraction * lr by the last step.
-    onecycle: linear rise over warmup_epochs (default: 25% of training), then linear decay.
+    cosine: optional linear warm-up from 0, then cosine decay to final_lr_fraction * lr.
+    onecycle: linear rise from lr / 25 over warmup_epochs (default: 25% of training), then linear
+    decay to final_lr_fraction * lr.
     """
     s, base, total = cfg.schedule, cfg.optim.lr, cfg.train.epochs
     if s.name == "constant":
