@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 import os
 import re
 import signal
@@ -1283,7 +1284,8 @@ class InterruptedData(EventAtBatch):
     # a twin beside every other per-step state: its weights, its optimiser, SAM, the average
     ("train.twin=relu", "optim.sam_rho=0.05", "train.ema_decay=0.9", "optim.lr_scaling=layer_rms",
      "train.label_smoothing=0.1"),
-], ids=["sam", "twin-sam-average-layer_rms"])
+    ("train.ema_decay=0.9", "train.average_teaches=true"),  # the average, resumed, teaches as it would have
+], ids=["sam", "twin-sam-average-layer_rms", "average-teaches"])
 def test_a_run_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path, extra):
     from ftprop.engine import TrainingStopped
 
@@ -1573,11 +1575,39 @@ def test_a_run_with_a_twin_resumes_bit_for_bit_and_cannot_switch_its_twin(tmp_pa
         train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "c", resume=True, log=None)
 
 
+def test_the_weight_average_teaches_from_the_first_step(monkeypatch):
+    import ftprop.engine as engine
+
+    seen = []
+    real = engine.distillation_loss
+
+    def recorded(out, y, teacher_out, t):
+        seen.append((out.detach().clone(), None if teacher_out is None else teacher_out.clone()))
+        return real(out, y, teacher_out, t)
+
+    monkeypatch.setattr(engine, "distillation_loss", recorded)
+    cfg = small_config("train.ema_decay=0.9", "train.average_teaches=true", "train.distill_weight=0.7",
+                       "train.distill_temperature=2", "model.options.batch_norm=false", epochs=2)  # (BN: eval mode
+    # teaches, with the running statistics, so even the first outputs would differ)
+    taught = train(cfg, save=False, data=_tiny_data(), log=None)
+    assert len(seen) == 2 * math.ceil(256 / cfg.train.batch_size) and all(t is not None for _, t in seen)
+    torch.testing.assert_close(seen[0][1], seen[0][0])  # before any update the average is the network itself
+    assert not torch.allclose(seen[-1][1], seen[-1][0])  # then it lags behind the weights that take the steps
+    plain = train(apply_overrides(cfg, ["train.average_teaches=false", "train.distill_weight=0.5",
+                                        "train.distill_temperature=4"]), save=False, data=_tiny_data(), log=None)
+    assert taught.history[-1]["train_loss"] != plain.history[-1]["train_loss"]
+    for bad, message in [(["train.average_teaches=true"], "needs a weight average to teach: set train.ema_decay"),
+                         (["train.ema_decay=0.9", "train.average_teaches=true", "train.twin=relu"],
+                          "sources of the same distillation term")]:
+        with pytest.raises(ConfigError, match=message):
+            small_config(*bad)
+
+
 def test_twins_that_cannot_work_are_refused(digits_teacher, tmp_path, capsys):
     from ftprop.cli import main
 
     path, _ = digits_teacher
-    with pytest.raises(ConfigError, match="two sources of the same distillation term"):
+    with pytest.raises(ConfigError, match="sources of the same distillation term"):
         small_config(f"train.teacher='{path}'", "train.twin=relu")
     with pytest.raises(ConfigError, match="train.twin = 'rleu': unknown activation"):
         train(small_config("train.twin=rleu", epochs=1), tmp_path / "r", log=None)

@@ -97,6 +97,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (per step)
     teacher: str | None = None  # a trained run (directory or checkpoint.pt) whose outputs the loss also matches
     twin: str | None = None  # units of a twin network trained alongside on the labels, teaching as a teacher would
+    average_teaches: bool = False  # the weight average (train.ema_decay) teaches the network, as a teacher would
     distill_weight: float = 0.5  # with a teacher or a twin: the share of the loss that is the distillation term
     distill_temperature: float = 4.0  # with a teacher or a twin: both networks' logits are divided by it, then softmax
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
@@ -296,9 +297,11 @@ def validate(cfg: Config) -> None:
         (t.distill_temperature > 0, "train.distill_temperature must be > 0 (e.g. 4)"),
         (t.teacher is None or bool(t.teacher.strip()), "train.teacher must name a run directory or checkpoint"),
         (t.twin is None or bool(t.twin.strip()), "train.twin must name the twin's units (e.g. 'relu')"),
-        (t.teacher is None or t.twin is None,
-         "train.teacher and train.twin are two sources of the same distillation term; set one of them "
-         "(--set train.teacher= or --set train.twin= unsets what a config file set)"),
+        (sum([t.teacher is not None, t.twin is not None, t.average_teaches]) <= 1,
+         "train.teacher, train.twin and train.average_teaches are sources of the same distillation term; set "
+         "one of them (--set train.teacher= or --set train.twin= unsets what a config file set)"),
+        (not t.average_teaches or t.ema_decay > 0,
+         "train.average_teaches needs a weight average to teach: set train.ema_decay (e.g. 0.999)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.sam_rho >= 0, "optim.sam_rho must be >= 0 (0: no SAM; e.g. 0.05)"),
@@ -344,11 +347,12 @@ def validate(cfg: Config) -> None:
                                   f"(drop it, or pick one of those)")
     if s.name != "multistep" and s.gamma != defaults.gamma:
         raise ConfigError(f"schedule.gamma applies to the multistep schedule only, not {s.name!r}")
-    if t.teacher is None and t.twin is None:
+    if t.teacher is None and t.twin is None and not t.average_teaches:
         for key in ("distill_weight", "distill_temperature"):
             if getattr(t, key) != getattr(TrainConfig(), key):
                 raise ConfigError(f"train.{key} applies to distillation only: set train.teacher to a trained "
-                                  f"run's directory or train.twin to a twin's units (e.g. 'relu'), or drop it")
+                                  f"run's directory, train.twin to a twin's units (e.g. 'relu') or "
+                                  f"train.average_teaches = true, or drop it")
     if o.name == "sgd" and list(o.betas) != OptimConfig().betas:
         raise ConfigError("optim.betas apply to adam and adamw only, not 'sgd' (use optim.momentum)")
     if o.name == "sgd" and o.nesterov and o.momentum == 0:

@@ -647,6 +647,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         if state["step"] == 0 and start_epoch > cfg.train.epochs:
             log(f"{run_dir} already finished {state['epoch']} epochs (train.epochs = {cfg.train.epochs})")
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    if cfg.train.average_teaches:
+        ema.model.eval()  # it teaches as it is evaluated (evaluation puts its mode back)
     sam = SharpnessAware(model, cfg.optim.sam_rho) if cfg.optim.sam_rho > 0 else None
     if ema is not None and state is not None:
         with _checkpoint_must_fit(run_dir):
@@ -781,9 +783,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     teacher_out, twin_loss = twin_backward(step_twin, twin_optimizer, x, y, t)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16):
                     out = step_model(x)
-                    if teacher is not None:
+                    if teacher is not None or t.average_teaches:
                         with torch.no_grad():
-                            teacher_out = teacher(x)
+                            teacher_out = (teacher if teacher is not None else ema.model)(x)
                 loss = distillation_loss(out, y, teacher_out, t)
                 correct += (out.detach().argmax(1) == y).sum()  # read the outputs before the update runs
                 optimizer.zero_grad(set_to_none=True)
