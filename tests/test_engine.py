@@ -205,6 +205,10 @@ def test_config_errors_name_the_closest_key():
                        (["model.options.hidden=5", "model.options.hidden.x=1"], "model.options.hidden")]:
         with pytest.raises(ConfigError, match=f"{re.escape(what)} is a value, not a table of keys"):
             apply_overrides(Config(), sets)
+    for text, shown in [("2024", "2024"), ("true", "true"), ("2024-01-01", "2024-01-01")]:
+        with pytest.raises(ConfigError, match=f"quote text that reads as another type: data.root='{shown}'"):
+            apply_overrides(Config(), [f"data.root={text}"])
+    assert apply_overrides(Config(), ["data.root='2024'"]).data.root == "2024"
     with pytest.raises(ConfigError, match="data.val_seed draws the validation split: it needs data.val_fraction > 0"):
         apply_overrides(Config(), ["data.val_seed=5"])  # else accepted and ignored
 

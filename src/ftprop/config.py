@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import difflib
 import math
 import sys
@@ -155,7 +156,10 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     if value is None:
         raise ConfigError(f"{where} must be {name}, got nothing (an empty --set value unsets only the keys "
                           f"that may be unset, such as train.teacher or model.loss)")
-    raise ConfigError(f"{where} must be {name}, got {value!r}")
+    shown = str(value).lower() if isinstance(value, bool) else value
+    quote = (f" (quote text that reads as another type: {where}='{shown}')"
+             if hint is str and isinstance(value, (int, float, bool, datetime.date, datetime.time)) else "")
+    raise ConfigError(f"{where} must be {name}, got {value!r}{quote}")
 
 
 def config_from_dict(data: dict, base: Config | None = None, replace: frozenset[str] = frozenset()) -> Config:
