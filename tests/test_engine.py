@@ -1042,6 +1042,10 @@ def test_weight_average_is_evaluated_checkpointed_and_resumed(tmp_path, capsys):
     test = load_dataset("digits", split="test")
     assert evaluate(straight.ema_model, test)["acc"] == pytest.approx(straight.history[-1]["test_acc"])
     assert straight.summary["final_live_test_acc"] == straight.history[-1]["live_test_acc"]
+    last = straight.history[-1]  # the gap compares the weights that trained with themselves
+    assert straight.summary["final_gap"] == last["train_acc"] - last["live_test_acc"]
+    assert straight.summary["gap_from"] == "running train_acc - live_test_acc"
+    assert plain.summary["final_gap"] == plain.history[-1]["train_acc"] - plain.history[-1]["test_acc"]
 
     train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "b", log=None)
     resumed = train(cfg, tmp_path / "b", resume=True, log=None)

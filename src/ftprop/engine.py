@@ -46,6 +46,7 @@ from .runs import (
     read_environment,
     resume_differences,
     save_checkpoint,
+    train_test_gap,
 )
 from .sam import SharpnessAware
 
@@ -985,8 +986,7 @@ def _summary(history: list[dict], status: str, elapsed: float) -> dict:
     last = history[-1]
     out = {"status": status, "epochs": last["epoch"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
            "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
-           "final_gap": last.get("train_eval_acc", last["train_acc"]) - last["test_acc"],
-           "gap_from": "train_eval_acc" if "train_eval_acc" in last else "running train_acc",
+           "final_gap": train_test_gap(last)[0], "gap_from": train_test_gap(last)[1],
            "train_time_s": round(elapsed, 1)}
     if "test_top5" in last:
         out["best_test_top5"] = max(h["test_top5"] for h in history)

@@ -2,8 +2,10 @@
 
 "Best" is the best test accuracy over all epochs, which is what the paper's Table 1
 reports; it is selected on the test set and therefore optimistic. "Final" is the last
-epoch's. The gap is final train accuracy minus final test accuracy (train accuracy measured
-in eval mode when the run had ``train.eval_train``, else the running accuracy of the epoch).
+epoch's. The gap is final train accuracy minus final test accuracy of the same weights
+(:func:`ftprop.runs.train_test_gap`: train accuracy measured in eval mode when the run had
+``train.eval_train``, else the running accuracy of the epoch, against the live weights' test
+accuracy when a weight average is what the test accuracy measures).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .runs import (
     read_environment,
     read_run,
     refuse_run_directory,
+    train_test_gap,
 )
 
 __all__ = ["group_runs", "runs_table", "environments_table", "plot_runs", "write_report", "mean_std"]
@@ -84,7 +87,7 @@ def _run_stats(run: Run) -> dict:
     last = h[-1]
     train_acc = last.get("train_eval_acc", last["train_acc"])
     return {"best": max(r["test_acc"] for r in h), "final": last["test_acc"], "train": train_acc,
-            "gap": train_acc - last["test_acc"], "epochs": last["epoch"],
+            "gap": train_test_gap(last)[0], "epochs": last["epoch"],
             "time": sum(r.get("epoch_time_s", 0.0) for r in h)}
 
 

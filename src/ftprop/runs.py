@@ -228,6 +228,18 @@ def refuse_run_directory(out: str | Path, what: str) -> None:
         raise RunDirError(f"{out} is a run directory: {what} would overwrite its curves.png; pick another --out")
 
 
+def train_test_gap(row: dict) -> tuple[float, str]:
+    """An epoch's train - test accuracy, both of the same weights, and what it was measured on:
+    the eval-mode train accuracy (``train.eval_train``) against the test accuracy; else the
+    epoch's running train accuracy, which the weights that trained earned, against their own test
+    accuracy (``live_test_acc`` when a weight average is what ``test_acc`` measures)."""
+    if "train_eval_acc" in row:
+        return row["train_eval_acc"] - row["test_acc"], "train_eval_acc - test_acc"
+    if "live_test_acc" in row:
+        return row["train_acc"] - row["live_test_acc"], "running train_acc - live_test_acc"
+    return row["train_acc"] - row["test_acc"], "running train_acc - test_acc"
+
+
 def read_metrics(path: Path) -> list[dict]:
     """Parse metrics.jsonl, ignoring a last line cut short by a kill; a damaged line before it
     is a RunDirError (the epochs after it would be lost without a word)."""
