@@ -66,8 +66,8 @@ class ThresholdUnit:
             object.__setattr__(self, name, getattr(self, f"_compute_{name}")())
         # The mask losses keep one byte per element (a region code, or a count of active steps):
         # a staircase with more regions than a byte holds would wrap around and corrupt the update.
-        steps = len(next(iter(self.count_spans.values()))) if self.count_spans else 1
-        regions = {"code": 2 * len(self.breakpoints or ()) + 1, "count": steps + 1}.get(self.saving, 0)
+        counted = len(self.count_spans[torch.float64]) if self.count_spans else 1  # steps whose phi is summed
+        regions = {"code": 2 * len(self.breakpoints or ()) + 1, "count": counted + 1}.get(self.saving, 0)
         if regions > 256:
             raise ValueError(f"a staircase of {self.steps} steps with the {self.loss.name} layer loss "
                              f"({self.surrogate}) has {regions} regions, more than the one byte per element it "

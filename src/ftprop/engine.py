@@ -984,9 +984,10 @@ def _summary(history: list[dict], status: str, elapsed: float) -> dict:
         return {"status": status, "epochs": 0}
     best = max(history, key=lambda h: h["test_acc"])
     last = history[-1]
+    gap, gap_from = train_test_gap(last)
     out = {"status": status, "epochs": last["epoch"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
            "final_test_acc": last["test_acc"], "final_train_acc": last["train_acc"],
-           "final_gap": train_test_gap(last)[0], "gap_from": train_test_gap(last)[1],
+           "final_gap": gap, "gap_from": gap_from,
            "train_time_s": round(elapsed, 1)}
     if "test_top5" in last:
         out["best_test_top5"] = max(h["test_top5"] for h in history)

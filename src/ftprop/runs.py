@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from .config import Config, ConfigError, _utf8, config_from_dict, config_to_dict, load_config
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -109,11 +109,9 @@ def _toml_value(v: Any) -> str:
             raise ValueError(f"cannot write {v} to TOML")
         return repr(v)
     if isinstance(v, str):  # (not ASCII-only: json would write an emoji as a surrogate pair, which TOML refuses)
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:  # a file name in another encoding, as Python decodes it
+        if not _utf8(v):  # a file name in another encoding, as Python decodes it
             raise ValueError(f"{v!r} is not UTF-8 text, which a TOML file (config.toml) must be: rename it "
-                             f"or use a path without those bytes") from None
+                             f"or use a path without those bytes")
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML escapes DEL, json does not
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"

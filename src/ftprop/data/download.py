@@ -144,13 +144,12 @@ def safe_extract_tar(archive: str | Path, dest: str | Path) -> list[str]:
                     os.replace(part, target)
                 finally:
                     part.unlink(missing_ok=True)
-    except OSError as e:
-        if e.errno is not None:  # the file system's answer (no space, no permission, a file in the way)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the file system's answer (no space, no
+            # permission, a file in the way), not the archive's (a bad gzip stream is an OSError without errno)
             raise DatasetError(f"could not extract {archive} into {dest}: {e}. The archive itself may be "
                                f"whole: free space, make {dest} writable, or move away what is in the way; "
                                f"then run again") from None
-        raise DatasetError(f"{archive} is not a readable archive ({e}); delete it and download it again") from None
-    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise DatasetError(f"{archive} is not a readable archive ({e}); delete it and download it again") from None
     return [m.name for m in members]
 
