@@ -835,6 +835,26 @@ def test_suggested_targets_are_given_per_example_even_with_repeated_rows():
     check_feasible(res, np.vstack([x, x]), np.vstack([t, t]))
 
 
+def test_suggested_targets_must_be_plus_minus_one_arrays():
+    x, t = xor()
+    with pytest.raises(ValueError, match="must be -1 or \\+1"):
+        solve(x, t, [2], heuristic=[np.zeros((4, 2))])
+    from ftprop.exact.search import Hint  # internal: its rows would be the distinct examples', not X's
+
+    with pytest.raises(ValueError, match="one \\(examples x width\\) array"):
+        solve(x, t, [2], heuristic=Hint([np.ones((4, 2))]))
+
+
+def test_no_hidden_layer_takes_any_number_of_outputs():
+    # one layer: a separability LP per output unit, no target codes, so no width limit
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    t = np.where(x @ rng.normal(size=(3, 25)) > 0, 1.0, -1.0)
+    check_feasible(solve(x, t, []), x, t)
+    t[:, 24] = np.where(x[:, 0] * x[:, 1] > 0, 1.0, -1.0)  # not separable by one unit
+    assert solve(x, t, []).status == "infeasible"
+
+
 def test_limits_of_the_exact_search_are_clear_errors(tmp_path, capsys):
     x, t = xor()
     with pytest.raises(ValueError, match="at most 20 units"):

@@ -29,7 +29,7 @@ __all__ = ["solve", "METHODS"]
 
 METHODS = ("ftprop", "milp", "mb")
 DEFAULT_MB_TIME = 60.0  # "mb" needs a budget: it cannot stop by itself on an infeasible problem
-MAX_SEARCH_WIDTH = 20  # the search's bitmasks over a layer's target codes take 2^width bits
+MAX_SEARCH_WIDTH = 20  # the search's bitmasks over a layer's target codes take 2^width bits (no hidden layer: no codes)
 
 # ftprop with heuristic="mb" (see _solve_ftprop): the search without hints gets 3% of the budget;
 # then each round trains FTPROP-MB and searches with its hint for ROUND_SHARE of the budget each,
@@ -59,10 +59,15 @@ def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.nda
 def _as_hint(heuristic, m: int, hidden: list[int], first: np.ndarray) -> Hint:
     """Suggested targets for each of the ``m`` examples, one (m, width) array per hidden layer, as
     a hint over the distinct examples (the rows ``first`` of :func:`dedupe`) the search runs on."""
-    arrays = [np.asarray(h, dtype=np.float64) for h in heuristic]
-    if len(arrays) != len(hidden) or any(a.shape != (m, w) for a, w in zip(arrays, hidden)):
+    try:
+        arrays = [np.asarray(h, dtype=np.float64) for h in heuristic]
+    except (TypeError, ValueError):
+        arrays = None
+    if arrays is None or len(arrays) != len(hidden) or any(a.shape != (m, w) for a, w in zip(arrays, hidden)):
         raise ValueError("heuristic must be 'mb', 'none', or one (examples x width) array of suggested "
                          f"±1 targets per hidden layer {hidden}")
+    if any(not np.isin(a, (-1.0, 1.0)).all() for a in arrays):
+        raise ValueError("suggested hidden targets must be -1 or +1 (the sign network's outputs)")
     return Hint([a[first] for a in arrays])
 
 
@@ -100,7 +105,7 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
         raise ValueError(f"heuristic must be 'mb', 'none' or suggested hidden targets, got {heuristic!r}")
     x, t, hidden = check_problem(X, T, hidden)
-    if method == "ftprop" and max([*hidden, t.shape[1]]) > MAX_SEARCH_WIDTH:
+    if method == "ftprop" and hidden and max([*hidden, t.shape[1]]) > MAX_SEARCH_WIDTH:
         raise ValueError(f"the exact search takes layers of at most {MAX_SEARCH_WIDTH} units (it indexes each "
                          f"layer's target codes by bitmask); got widths {[*hidden, t.shape[1]]}. "
                          f"Use method='mb' or 'milp' for wider layers")
@@ -138,7 +143,7 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
             result.status = out["status"] if out["status"] != "feasible" else "unknown"
             result.weights = out["weights"]
         else:
-            if not isinstance(heuristic, (str, Hint)):
+            if not isinstance(heuristic, str):
                 heuristic = _as_hint(heuristic, len(x), hidden, first)
             _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, seed, t0, base)
     except NumericalTrouble as exc:
@@ -208,7 +213,7 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
                         message = f"budget spent after {stats.nodes} nodes and {rnd + 1} FTPROP-MB rounds"
                     return finish(status, targets, message)
                 span *= 2
-    elif heuristic is not None:  # a Hint over the distinct examples
+    elif heuristic is not None:  # the caller's suggested targets, as a Hint over the distinct examples
         hint = heuristic
     status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=remaining(),
                                                  node_limit=node_limit, seed=seed + 1, shared=shared, stats=stats)
