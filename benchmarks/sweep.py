@@ -45,6 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # never '.' or '..': --
 CHILD_RESULTS = "results"  # runs/NAME/results: the runs' own result files (so no variant may take the name)
 NOT_RECORDED = "not recorded"
 NO_RECORD = "the sweep's own process was stopped before it wrote one"
+HEADER = ("date", "command", "config", "jobs_at_once", "threads_per_run")  # what a sweep records of itself
 # summary.json's status (the engine writes "running" after each epoch, "failed: X" on an error)
 STATUS_WORDS = {"stopped": "stopped by a signal", "running": "status 'running': killed, or still training",
                 None: "no summary.json: its state is unknown"}
@@ -131,6 +132,135 @@ def recipe_of(envs: list[dict]) -> str | None:
     return " / ".join(seen) if seen else None
 
 
+def recorded_header(recorded: Path, envs: list[dict], config: str, now: str) -> tuple[dict, dict]:
+    """For --tabulate: the header (date, command, config, runs at once, threads) of the sweep that made
+    these runs and each variant's return code and wall time, from the sweep's own record when it
+    describes these runs, otherwise from what the runs themselves say."""
+    record = _read_json(recorded) or {}
+    reason = NO_RECORD
+    if str(record.get("command", "")).startswith(NOT_RECORDED):
+        record = {}  # a --tabulate without the sweep's record: all it holds comes from the runs, read again below
+    if record:  # the record describes these runs only if it was written after they all started
+        starts = [t for t in (_when(e.get("started")) for e in envs) if t]
+        written = [t for t in (_when(record.get(k)) for k in ("date", "tabulated_at")) if t]
+        if starts and (not written or max(written) < max(starts)):
+            reason = (f"the record in {recorded}, dated {record.get('date', 'nothing')}, is older than these runs, "
+                      f"so it describes earlier ones: a later sweep of this name was stopped before it wrote its own")
+            print(f"note: {reason}; its command, date and return codes are not used", file=sys.stderr)
+            record = {}
+    if record:
+        header = {k: record.get(k, NOT_RECORDED) for k in HEADER}
+        ends = {r.get("variant"): r for r in record.get("rows", []) if isinstance(r, dict)}
+        return header, {n: {k: r.get(k, NOT_RECORDED) for k in ("returncode", "wall_s")} for n, r in ends.items()}
+    seen = sorted({e.get("torch_threads", NOT_RECORDED) for e in envs}, key=str)
+    started = sorted(e["started"] for e in envs if e.get("started"))
+    header = {"date": started[0] if started else f"{NOT_RECORDED} (tabulated at {now})",
+              "command": f"{NOT_RECORDED} ({reason})",
+              "config": recipe_of(envs) or f"{config} (as given to --tabulate: the runs do not record theirs)",
+              "jobs_at_once": NOT_RECORDED,
+              "threads_per_run": (seen[0] if len(seen) == 1 else " / ".join(map(str, seen))) if seen
+              else NOT_RECORDED}
+    return header, {}
+
+
+def run_variants(args, variants: list[tuple[str, list[str]]], runs: Path, jobs: int, threads: int) -> dict:
+    """Run each variant through time_to_accuracy.py, ``jobs`` at a time, until done or the deadline:
+    each variant's return code (or how it was stopped) and wall time."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), FTPROP_RESULTS=str(runs / CHILD_RESULTS),
+               PYTHONUNBUFFERED="1")
+    pending, running, done = list(variants), {}, {}
+    t0 = time.time()
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, over = pending.pop(0)
+            cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
+                   "--data-root", args.data_root, "--name", f"{args.name}/{name}",
+                   "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=10"]
+            cmd += ["--force"] if args.force else []
+            cmd += [a for o in over for a in ("--set", o)]
+            if args.device:
+                cmd += ["--device", args.device]
+            log = open(runs / f"{name}.log", "w")
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+        time.sleep(1)
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is not None:
+                done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
+                del running[name]
+        if args.deadline and time.time() - t0 > args.deadline:
+            for name, (proc, start) in running.items():
+                proc.terminate()  # the engine checkpoints on SIGTERM and ends its metrics cleanly
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                done[name] = {"returncode": "stopped at the deadline", "wall_s": round(time.time() - start, 1)}
+            for name, _ in pending:
+                done[name] = {"returncode": "not started before the deadline", "wall_s": 0}
+            running, pending = {}, []
+    return done
+
+
+def row_of(run: Path, name: str, over: list[str], ended: dict) -> dict:
+    """A variant's row: how its process ended, its run's state, and its accuracies by epoch."""
+    hist = read_metrics(run / "metrics.jsonl")
+    row = {"variant": name, "overrides": over, **ended, "status": run_status(run), "epochs_done": len(hist)}
+    if hist:
+        best = max(hist, key=lambda h: h["test_acc"])
+        row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],
+                   final_train_acc=hist[-1]["train_acc"],
+                   mean_epoch_s=round(sum(h["epoch_time_s"] for h in hist) / len(hist), 2),
+                   test_acc_by_epoch=[round(h["test_acc"], 4) for h in hist])
+        # train.ema_decay > 0: test_acc is the weight average's, live_ the optimiser's weights';
+        # train.twin: twin_ is the twin's
+        for kind in ("live", "twin"):
+            if f"{kind}_test_acc" in hist[-1]:
+                by_epoch = [h[f"{kind}_test_acc"] for h in hist]
+                row.update({f"best_{kind}_test_acc": max(by_epoch), f"final_{kind}_test_acc": by_epoch[-1],
+                            f"{kind}_test_acc_by_epoch": [round(v, 4) for v in by_epoch]})
+    return row
+
+
+def table(name: str, payload: dict) -> str:
+    """The markdown summary of a sweep's payload."""
+    rows, e = payload["rows"], payload["environment"] or {}
+    at_once, per_run = payload["jobs_at_once"], payload["threads_per_run"]
+    lines = [f"# Recipe sweep: {name}", "", f"- command: `{payload['command']}`",
+             f"- recipe: `{payload['config']}`; "
+             + (f"{at_once} run(s) at once" if at_once != NOT_RECORDED else "runs at once: not recorded")
+             + ", each in its own process with "
+             + (f"{per_run} CPU thread(s)" if per_run != NOT_RECORDED else "CPU threads not recorded"),
+             f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
+             f"{e.get('cpu_count')} CPU cores ({e.get('cpu_model', 'CPU model not recorded')}); "
+             f"Python {e.get('python')}; git {e.get('git_commit')}", "",
+             "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
+             "| live weights: best / final test % | s/epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        live = (f"{100 * r['best_live_test_acc']:.2f} / {100 * r['final_live_test_acc']:.2f}"
+                if "best_live_test_acc" in r else "-")
+        head = f"| {r['variant']}{flag(r['returncode'], r['status'])} | {' '.join(r['overrides']) or '(recipe)'} |"
+        if "best_test_acc" in r:
+            lines.append(f"{head} {r['epochs_done']} | "
+                         f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
+                         f"{100 * r['final_train_acc']:.2f} | {live} | {r['mean_epoch_s']} |")
+        else:
+            lines.append(f"{head} 0 | - | - | - | - | - |")
+    lines += ["", "Epoch times are of runs sharing the device; compare them only within this table."]
+    if any(flag(r["returncode"], r["status"]) for r in rows):
+        lines += ["Beside a variant's name: how its process ended, or its run's state when it did not complete "
+                  "(summary.json); its numbers are those of the epochs it finished."]
+    if any("best_live_test_acc" in r for r in rows):
+        lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
+                  "optimiser's weights in the same run."]
+    twins = [f"{r['variant']} {100 * r['best_twin_test_acc']:.2f} / {100 * r['final_twin_test_acc']:.2f}"
+             for r in rows if "best_twin_test_acc" in r]
+    if twins:
+        lines += [f"The twins trained alongside (train.twin), best / final test %: {'; '.join(twins)}."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/recipes/cifar10_convnet4_sign_fast.toml")
@@ -170,148 +300,38 @@ def main() -> None:
     if args.tabulate and not any(read_metrics(runs / n / "metrics.jsonl") for n in names):
         raise SystemExit(f"error: no run of {', '.join(names)} in {runs} has a finished epoch: nothing to tabulate "
                          f"(the results file is left as it is)")
-    if not args.tabulate:
-        claim(RESULTS / args.name, args.force)
-    runs.mkdir(parents=True, exist_ok=True)
-    if args.force and not args.tabulate:  # a variant that fails to start must not show the old run's numbers
-        for n in names:
-            shutil.rmtree(runs / n, ignore_errors=True)
-            for suffix in (".json", ".md"):  # time_to_accuracy.py --name NAME/n writes results/NAME/n.{json,md}
-                (runs / CHILD_RESULTS / args.name / f"{n}{suffix}").unlink(missing_ok=True)
-    jobs = args.jobs or len(variants)
-    threads = threads_per_run(min(jobs, len(variants)))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), FTPROP_RESULTS=str(runs / CHILD_RESULTS),
-               PYTHONUNBUFFERED="1")
-    pending, running, done = list(variants), {}, {}
-    recorded = RESULTS / f"{args.name}.json"
-    previous = (_read_json(recorded) or {}) if args.tabulate else {}
-    own_envs = [e for e in (_read_json(runs / n / "environment.json") for n in names) if e is not None]
-    stale = ""
-    if str(previous.get("command", "")).startswith(NOT_RECORDED):
-        previous = {}  # a --tabulate without the sweep's record: all it holds comes from the runs, read again below
-    if previous:  # the record describes these runs only if it was written after they all started
-        starts = [t for t in (_when(e.get("started")) for e in own_envs) if t]
-        written = [t for t in (_when(previous.get(k)) for k in ("date", "tabulated_at")) if t]
-        if starts and (not written or max(written) < max(starts)):
-            stale = (f"the record in {recorded}, dated {previous.get('date', 'nothing')}, is older than these runs, "
-                     f"so it describes earlier ones: a later sweep of this name was stopped before it wrote its own")
-            print(f"note: {stale}; its command, date and return codes are not used", file=sys.stderr)
-            previous = {}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.tabulate:  # run nothing; keep what the sweep itself recorded of each run
-        old = {r.get("variant"): r for r in previous.get("rows", []) if isinstance(r, dict)}
-        pending = []
-        done = {n: {k: old.get(n, {}).get(k, NOT_RECORDED) for k in ("returncode", "wall_s")} for n in names}
-    t0 = time.time()
-    while pending or running:
-        while pending and len(running) < jobs:
-            name, over = pending.pop(0)
-            cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
-                   "--data-root", args.data_root, "--name", f"{args.name}/{name}",
-                   "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=10"]
-            cmd += ["--force"] if args.force else []
-            cmd += [a for o in over for a in ("--set", o)]
-            if args.device:
-                cmd += ["--device", args.device]
-            log = open(runs / f"{name}.log", "w")
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
-        time.sleep(1)
-        for name, (proc, start) in list(running.items()):
-            if proc.poll() is not None:
-                done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
-                del running[name]
-        if args.deadline and time.time() - t0 > args.deadline:
-            for name, (proc, start) in running.items():
-                proc.terminate()  # the engine checkpoints on SIGTERM and ends its metrics cleanly
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                done[name] = {"returncode": "stopped at the deadline", "wall_s": round(time.time() - start, 1)}
-            for name, _ in pending:
-                done[name] = {"returncode": "not started before the deadline", "wall_s": 0}
-            running, pending = {}, []
+        own_envs = [e for e in (_read_json(runs / n / "environment.json") for n in names) if e is not None]
+        header, ends = recorded_header(RESULTS / f"{args.name}.json", own_envs, args.config, now)
+        done = {n: ends.get(n, {"returncode": NOT_RECORDED, "wall_s": NOT_RECORDED}) for n in names}
+    else:
+        claim(RESULTS / args.name, args.force)
+        runs.mkdir(parents=True, exist_ok=True)
+        if args.force:  # a variant that fails to start must not show the old run's numbers
+            for n in names:
+                shutil.rmtree(runs / n, ignore_errors=True)
+                for suffix in (".json", ".md"):  # time_to_accuracy.py --name NAME/n writes results/NAME/n.{json,md}
+                    (runs / CHILD_RESULTS / args.name / f"{n}{suffix}").unlink(missing_ok=True)
+        jobs = args.jobs or len(variants)
+        threads = threads_per_run(min(jobs, len(variants)))
+        header = {"date": now, "command": "python " + shlex.join(sys.argv), "config": args.config,
+                  "jobs_at_once": jobs, "threads_per_run": threads}
+        done = run_variants(args, variants, runs, jobs, threads)
 
-    rows = []
-    for name, over in variants:
-        hist = read_metrics(runs / name / "metrics.jsonl")
-        row = {"variant": name, "overrides": over, **done[name], "status": run_status(runs / name),
-               "epochs_done": len(hist)}
-        if hist:
-            best = max(hist, key=lambda h: h["test_acc"])
-            row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],
-                       final_train_acc=hist[-1]["train_acc"],
-                       mean_epoch_s=round(sum(h["epoch_time_s"] for h in hist) / len(hist), 2),
-                       test_acc_by_epoch=[round(h["test_acc"], 4) for h in hist])
-            # train.ema_decay > 0: test_acc is the weight average's, live_ the optimiser's weights';
-            # train.twin: twin_ is the twin's
-            for kind in ("live", "twin"):
-                if f"{kind}_test_acc" in hist[-1]:
-                    by_epoch = [h[f"{kind}_test_acc"] for h in hist]
-                    row.update({f"best_{kind}_test_acc": max(by_epoch), f"final_{kind}_test_acc": by_epoch[-1],
-                                f"{kind}_test_acc_by_epoch": [round(v, 4) for v in by_epoch]})
-        rows.append(row)
+    rows = [row_of(runs / name, name, over, done[name]) for name, over in variants]
     if not args.tabulate and not any("best_test_acc" in r for r in rows):
         raise SystemExit(f"error: no variant finished an epoch (return codes: "
                          f"{', '.join(str(r['returncode']) for r in rows)}); see the logs in {runs}/*.log. "
                          f"No results were written")
     envs = [_read_json(runs / n / "environment.json") for n, _ in variants]  # this sweep's runs only
     envs = [e for e in envs if e is not None]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if args.tabulate and not previous:  # the sweep was stopped before it wrote a record: what the runs say
-        seen = sorted({e.get("torch_threads", NOT_RECORDED) for e in envs}, key=str)
-        started = sorted(e["started"] for e in envs if e.get("started"))
-        recipe = recipe_of(envs)
-        previous = {"threads_per_run": (seen[0] if len(seen) == 1 else " / ".join(map(str, seen))) if seen
-                    else NOT_RECORDED,
-                    "date": started[0] if started else f"{NOT_RECORDED} (tabulated at {now})",
-                    "command": f"{NOT_RECORDED} ({stale or NO_RECORD})",
-                    "config": recipe or f"{args.config} (as given to --tabulate: the runs do not record theirs)",
-                    "jobs_at_once": NOT_RECORDED}
-    payload = {"date": previous.get("date", now),
-               "command": previous.get("command", "python " + shlex.join(sys.argv)),
-               "config": previous.get("config", args.config),
-               "jobs_at_once": previous.get("jobs_at_once", NOT_RECORDED) if args.tabulate else jobs,
-               "threads_per_run": previous.get("threads_per_run", NOT_RECORDED) if args.tabulate else threads,
-               "environment": envs[0] if envs else None, "rows": rows}
+    payload = {**header, "environment": envs[0] if envs else None, "rows": rows}
     if args.tabulate:
         payload.update(tabulated_by="python " + shlex.join(sys.argv), tabulated_at=now)
-    e = payload["environment"] or {}
-    at_once, per_run = payload["jobs_at_once"], payload["threads_per_run"]
-    lines = [f"# Recipe sweep: {args.name}", "", f"- command: `{payload['command']}`",
-             f"- recipe: `{payload['config']}`; "
-             + (f"{at_once} run(s) at once" if at_once != NOT_RECORDED else "runs at once: not recorded")
-             + ", each in its own process with "
-             + (f"{per_run} CPU thread(s)" if per_run != NOT_RECORDED else "CPU threads not recorded"),
-             f"- date: {payload['date']}; device: {e.get('device')} {e.get('gpu', '')}; torch {e.get('torch')}; "
-             f"{e.get('cpu_count')} CPU cores ({e.get('cpu_model', 'CPU model not recorded')}); "
-             f"Python {e.get('python')}; git {e.get('git_commit')}", "",
-             "| variant | overrides | epochs | best test % (epoch) | final test % | final train % "
-             "| live weights: best / final test % | s/epoch |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        live = (f"{100 * r['best_live_test_acc']:.2f} / {100 * r['final_live_test_acc']:.2f}"
-                if "best_live_test_acc" in r else "-")
-        head = f"| {r['variant']}{flag(r['returncode'], r['status'])} | {' '.join(r['overrides']) or '(recipe)'} |"
-        if "best_test_acc" in r:
-            lines.append(f"{head} {r['epochs_done']} | "
-                         f"{100 * r['best_test_acc']:.2f} ({r['best_epoch']}) | {100 * r['final_test_acc']:.2f} | "
-                         f"{100 * r['final_train_acc']:.2f} | {live} | {r['mean_epoch_s']} |")
-        else:
-            lines.append(f"{head} 0 | - | - | - | - | - |")
-    lines += ["", "Epoch times are of runs sharing the device; compare them only within this table."]
-    if any(flag(r["returncode"], r["status"]) for r in rows):
-        lines += ["Beside a variant's name: how its process ended, or its run's state when it did not complete "
-                  "(summary.json); its numbers are those of the epochs it finished."]
-    if any("best_live_test_acc" in r for r in rows):
-        lines += ["With train.ema_decay > 0 the test columns measure the weight average; the live column, the "
-                  "optimiser's weights in the same run."]
-    twins = [f"{r['variant']} {100 * r['best_twin_test_acc']:.2f} / {100 * r['final_twin_test_acc']:.2f}"
-             for r in rows if "best_twin_test_acc" in r]
-    if twins:
-        lines += [f"The twins trained alongside (train.twin), best / final test %: {'; '.join(twins)}."]
-    write_result(RESULTS / args.name, payload, "\n".join(lines))
-    print("\n".join(lines))
+    text = table(args.name, payload)
+    write_result(RESULTS / args.name, payload, text)
+    print(text)
 
 
 if __name__ == "__main__":
