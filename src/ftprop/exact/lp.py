@@ -181,7 +181,7 @@ def _ray_weights(rows: np.ndarray, targets: np.ndarray, y: np.ndarray | None) ->
 
 
 def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarray | None = None,
-                to_inputs=None) -> tuple[np.ndarray | None, np.ndarray, str]:
+                to_inputs=None, deadline: float | None = None) -> tuple[np.ndarray | None, np.ndarray, str]:
     """Like :func:`margin_lp`; when infeasible, also the indices of the examples in an
     infeasibility certificate (a small subset whose two classes' convex hulls already intersect),
     and how far that answer is proved: ``"exact"``, ``"float"``, ``"thin"`` or ``"doubtful"``.
@@ -197,7 +197,8 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
     a float witness too large to check exactly is confirmed by solving the LP of its examples
     alone instead (or, if that LP is feasible, every example is blamed), marked ``"float"``; if
     every witness failed its exact check, the float64 LP's "infeasible" is suspect: every example
-    is blamed, marked ``"doubtful"``.
+    is blamed, marked ``"doubtful"``. A rational LP still running at ``deadline`` (a
+    ``time.perf_counter()`` value) raises :class:`.rational.DeadlineReached`.
     """
     rows = _lp_rows(inputs, targets)
     sol, ray = _solve_rows(rows, want_ray=True)
@@ -219,13 +220,13 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
         if mu == "too large":
             approximate = lam
             break
-    answer = exact_separation(exact_inputs, targets)  # decided in rationals, if small enough
+    answer = exact_separation(exact_inputs, targets, deadline=deadline)  # decided in rationals, if small enough
     if isinstance(answer, ExactAnswer) and not answer.separable:
         return None, np.array([i for i, v in enumerate(answer.mu) if v != 0], dtype=np.int64), "exact"
     if isinstance(answer, ExactAnswer):
         def exact_answers():  # the boxed LP runs only if the first separator is not taken
             yield answer
-            yield exact_separation(exact_inputs, targets, box=True)
+            yield exact_separation(exact_inputs, targets, box=True, deadline=deadline)
 
         def candidates():  # the exact separators of exact_inputs mapped to inputs, then one of inputs
             for other in exact_answers():
@@ -234,7 +235,7 @@ def conflict_lp(inputs: np.ndarray, targets: np.ndarray, exact_inputs: np.ndarra
                     with np.errstate(over="ignore", invalid="ignore"):
                         yield to_inputs(w, b) if to_inputs is not None else (w, b)
             if exact_inputs is not inputs:
-                on_inputs = exact_separation(inputs, targets, box=True)
+                on_inputs = exact_separation(inputs, targets, box=True, deadline=deadline)
                 if isinstance(on_inputs, ExactAnswer) and on_inputs.separable:
                     yield _float_separator(on_inputs.weight, on_inputs.bias)
 

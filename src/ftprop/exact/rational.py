@@ -34,6 +34,7 @@ that grow with every pivot; :func:`exact_separation` gives up (returns ``"too la
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -50,6 +51,10 @@ __all__ = ["ExactAnswer", "exact_separation", "MAX_SIMPLEX_WORK"]
 MAX_SIMPLEX_WORK = 30_000_000
 # Degenerate pivots in a row (the objective does not move) before Bland's rule takes over.
 STALL_PIVOTS = 50
+
+
+class DeadlineReached(Exception):
+    """The caller's deadline (``time.perf_counter()`` value) passed during a rational LP."""
 
 
 @dataclass
@@ -73,13 +78,14 @@ class ExactAnswer:
 
 
 def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None, *,
-                     box: bool = False) -> ExactAnswer | str:
+                     box: bool = False, deadline: float | None = None) -> ExactAnswer | str:
     """Decide exactly whether the classes of ``t`` (+1 / -1, both present) are strictly separable
     by a hyperplane in the float64 data ``x``; return the certificate (:class:`ExactAnswer`), or
     ``"too large"`` when the simplex would take more than ``max_work`` (default
     :data:`MAX_SIMPLEX_WORK`) units of work. ``box=True`` gives a separator of largest margin with
     each weight bounded relative to its column's spread (module docstring): slower, for when the
-    default one is too thin to round to float64."""
+    default one is too thin to round to float64. ``deadline``: a ``time.perf_counter()`` value,
+    checked at every pivot; past it, :class:`DeadlineReached` is raised."""
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     m, n = x.shape
@@ -159,6 +165,8 @@ def exact_separation(x: np.ndarray, t: np.ndarray, max_work: int | None = None, 
         work += ops_per_pivot * _limb_cost(bits)
         if work > budget:
             return "too large"
+        if deadline is not None and time.perf_counter() > deadline:
+            raise DeadlineReached("time limit")
         stalled = stalled + 1 if tab[leave, -1] == 0 else 0
         head = tab[leave, enter]
         others = np.r_[0:leave, leave + 1:r + 1]

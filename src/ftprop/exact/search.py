@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .lp import common_exponent, conflict_lp, scaled_coordinates
+from .rational import DeadlineReached
 
 __all__ = ["Hint", "SearchStats", "TargetSearch", "example_order", "search_targets", "luby"]
 
@@ -85,7 +86,7 @@ NN_MAX = 3000  # largest number of examples for the nearest-neighbour order
 
 
 class BudgetExceeded(Exception):
-    pass
+    pass  # (a rational LP past the deadline raises DeadlineReached, handled alike)
 
 
 class Cutoff(Exception):
@@ -276,7 +277,8 @@ class TargetSearch:
                 self.stats.lp_calls += 1
                 targets = np.concatenate([np.ones(len(ia)), -np.ones(len(ib))])
                 sol, support, how = conflict_lp(rows_of(items)[:, :-1], targets,
-                                                None if exact_of is None else exact_of(items), to_rows)
+                                                None if exact_of is None else exact_of(items), to_rows,
+                                                deadline=self.deadline)
                 if how != "exact":  # counted as float_conflicts or thin_conflicts
                     self.stats.extra[how + "_conflicts"] = self.stats.extra.get(how + "_conflicts", 0) + 1
                 for i in items[support]:
@@ -622,7 +624,7 @@ class TargetSearch:
             return self._run()
         except Cutoff:
             return "cutoff", None, f"restart cutoff of {cutoff} nodes reached"
-        except BudgetExceeded as exc:
+        except (BudgetExceeded, DeadlineReached) as exc:
             return "unknown", None, f"{exc} reached after {self.stats.nodes} nodes; the search was not finished"
         finally:
             self.stats.seconds += time.perf_counter() - t0
