@@ -102,3 +102,15 @@ def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
     assert "a run needs --data-root" in out and out.count("300 epochs") == 6
     assert main(["reproduce", "table1", "--rows", "convnet4", "--out", str(tmp_path / "none")]) == 1
     assert "skipped convnet4: no cifar10 data given" in capsys.readouterr().out
+
+
+# ---- report: plots of partial or resumed runs -----------------------------------------------------
+
+def test_plot_of_a_run_resumed_with_eval_train_switched_on(tmp_path):
+    # a resume may switch train.eval_train on: the epochs before it have no train_eval_acc
+    from ftprop.report import plot_runs
+
+    history = [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.4},
+               {"epoch": 2, "train_acc": 0.6, "test_acc": 0.5, "train_eval_acc": 0.62}]
+    png = plot_runs([("resumed", history)], tmp_path / "curves.png")
+    assert png.read_bytes().startswith(b"\x89PNG")

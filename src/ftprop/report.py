@@ -134,7 +134,9 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
             continue
         c = colors[i % len(colors)]
         epochs = [h["epoch"] for h in history]
-        train_key = "train_eval_acc" if "train_eval_acc" in history[-1] else "train_acc"
+        # one measure per curve: eval-mode train accuracy only when every epoch has it (a resume
+        # may switch train.eval_train on or off), else the running accuracy, which every epoch has
+        train_key = "train_eval_acc" if all("train_eval_acc" in h for h in history) else "train_acc"
         ax.plot(epochs, [100 * h[train_key] for h in history], "--", color=c, alpha=0.8)
         ax.plot(epochs, [100 * h["test_acc"] for h in history], "-", color=c, label=label)
     ax.set_xlabel("epoch")
