@@ -114,3 +114,40 @@ def test_plot_of_a_run_resumed_with_eval_train_switched_on(tmp_path):
                {"epoch": 2, "train_acc": 0.6, "test_acc": 0.5, "train_eval_acc": 0.62}]
     png = plot_runs([("resumed", history)], tmp_path / "curves.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+# ---- the table from damaged or partial run folders ------------------------------------------------
+
+def _fake_run(run_dir, row, col, epochs, acc=0.5):
+    """A run folder as train leaves it after ``epochs`` epochs (0: killed inside its first)."""
+    from ftprop.runs import config_to_toml
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(config_to_toml(cell_config(row, col)))
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "train_acc": acc, "test_acc": acc}) + "\n" for e in range(1, epochs + 1)))
+
+
+def test_a_damaged_run_folder_is_a_note_not_the_end_of_the_table(tmp_path):
+    out = tmp_path / "t1"
+    _fake_run(out / "convnet4-relu" / "seed0", "convnet4", "relu", 2, acc=0.75)
+    _fake_run(out / "convnet4-sign_sste" / "seed0", "convnet4", "sign_sste", 2)
+    (out / "convnet4-sign_sste" / "seed0" / "config.toml").write_text("this is [not toml")
+    notes = []
+    text = run_table1(out, [], notes, log=lambda m: None).read_text()
+    assert "75.00 / 86.5 / -11.5 (2 ep)" in text  # the good cell is in the table
+    assert len(notes) == 1 and "convnet4-sign_sste" in notes[0] and "not valid TOML" in notes[0]
+    assert notes[0] in text
+    assert list(json.loads((out / "table1.json").read_text())["cells"]) == ["convnet4-relu"]
+
+
+def test_table_cell_lists_the_runs_it_averages_and_epochs_in_order(tmp_path):
+    out = tmp_path / "t1"
+    for k, epochs in enumerate([9, 10, 0]):  # seed2 killed inside its first epoch: no number yet
+        _fake_run(out / "convnet4-relu" / f"seed{k}", "convnet4", "relu", epochs)
+    text = run_table1(out, [], [], log=lambda m: None).read_text()
+    assert "(9/10 ep)" in text
+    cell = json.loads((out / "table1.json").read_text())["cells"]["convnet4-relu"]
+    assert cell["epochs"] == "9/10"
+    assert cell["runs"] == [str(out / "convnet4-relu" / f"seed{k}") for k in (0, 1)]
+    assert len(cell["runs"]) == len(cell["ours_best"])
