@@ -297,3 +297,19 @@ def test_impossible_input_shapes_are_refused(name, shape, words):
 def test_unknown_model_option_is_refused():
     with pytest.raises(ValueError, match="takes no option 'batch_norm'"):
         build_model("convnet8", input_shape=(3, 32, 32), batch_norm=True)
+
+
+def test_an_activation_module_instead_of_a_factory_is_refused():
+    from ftprop.activations import Sign
+
+    for unit in (Sign(), nn.ReLU()):  # callable, but calling it ran forward() with no input
+        with pytest.raises(ValueError, match=f"pass {type(unit).__name__} \\(the class\\)"):
+            build_model("mlp", unit, input_shape=(64,))
+    model = build_model("mlp", Sign, input_shape=(64,))  # the class is a factory: one unit per layer
+    assert n_thresholds(model) == 2
+
+
+@pytest.mark.parametrize("shape", [64, (3, 32.9, 32), "3x32x32"])
+def test_input_shape_that_is_not_whole_sizes_is_refused(shape):
+    with pytest.raises(ValueError, match="input_shape must be positive whole sizes"):
+        build_model("mlp", input_shape=shape)

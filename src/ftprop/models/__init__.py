@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import operator
 from collections.abc import Callable
 
 from torch import nn
@@ -36,6 +37,10 @@ def register_model(name: str):
 
 def activation_factory(activation: str | ActivationFactory, **act_options) -> ActivationFactory:
     """A zero-argument activation factory from a name plus options, or a factory as given."""
+    if isinstance(activation, nn.Module):  # callable too, but calling it runs forward() without an input
+        kind = type(activation).__name__
+        raise ValueError(f"activation must be a name or a zero-argument factory, not a module: every layer needs "
+                         f"its own unit, so pass {kind} (the class) or lambda: {kind}(...), not {kind}(...)")
     if callable(activation) and not isinstance(activation, str):
         if act_options:
             raise ValueError("activation options (loss, weighted, steps, surrogate) go with an activation "
@@ -92,10 +97,13 @@ def build_model(name: str, activation: str | ActivationFactory = "sign", num_cla
                           **options)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    input_shape = tuple(int(s) for s in input_shape)
-    if not input_shape or any(s < 1 for s in input_shape):
-        raise ValueError(f"input_shape must be positive sizes, (C, H, W) or (D,), got {input_shape!r}")
-    return fn(act, num_classes, input_shape, **options)
+    try:  # whole numbers (numpy's too): a float side is refused, not rounded down; 64 is not (64,)
+        shape = () if isinstance(input_shape, str) else tuple(operator.index(s) for s in input_shape)
+    except TypeError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive whole sizes, (C, H, W) or (D,), got {input_shape!r}")
+    return fn(act, num_classes, shape, **options)
 
 
 def _kind_wanted(value, default) -> str | None:
