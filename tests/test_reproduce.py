@@ -151,3 +151,66 @@ def test_table_cell_lists_the_runs_it_averages_and_epochs_in_order(tmp_path):
     assert cell["epochs"] == "9/10"
     assert cell["runs"] == [str(out / "convnet4-relu" / f"seed{k}") for k in (0, 1)]
     assert len(cell["runs"]) == len(cell["ours_best"])
+
+
+# ---- SAM against the textbook two-step algorithm (Foret et al. 2021, Alg. 1) ---------------------
+
+def _sam_net():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def test_sam_gradient_is_the_textbook_one_and_the_weights_and_bn_statistics_come_back():
+    import torch
+    from torch import nn
+
+    from ftprop.sam import SharpnessAware
+
+    net, rho = _sam_net(), 0.05
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    w0 = [p.detach().clone() for p in net.parameters()]
+    b0 = [b.clone() for b in net.buffers()]
+    # textbook: g at w; e = rho g / ||g|| (one norm over all parameters); the step's gradient at w + e
+    g = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), list(net.parameters()))
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(net.parameters(), g):
+            p.add_(rho * gi / norm)
+    want = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), list(net.parameters()))
+    with torch.no_grad():
+        for p, w in zip(net.parameters(), w0):
+            p.copy_(w)
+        for b, s in zip(net.buffers(), b0):
+            b.copy_(s)
+    nn.functional.cross_entropy(net(x), y).backward()
+    bn_after_one_pass = [b.clone() for b in net.buffers()]
+    sam = SharpnessAware(net, rho)
+    sam.ascend()
+    net.zero_grad()
+    nn.functional.cross_entropy(net(x), y).backward()
+    sam.restore()
+    for p, w, gw in zip(net.parameters(), w0, want):
+        torch.testing.assert_close(p.grad, gw)
+        assert torch.equal(p, w)
+    assert all(torch.equal(b, s) for b, s in zip(net.buffers(), bn_after_one_pass))  # each batch counted once
+
+
+def test_sam_restores_the_buffers_of_a_model_moved_after_it_was_wrapped():
+    import torch
+
+    from ftprop.sam import SharpnessAware
+
+    net = _sam_net()
+    sam = SharpnessAware(net, 0.05)
+    net.double()  # as model.to(device) after wrapping: new buffer tensors
+    x = torch.randn(8, 5, dtype=torch.float64)
+    net(x).sum().backward()
+    mean = net[1].running_mean.clone()
+    sam.ascend()
+    net.zero_grad()
+    net(x).pow(2).sum().backward()
+    sam.restore()
+    assert torch.equal(net[1].running_mean, mean)

@@ -25,9 +25,8 @@ class SharpnessAware:
         if not rho > 0:
             raise ValueError(f"SAM's radius rho must be > 0, got {rho}")
         self.rho = rho
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self._buffers = list(model.buffers())
-        self._saved: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._model = model  # its tensors are looked up at each ascend: .to(device) or .double() replaces buffers
+        self._saved: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @torch.no_grad()
     def ascend(self) -> None:
@@ -35,24 +34,25 @@ class SharpnessAware:
         without a gradient stay). No host-device synchronisation: the norm stays a tensor."""
         if self._saved is not None:
             raise RuntimeError("SharpnessAware.ascend() called twice without restore()")
-        params = [p for p in self._params if p.grad is not None]
+        params = [p for p in self._model.parameters() if p.requires_grad and p.grad is not None]
         grads = [p.grad for p in params]
         weights = [p.detach().clone() for p in params]
-        buffers = [b.detach().clone() for b in self._buffers]
+        buffers = list(self._model.buffers())
+        saved_buffers = [b.detach().clone() for b in buffers]
         if params:
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             scale = self.rho / (norm + 1e-12)  # a zero gradient moves nothing
             torch._foreach_add_(params, torch._foreach_mul(grads, scale))
-        self._saved = (params, weights, buffers)
+        self._saved = (params, weights, buffers, saved_buffers)
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put back the weights and buffers saved by ``ascend``; the gradients stay (those at w + e)."""
         if self._saved is None:
             raise RuntimeError("SharpnessAware.restore() called without ascend()")
-        params, weights, buffers = self._saved
+        params, weights, buffers, saved_buffers = self._saved
         for p, w in zip(params, weights):
             p.copy_(w)
-        for b, s in zip(self._buffers, buffers):
+        for b, s in zip(buffers, saved_buffers):
             b.copy_(s)
         self._saved = None
