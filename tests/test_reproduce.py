@@ -214,3 +214,26 @@ def test_sam_restores_the_buffers_of_a_model_moved_after_it_was_wrapped():
     net(x).pow(2).sum().backward()
     sam.restore()
     assert torch.equal(net[1].running_mean, mean)
+
+
+# ---- the demo never replaces someone else's run ----------------------------------------------------
+
+def test_demo_refuses_to_replace_a_run_that_is_not_its_own(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import ftprop.demo as demo
+    from ftprop.runs import RunDirError, config_to_toml, read_run
+
+    _fake_run(tmp_path / "relu", "convnet4", "relu", 1, acc=0.86)  # a user's run where the demo's ReLU would go
+    with pytest.raises(RunDirError, match="relu holds a run that is not the demo's \\(convnet4-relu\\)"):
+        demo.run_demo(tmp_path, epochs=1, quiet=True)
+    assert read_run(tmp_path / "relu").metrics[-1]["test_acc"] == 0.86
+    assert not (tmp_path / "sign_sste").exists()  # refused before anything trained
+    # its own runs of an earlier call it replaces (train is stubbed: this checks the refusal only)
+    (tmp_path / "relu" / "config.toml").write_text(config_to_toml(demo.demo_config({"activation": "relu"}, 1, 0)))
+    trained = []
+    row = {"epoch": 1, "train_acc": 0.9, "train_eval_acc": 0.9, "test_acc": 0.9}
+    monkeypatch.setattr(demo, "train", lambda cfg, out, **kw: trained.append(out) or SimpleNamespace(
+        history=[row], best_test_acc=0.9))
+    demo.run_demo(tmp_path, epochs=1, quiet=True)
+    assert [p.name for p in trained] == ["sign_ftp-sh", "sign_sste", "relu"]

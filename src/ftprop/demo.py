@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import Config, config_from_dict
+from .config import Config, ConfigError, config_from_dict, load_config
 from .engine import train
 from .report import plot_runs
-from .runs import refuse_run_directory
+from .runs import RunDirError, refuse_run_directory
 
 METHODS = (
     ("sign FTP-SH", {"activation": "sign", "loss": "soft_hinge"}),
@@ -38,6 +38,16 @@ def run_demo(out: str | Path = "demo_runs", epochs: int = 20, seed: int = 0, qui
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     out = Path(out)
     refuse_run_directory(out, "the demo")
+    for label, _ in METHODS:  # the demo replaces its own runs of an earlier call, never someone else's
+        run_dir = _run_dir(out, label)
+        if (run_dir / "config.toml").is_file():
+            try:
+                name = load_config(run_dir / "config.toml").name
+            except ConfigError:
+                name = "unreadable config.toml"
+            if name != "demo":
+                raise RunDirError(f"{run_dir} holds a run that is not the demo's ({name}): the demo would replace "
+                                  f"it; pick another --out")
     rows, curves = [], []
     for label, model in METHODS:
         cfg = demo_config(model, epochs, seed)
@@ -48,8 +58,7 @@ def run_demo(out: str | Path = "demo_runs", epochs: int = 20, seed: int = 0, qui
                 say(f"  [{label}] {message}")
 
         say(f"training {label} ({epochs} epochs) ...")
-        result = train(cfg, out / label.split(" (")[0].replace(" ", "_").lower(), force=True, progress=False,
-                       log=log)
+        result = train(cfg, _run_dir(out, label), force=True, progress=False, log=log)
         last = result.history[-1]
         rows.append({"method": label, "train_acc": last["train_eval_acc"], "test_acc": last["test_acc"],
                      "best_test_acc": result.best_test_acc, "seconds": time.perf_counter() - t0})
@@ -59,6 +68,11 @@ def run_demo(out: str | Path = "demo_runs", epochs: int = 20, seed: int = 0, qui
     say(format_table(rows))
     say(f"\nlearning curves: {png}")
     return rows
+
+
+def _run_dir(out: Path, label: str) -> Path:
+    """Where the demo trains one method: ``out/sign_ftp-sh``, ``out/sign_sste``, ``out/relu``."""
+    return out / label.split(" (")[0].replace(" ", "_").lower()
 
 
 def format_table(rows: list[dict]) -> str:
