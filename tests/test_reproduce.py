@@ -237,3 +237,10 @@ def test_demo_refuses_to_replace_a_run_that_is_not_its_own(tmp_path, monkeypatch
         history=[row], best_test_acc=0.9))
     demo.run_demo(tmp_path, epochs=1, quiet=True)
     assert [p.name for p in trained] == ["sign_ftp-sh", "sign_sste", "relu"]
+
+
+def test_plan_takes_the_config_folder_as_a_string(tmp_path):
+    from ftprop.reproduce import default_config_dir
+
+    runs, _ = plan(rows="convnet4", cols="relu", data_root=str(tmp_path), config_dir=str(default_config_dir()))
+    assert [(r, c) for r, c, _, _ in runs] == [("convnet4", "relu")]

@@ -44,8 +44,8 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "configs" / "table1"
 
 
-def cell_config(row: str, col: str, config_dir: Path | None = None) -> Config:
-    folder = config_dir or default_config_dir()
+def cell_config(row: str, col: str, config_dir: str | Path | None = None) -> Config:
+    folder = Path(config_dir) if config_dir is not None else default_config_dir()  # a str works as well
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder of Table 1 configs at {folder}: they ship with the source checkout "
                                 f"(configs/table1); pass --configs DIR (config_dir=...) to point at them")
@@ -64,7 +64,7 @@ def _parse_list(text: str | None, valid: tuple[str, ...], what: str) -> list[str
 
 def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = None, seeds: int = 1,
          data_root: str | None = None, imagenet_root: str | None = None, download: bool = False,
-         config_dir: Path | None = None, device: str | None = None,
+         config_dir: str | Path | None = None, device: str | None = None,
          need_data: bool = True) -> tuple[list, list[str]]:
     """The runs to make as (row, col, seed, config), and notes on the cells skipped.
     ``need_data=False`` (a dry run) plans the rows whose data is not given, with a note."""
