@@ -244,3 +244,13 @@ def test_plan_takes_the_config_folder_as_a_string(tmp_path):
 
     runs, _ = plan(rows="convnet4", cols="relu", data_root=str(tmp_path), config_dir=str(default_config_dir()))
     assert [(r, c) for r, c, _, _ in runs] == [("convnet4", "relu")]
+
+
+def test_plot_draws_run_names_and_titles_with_dollar_signs_literally(tmp_path):
+    # a valid run name such as lr$_$sweep is the curve's label: as mathtext it failed the plot (and so
+    # a finished run at its end-of-run plot) with a parse error
+    from ftprop.report import plot_runs
+
+    history = [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.4}]
+    png = plot_runs([("lr$_$sweep", history)], tmp_path / "curves.png", title="cost $x^$")
+    assert png.read_bytes().startswith(b"\x89PNG")

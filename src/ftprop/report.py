@@ -138,10 +138,10 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
         # may switch train.eval_train on or off), else the running accuracy, which every epoch has
         train_key = "train_eval_acc" if all("train_eval_acc" in h for h in history) else "train_acc"
         ax.plot(epochs, [100 * h[train_key] for h in history], "--", color=c, alpha=0.8)
-        ax.plot(epochs, [100 * h["test_acc"] for h in history], "-", color=c, label=label)
+        ax.plot(epochs, [100 * h["test_acc"] for h in history], "-", color=c, label=_literal(label))
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title or "test (solid) and train (dashed) accuracy")
+    ax.set_title(_literal(title) if title else "test (solid) and train (dashed) accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -152,6 +152,12 @@ def plot_runs(curves: Sequence[tuple[str, list[dict]]], path: str | Path, title:
     finally:
         plt.close(fig)
     return path
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib draws it literally: a run name like ``lr$_$`` is not mathtext (which
+    failed the finished run's end-of-run plot with a parse error)."""
+    return str(text).replace("$", r"\$")
 
 
 ENV_KEYS = ("git_commit", "ftprop", "torch", "python", "device", "gpu", "cpu_model", "cpu_count", "torch_threads")
