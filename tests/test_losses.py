@@ -81,3 +81,33 @@ def test_direct_update_equals_weighted_grad(name):
     got32 = loss.update(z.float(), g.float())
     assert got32.dtype == torch.float32
     torch.testing.assert_close(got32.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, rule", [("saturated_hinge", lambda z, t: z.abs() <= 1),
+                                        ("hinge", lambda z, t: t * z < 1),
+                                        ("perceptron", lambda z, t: t * z <= 0)])
+def test_kinks_take_the_subgradient_the_readme_gives(name, rule):
+    """README's table of losses: the weighted backward is g * 1[rule] with t = -sign(g), so dL/dz =
+    -t * 1[rule], at the kinks too (tz = 1 for the hinge, z = 0 for the perceptron), for either target."""
+    from ftprop import Sign
+
+    z = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], dtype=torch.float64).repeat(2)
+    t = torch.cat([torch.ones(7), -torch.ones(7)]).double()
+    assert torch.equal(LOSSES[name].grad(z, t), -t * rule(z, t).double())
+    g = -0.5 * t  # the target heuristic gives back t
+    x = z.clone().requires_grad_()
+    Sign(name)(x).backward(g)
+    assert torch.equal(x.grad, g * rule(z, t).double())
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_values_are_continuous(name):
+    """Every layer loss is continuous in z, also where its derivative jumps: by the mean value theorem
+    a step of h changes it by at most max |dL/dz| * h (a piece's formula off by a constant breaks this)."""
+    loss = LOSSES[name]
+    z = torch.linspace(-4, 4, 80001, dtype=torch.float64)
+    for tval in (-1.0, 1.0):
+        t = torch.full_like(z, tval)
+        steps = loss.value(z, t).diff().abs()
+        bound = loss.grad(z, t).abs().max() * (z[1] - z[0])
+        assert steps.max() <= bound * (1 + 1e-6) + 1e-12, (name, tval, steps.max().item(), bound.item())
