@@ -73,9 +73,18 @@ def _train_args(out: Path, epochs: int) -> list[str]:
             "--set", "model.options.hidden=[256,256]", "--set", "train.tensorboard=false", "--seed", "3"]
 
 
+@pytest.fixture(scope="module")
+def straight_cli_run(tmp_path_factory):
+    """The uninterrupted run that both killed runs below must reproduce (trained once for both)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    straight = subprocess.run(_cli(*_train_args(out, 3)), env=_env(), capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
+def test_killed_run_resumes_to_the_same_result(tmp_path, sig, straight_cli_run):
     """SIGKILL at an arbitrary moment, or SIGINT mid-epoch, then --resume: same weights as a straight run."""
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli(*_train_args(run, 3)), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -88,15 +97,15 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
     if sig == signal.SIGINT:
         assert proc.returncode == 130, output
         assert "resume with" in output
+    else:  # killed mid-run, not after it had finished (which would leave nothing to resume)
+        assert proc.returncode == -signal.SIGKILL, output
     assert load_checkpoint(run)["epoch"] >= 1  # never a corrupt file
     resumed = subprocess.run(_cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(_cli(*_train_args(tmp_path / "straight", 3)), env=_env(), capture_output=True,
-                              text=True)
-    assert straight.returncode == 0, straight.stderr
-    a, b = load_checkpoint(run), load_checkpoint(tmp_path / "straight")
+    a, b = load_checkpoint(run), load_checkpoint(straight_cli_run)
     assert states_equal(a["model"], b["model"])
-    assert strip_times(read_metrics(run / "metrics.jsonl")) == strip_times(read_metrics(tmp_path / "straight" /
+    assert all(states_equal(a["optimizer"]["state"][k], b["optimizer"]["state"][k]) for k in b["optimizer"]["state"])
+    assert strip_times(read_metrics(run / "metrics.jsonl")) == strip_times(read_metrics(straight_cli_run /
                                                                                         "metrics.jsonl"))
 
 
@@ -400,6 +409,23 @@ def test_mid_epoch_resume_refuses_another_batch_size(tmp_path):
     save_checkpoint(tmp_path / "r", {**state, "epoch": 0, "step": 3})  # as a stop inside epoch 1 leaves it
     with pytest.raises(RunDirError, match="train.batch_size: 128 != 64"):
         train(apply_overrides(cfg, ["train.batch_size=64"]), tmp_path / "r", resume=True, log=None)
+
+
+def test_a_resumed_run_counts_the_epochs_and_the_time_before_its_checkpoint(tmp_path):
+    """best_test_acc is the best of the whole run, and the summary's train_time_s adds the training time
+    of the sessions before the resume: both made here larger than the resumed session could give."""
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
+    state = load_checkpoint(tmp_path / "r")
+    history = [{**state["history"][0], "test_acc": 2.0, "best_test_acc": 2.0}]  # no accuracy reaches it
+    save_checkpoint(tmp_path / "r", {**state, "history": history, "elapsed": 1000.0})
+    resumed = train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
+    assert resumed.history[-1]["best_test_acc"] == 2.0 and resumed.history[-1]["test_acc"] < 1
+    assert (resumed.summary["best_test_acc"], resumed.summary["best_epoch"]) == (2.0, 1)
+    assert 1000.0 <= resumed.summary["train_time_s"] < 1100.0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["train_time_s"] == resumed.summary["train_time_s"]
 
 
 def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path):
@@ -939,7 +965,7 @@ def test_tensorboard_scalars_written_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(small_config("train.tensorboard=true", epochs=2), tmp_path / "r", log=None)
+    train(small_config("train.tensorboard=true", epochs=2), tmp_path / "r", data=_tiny_data(), log=None)
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()
     history = read_metrics(tmp_path / "r" / "metrics.jsonl")
@@ -949,9 +975,9 @@ def test_tensorboard_scalars_written_when_installed(tmp_path):
     # a resume from an older checkpoint (as a kill between checkpoints leaves it) trains epoch 3 again:
     # its curve must not hold epoch 3 twice
     older = (tmp_path / "r" / "checkpoint.pt").read_bytes()
-    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, log=None)
+    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
     (tmp_path / "r" / "checkpoint.pt").write_bytes(older)
-    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, log=None)
+    train(small_config("train.tensorboard=true", epochs=3), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("test_acc")] == [1, 2, 3]
@@ -1219,15 +1245,13 @@ def test_sam_takes_the_gradient_at_the_ascent_point_and_puts_back_the_weights():
         SharpnessAware(model, rho=0.0)
 
 
-def test_sam_training_is_deterministic_resumes_bit_for_bit_and_is_refused_with_a_negative_radius(tmp_path):
+def test_sam_training_changes_the_weights_learns_and_is_refused_with_a_negative_radius():
+    """(SAM's training resumed bit for bit, and so deterministic: the [sam] case of
+    test_a_run_with_dropout_resumes_from_inside_an_epoch_bit_for_bit; SAM keeps no state between steps.)"""
     cfg = small_config("optim.sam_rho=0.05", "model.options.dropout=0.2", "model.options.batch_norm=true")
     plain = train(small_config("model.options.dropout=0.2", "model.options.batch_norm=true"), save=False, log=None)
-    straight = train(cfg, tmp_path / "a", log=None)
+    straight = train(cfg, save=False, log=None)
     assert not states_equal(plain.model.state_dict(), straight.model.state_dict())
-    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "b", log=None)
-    resumed = train(cfg, tmp_path / "b", resume=True, log=None)
-    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
-    assert strip_times(straight.history) == strip_times(resumed.history)
     # it learns as plain training does (3 epochs of a 32-unit sign net: about 74% on the test digits)
     assert straight.history[-1]["test_acc"] > 0.6 and straight.history[-1]["test_acc"] > straight.history[0]["test_acc"]
     with pytest.raises(ConfigError, match="optim.sam_rho must be >= 0"):
@@ -1309,10 +1333,13 @@ def test_a_run_with_dropout_resumes_from_inside_an_epoch_bit_for_bit(tmp_path, e
     assert strip_times(straight.history) == strip_times(resumed.history)
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     with_twin = "train.twin=relu" in extra
+    with_average = "train.ema_decay=0.9" in extra
     assert (a.get("twin") is not None) == (b.get("twin") is not None) == with_twin
+    assert (a.get("ema") is not None) == (b.get("ema") is not None) == with_average
     if with_twin:
         assert states_equal(a["twin"], b["twin"])
-        assert states_equal(a["ema"]["model"], b["ema"]["model"])
+    if with_average:
+        assert states_equal(a["ema"]["model"], b["ema"]["model"]) and a["ema"]["updates"] == b["ema"]["updates"]
 
 
 @pytest.mark.parametrize("damage", ["no twin", "twin of another shape", "no optimiser", "no history"])
@@ -1567,10 +1594,10 @@ def test_a_twin_learns_from_the_labels_and_teaches_a_network_that_never_sees_the
 
 
 def test_a_run_with_a_twin_resumes_bit_for_bit_and_cannot_switch_its_twin(tmp_path):
-    cfg = small_config("train.twin=relu", "model.options.dropout=0.2", epochs=2)
-    straight = train(cfg, tmp_path / "a", log=None)
-    train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "b", log=None)
-    resumed = train(cfg, tmp_path / "b", resume=True, log=None)
+    cfg = small_config("train.twin=relu", "model.options.dropout=0.2", "train.batch_size=32", epochs=2)
+    straight = train(cfg, tmp_path / "a", data=_tiny_data(), log=None)
+    train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "b", data=_tiny_data(), log=None)
+    resumed = train(cfg, tmp_path / "b", resume=True, data=_tiny_data(), log=None)
     assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     assert states_equal(a["twin"], b["twin"])
@@ -1578,7 +1605,7 @@ def test_a_run_with_a_twin_resumes_bit_for_bit_and_cannot_switch_its_twin(tmp_pa
     with pytest.raises(RunDirError, match="train.twin: 'relu' != 'saturated_relu'"):
         train(apply_overrides(cfg, ["train.twin=saturated_relu", "train.epochs=3"]), tmp_path / "b", resume=True,
               log=None)
-    train(small_config(epochs=1), tmp_path / "c", log=None)
+    train(small_config(epochs=1), tmp_path / "c", data=_tiny_data(), log=None)
     with pytest.raises(RunDirError, match="train.twin: None != 'relu'"):
         train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "c", resume=True, log=None)
 
