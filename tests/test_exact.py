@@ -599,23 +599,32 @@ def test_mb_method_fits_xor():
 
 
 def test_mb_budget_includes_building_the_trainer(monkeypatch):
-    # A process's first optimiser imports torch._dynamo (seconds); that counts against the budget.
-    import time
+    # A process's first optimiser imports torch._dynamo (seconds); that counts against the budget. The
+    # build's 0.8 s go onto mb's clock instead of being slept: the outcome does not hang on the machine's speed.
+    from types import SimpleNamespace
 
     from ftprop.exact import mb
 
     x, t = parity(6)
     mb.MBTrainer(x, t, [6])  # the real import, out of the timing
-    built = mb.MBTrainer.__init__
+    late = [0.0]
+    monkeypatch.setattr(mb, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + late[0]))
+    built, run, budgets = mb.MBTrainer.__init__, mb.MBTrainer.run, []
 
     def slow_init(self, *args, **kwargs):
-        time.sleep(0.8)
+        late[0] += 0.8
         built(self, *args, **kwargs)
 
+    def recorded_run(self, time_limit=np.inf, max_steps=None):
+        budgets.append(time_limit)
+        return run(self, time_limit, max_steps)
+
     monkeypatch.setattr(mb.MBTrainer, "__init__", slow_init)
-    t0 = time.perf_counter()
+    monkeypatch.setattr(mb.MBTrainer, "run", recorded_run)
     res = solve(x, t, hidden=[6], method="mb", time_limit=0.5)
-    assert time.perf_counter() - t0 < 1.2 and res.stats["steps"] == 0 and res.status == "unknown"
+    assert len(budgets) == 1 and budgets[0] <= 0.5 - 0.8  # training got what the build left: nothing
+    assert res.stats["steps"] == 0 and res.status == "unknown"
+
 
 def test_search_uses_given_hint():
     x, t, w = planted(4, 12, [2], seed=3, return_weights=True)
@@ -645,19 +654,24 @@ def test_muroga_bound_is_exact_in_integers():
     assert solve(x, t, [300], method="milp", time_limit=20).status in ("feasible", "unknown")
 
 
-def test_without_a_time_limit_the_clock_plays_no_part():
+def test_without_a_time_limit_the_clock_plays_no_part(monkeypatch):
+    solve_mod = importlib.import_module("ftprop.exact.solve")  # (the package exports the function solve)
+    monkeypatch.setattr(solve_mod, "MB_STEPS", 400)  # a shorter FTPROP-MB round than the 2500 steps: same path
     x, t, hidden = make_problem("planted:4,100,3-3", seed=0)
     keys = ("nodes", "lp_calls", "mb_steps", "mb_fitted", "mb_errors")
-    runs = [solve(x, t, hidden, node_limit=1200, seed=3) for _ in range(2)]
-    assert runs[0].stats["mb_steps"] > 0  # the probe ran out and FTPROP-MB trained
+    runs = [solve(x, t, hidden, node_limit=600, seed=3) for _ in range(2)]
+    assert runs[0].stats["mb_steps"] == 400  # the probe ran out and FTPROP-MB trained its round
     assert [r.status for r in runs] == [runs[0].status] * 2
     assert [{k: r.stats.get(k) for k in keys} for r in runs] == [{k: runs[0].stats.get(k) for k in keys}] * 2
 
 
-def test_an_infinite_time_limit_is_no_limit():
+def test_an_infinite_time_limit_is_no_limit(monkeypatch):
+    solve_mod = importlib.import_module("ftprop.exact.solve")
+    monkeypatch.setattr(solve_mod, "MB_STEPS", 400)  # a shorter FTPROP-MB round than the 2500 steps: same path
     x, t = parity(4)
     res = solve(x, t, [2], time_limit=float("inf"), node_limit=8)  # the mb rounds' shares were infinite
     assert res.status == "unknown" and res.stats["nodes"] <= 8
+    assert res.stats["mb_rounds"] == 1 and res.stats["mb_steps"] == 400  # one round of steps, as with no limit
 
 
 def test_a_fitted_ftprop_mb_network_answers_when_the_search_runs_out(monkeypatch):
