@@ -75,11 +75,21 @@ def _train_args(out: Path, epochs: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def straight_cli_run(tmp_path_factory):
-    """The uninterrupted run that both killed runs below must reproduce (trained once for both)."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    straight = subprocess.run(_cli(*_train_args(out, 3)), env=_env(), capture_output=True, text=True)
-    assert straight.returncode == 0, straight.stderr
-    return out
+    """The uninterrupted run that both killed runs below must reproduce: trained once for both, beside
+    the first of them (one thread each); calling the fixture's value waits for it and gives its folder."""
+    folder = tmp_path_factory.mktemp("straight")
+    with open(folder / "output.txt", "wb") as output:
+        proc = subprocess.Popen(_cli(*_train_args(folder / "run", 3)), env=_env(), stdout=output,
+                                stderr=subprocess.STDOUT)
+
+    def finished() -> Path:
+        assert proc.wait(timeout=300) == 0, (folder / "output.txt").read_text()
+        return folder / "run"
+
+    yield finished
+    if proc.poll() is None:  # a test failed before waiting for it
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.slow
@@ -102,11 +112,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig, straight_cli_run):
     assert load_checkpoint(run)["epoch"] >= 1  # never a corrupt file
     resumed = subprocess.run(_cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = load_checkpoint(run), load_checkpoint(straight_cli_run)
+    straight = straight_cli_run()
+    a, b = load_checkpoint(run), load_checkpoint(straight)
     assert states_equal(a["model"], b["model"])
     assert all(states_equal(a["optimizer"]["state"][k], b["optimizer"]["state"][k]) for k in b["optimizer"]["state"])
-    assert strip_times(read_metrics(run / "metrics.jsonl")) == strip_times(read_metrics(straight_cli_run /
-                                                                                        "metrics.jsonl"))
+    assert strip_times(read_metrics(run / "metrics.jsonl")) == strip_times(read_metrics(straight / "metrics.jsonl"))
 
 
 class EventAtBatch(ArrayDataset):
