@@ -1062,8 +1062,8 @@ def test_weight_average_is_evaluated_checkpointed_and_resumed(tmp_path, capsys):
     from ftprop.cli import main
     from ftprop.data import load_dataset
 
-    cfg = small_config("train.ema_decay=0.99")
-    plain = train(small_config(), save=False, log=None)
+    cfg = small_config("train.ema_decay=0.99", epochs=2)
+    plain = train(small_config(epochs=2), save=False, log=None)
     straight = train(cfg, tmp_path / "a", log=None)
     # Averaging only reads the weights: the optimiser's trajectory is unchanged.
     assert states_equal(plain.model.state_dict(), straight.model.state_dict())
@@ -1078,7 +1078,7 @@ def test_weight_average_is_evaluated_checkpointed_and_resumed(tmp_path, capsys):
     assert straight.summary["gap_from"] == "running train_acc - live_test_acc"
     assert plain.summary["final_gap"] == plain.history[-1]["train_acc"] - plain.history[-1]["test_acc"]
 
-    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "b", log=None)
+    train(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "b", log=None)
     resumed = train(cfg, tmp_path / "b", resume=True, log=None)
     assert states_equal(straight.ema_model.state_dict(), resumed.ema_model.state_dict())
     assert strip_times(straight.history) == strip_times(resumed.history)
