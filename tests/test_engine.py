@@ -819,6 +819,20 @@ def test_force_clears_the_old_runs_tensorboard_logs(tmp_path):
     assert not (tmp_path / "r" / "tensorboard").exists()
 
 
+def test_a_figure_that_cannot_be_drawn_does_not_fail_a_finished_run(tmp_path, monkeypatch):
+    from ftprop import report
+
+    def broken(*args, **kwargs):
+        raise ValueError("mathtext parse error\nUnknown symbol: \\_")
+
+    monkeypatch.setattr(report, "plot_runs", broken)
+    said = []
+    result = train(small_config(epochs=1), tmp_path / "r", data=_tiny_data(), log=said.append)
+    assert result.status == "completed" and not (tmp_path / "r" / "curves.png").exists()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+    assert any("curves could not be drawn (ValueError: Unknown symbol" in m and "ftprop report" in m for m in said)
+
+
 def test_run_directory_contents_and_evaluate(tmp_path, capsys):
     from ftprop.cli import main
 

@@ -889,11 +889,14 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     if tb is not None:
         tb.close()
     summary = write_summary(status)
-    if run_dir is not None:
-        if history:
-            from .report import plot_runs
+    if run_dir is not None and history:
+        from .report import plot_runs
 
+        try:  # the run is saved and its summary written: a figure that cannot be drawn does not fail it
             plot_runs([(cfg.name, history)], run_dir / "curves.png")
+        except Exception as err:
+            log(f"warning: the curves could not be drawn ({type(err).__name__}: {_last_line(err)}); the run is "
+                f"{status} and its files are complete. Try `ftprop report {run_dir}`")
     result = RunResult(run_dir, history, model, status, summary, ema.model if ema is not None else None)
     if status == "stopped":
         raise TrainingStopped(f"training stopped by signal {stopper.signal}; state saved in {run_dir}")
