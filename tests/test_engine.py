@@ -865,94 +865,6 @@ def test_run_directory_contents_and_evaluate(tmp_path, capsys):
     assert "needs train.compile = true" in capsys.readouterr().err
 
 
-def test_report_table_and_plot_hold_the_numbers(tmp_path):
-    from ftprop.report import write_report
-
-    dirs = []
-    for act in ("sign", "relu"):
-        for seed in (0, 1):
-            d = tmp_path / f"{act}{seed}"
-            train(small_config(f"model.activation={act}", f"train.seed={seed}", epochs=2), d, log=None)
-            dirs.append(d)
-    md, png = write_report(dirs, tmp_path / "rep")
-    assert png.is_file() and png.stat().st_size > 1000
-    text = md.read_text()
-    rows = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert [r["runs"] for r in rows] == [2, 2]
-    best = [max(m["test_acc"] for m in read_metrics(d / "metrics.jsonl")) for d in dirs[:2]]
-    mean = sum(best) / 2 * 100
-    assert rows[0]["best_mean"] == pytest.approx(mean / 100)
-    assert f"{mean:.2f} ± " in text
-    assert "mlp sign soft_hinge" in text and "mlp relu" in text
-    # the software and machine of every number: one environment for all four runs, each run's file whole
-    envs = json.loads((tmp_path / "rep" / "environments.json").read_text())
-    assert list(envs) == [str(d) for d in dirs]
-    assert all(e == json.loads((d / "environment.json").read_text()) for d, e in zip(dirs, envs.values()))
-    line = next(x for x in text.splitlines() if x.startswith("- commit "))
-    assert f"torch {torch.__version__}" in line and "device `cpu`" in line and all(str(d) in line for d in dirs)
-    (dirs[0] / "environment.json").write_text("{cut short")
-    env = json.loads((dirs[1] / "environment.json").read_text())
-    (dirs[1] / "environment.json").write_text(json.dumps({**env, "git_commit": "0123456789abcdef-dirty"}))
-    write_report(dirs, tmp_path / "rep")
-    text = (tmp_path / "rep" / "report.md").read_text()
-    assert f"- no readable environment.json: {dirs[0]}\n" in text
-    assert "- commit 0123456789ab-dirty, ftprop " in text and text.count("- commit ") == 2  # two environments
-    assert json.loads((tmp_path / "rep" / "environments.json").read_text())[str(dirs[0])] is None
-
-
-def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the_recipe(tmp_path):
-    from ftprop.report import runs_table
-    from ftprop.runs import Run
-
-    def run(i, *overrides):
-        cfg = apply_overrides(small_config(), [f"train.seed={i}", *overrides])
-        return Run(tmp_path / str(i), cfg, [{"epoch": 1, "test_acc": 0.5 + i / 100, "train_acc": 0.9}], {})
-
-    _, rows = runs_table([run(0), run(1, "train.device=cuda", "data.root='/elsewhere'", "train.checkpoint_every=5"),
-                          run(2, "train.compile=true", "data.options.workers=4", "train.tensorboard=true"),
-                          run(3, "optim.lr=0.01"), run(4, "optim.lr=0.01", "train.eval_batch_size=7")])
-    assert [r["runs"] for r in rows] == [3, 2]  # where and how fast a run went is not its recipe
-    assert [r["seeds"] for r in rows] == [[0, 1, 2], [3, 4]]
-    method = "mlp sign soft_hinge"
-    assert [r["method"] for r in rows] == [f"{method} (optim.lr=0.001)", f"{method} (optim.lr=0.01)"]
-    with pytest.raises(RunDirError, match="is given twice"):
-        runs_table([run(0), run(0)])
-    twin = Run(tmp_path / "twin", run(1).config, run(1).metrics, {})
-    with pytest.raises(RunDirError, match=r"runs of one recipe with the same seed \(1\)"):
-        runs_table([run(1), twin])
-    _, rows = runs_table([run(0), run(1, "train.bf16=true")])
-    assert [r["method"] for r in rows] == [f"{method} (train.bf16=False)", f"{method} (train.bf16=True)"]
-    # one loss spelled two ways is one recipe; another planned length (which sets the schedule) is not
-    _, rows = runs_table([run(0, "model.loss=sste"), run(1, "model.loss=saturated_hinge")])
-    assert [(r["method"], r["runs"]) for r in rows] == [("mlp sign saturated_hinge", 2)]
-    _, rows = runs_table([run(0), run(1, "train.epochs=6")])
-    assert [r["method"] for r in rows] == [f"{method} (train.epochs=3)", f"{method} (train.epochs=6)"]
-
-
-def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
-    from ftprop.demo import run_demo
-    from ftprop.report import write_report
-
-    train(small_config(epochs=1), tmp_path / "r", log=None)
-    curves = (tmp_path / "r" / "curves.png").read_bytes()
-    with pytest.raises(RunDirError, match="is a run directory: the report would overwrite"):
-        write_report([tmp_path / "r"], tmp_path / "r")
-    with pytest.raises(RunDirError, match="is a run directory: the demo would overwrite"):
-        run_demo(tmp_path / "r", epochs=1, quiet=True)
-    assert (tmp_path / "r" / "curves.png").read_bytes() == curves
-
-
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    from ftprop.demo import run_demo
-
-    rows = run_demo(tmp_path, epochs=1)
-    out = capsys.readouterr().out
-    assert [r["method"] for r in rows] == ["sign FTP-SH", "sign SSTE", "ReLU (full precision)"]
-    assert "| method | train acc (%) | test acc (%)" in out
-    assert (tmp_path / "curves.png").is_file()
-    assert all(r["test_acc"] > 0.5 for r in rows)  # one epoch already learns the digits
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])  # on a CPU the latter has no CUDA graphs
 def test_compiled_training_step_matches_eager(tmp_path, cpu_inductor, mode):
@@ -1160,38 +1072,6 @@ def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
     assert [p.name for p in tmp_path.iterdir()].count("atomic") == 1 and len(list(tmp_path.iterdir())) == 2
 
 
-def test_report_refuses_runs_without_a_finished_epoch(tmp_path):
-    from ftprop.report import write_report
-    from ftprop.runs import config_to_toml
-
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "config.toml").write_text(config_to_toml(small_config()))
-    (tmp_path / "r" / "metrics.jsonl").write_text("")
-    with pytest.raises(RunDirError, match="no finished epoch to report"):
-        write_report([tmp_path / "r"], tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_plot_cut_short_leaves_the_old_picture(tmp_path, monkeypatch):
-    import matplotlib.figure
-
-    from ftprop.report import plot_runs
-
-    history = [{"epoch": 1, "test_acc": 0.5, "train_acc": 0.6}, {"epoch": 2, "test_acc": 0.6, "train_acc": 0.7}]
-    png = plot_runs([("a", history)], tmp_path / "curves.png")
-    before = png.read_bytes()
-    assert before.startswith(b"\x89PNG")
-
-    def killed(self, f, **kw):
-        f.write(b"\x89PNG half")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed)
-    with pytest.raises(KeyboardInterrupt):
-        plot_runs([("b", history)], png)
-    assert png.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
-
-
 def test_evaluate_refuses_an_empty_dataset_and_a_model_for_other_classes():
     data = _tiny_data()["test"]  # 3 classes, 16 inputs
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
@@ -1262,6 +1142,23 @@ def test_sam_takes_the_gradient_at_the_ascent_point_and_puts_back_the_weights():
         sam.restore()
     with pytest.raises(ValueError, match="rho must be > 0"):
         SharpnessAware(model, rho=0.0)
+
+
+def test_sam_restores_the_buffers_of_a_model_moved_after_it_was_wrapped():
+    from ftprop.sam import SharpnessAware
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    sam = SharpnessAware(net, 0.05)
+    net.double()  # as model.to(device) after wrapping: new buffer tensors
+    x = torch.randn(8, 5, dtype=torch.float64)
+    net(x).sum().backward()
+    mean = net[1].running_mean.clone()
+    sam.ascend()
+    net.zero_grad()
+    net(x).pow(2).sum().backward()
+    sam.restore()
+    assert torch.equal(net[1].running_mean, mean)
 
 
 def test_sam_training_changes_the_weights_learns_and_is_refused_with_a_negative_radius():

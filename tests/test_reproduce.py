@@ -104,18 +104,6 @@ def test_table1_end_to_end_on_tiny_cifar(tmp_path, capsys):
     assert "skipped convnet4: no cifar10 data given" in capsys.readouterr().out
 
 
-# ---- report: plots of partial or resumed runs -----------------------------------------------------
-
-def test_plot_of_a_run_resumed_with_eval_train_switched_on(tmp_path):
-    # a resume may switch train.eval_train on: the epochs before it have no train_eval_acc
-    from ftprop.report import plot_runs
-
-    history = [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.4},
-               {"epoch": 2, "train_acc": 0.6, "test_acc": 0.5, "train_eval_acc": 0.62}]
-    png = plot_runs([("resumed", history)], tmp_path / "curves.png")
-    assert png.read_bytes().startswith(b"\x89PNG")
-
-
 # ---- the table from damaged or partial run folders ------------------------------------------------
 
 def _fake_run(run_dir, row, col, epochs, acc=0.5):
@@ -153,92 +141,6 @@ def test_table_cell_lists_the_runs_it_averages_and_epochs_in_order(tmp_path):
     assert len(cell["runs"]) == len(cell["ours_best"])
 
 
-# ---- SAM against the textbook two-step algorithm (Foret et al. 2021, Alg. 1) ---------------------
-
-def _sam_net():
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
-
-
-def test_sam_gradient_is_the_textbook_one_and_the_weights_and_bn_statistics_come_back():
-    import torch
-    from torch import nn
-
-    from ftprop.sam import SharpnessAware
-
-    net, rho = _sam_net(), 0.05
-    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
-    w0 = [p.detach().clone() for p in net.parameters()]
-    b0 = [b.clone() for b in net.buffers()]
-    # textbook: g at w; e = rho g / ||g|| (one norm over all parameters); the step's gradient at w + e
-    g = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), list(net.parameters()))
-    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
-    with torch.no_grad():
-        for p, gi in zip(net.parameters(), g):
-            p.add_(rho * gi / norm)
-    want = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), list(net.parameters()))
-    with torch.no_grad():
-        for p, w in zip(net.parameters(), w0):
-            p.copy_(w)
-        for b, s in zip(net.buffers(), b0):
-            b.copy_(s)
-    nn.functional.cross_entropy(net(x), y).backward()
-    bn_after_one_pass = [b.clone() for b in net.buffers()]
-    sam = SharpnessAware(net, rho)
-    sam.ascend()
-    net.zero_grad()
-    nn.functional.cross_entropy(net(x), y).backward()
-    sam.restore()
-    for p, w, gw in zip(net.parameters(), w0, want):
-        torch.testing.assert_close(p.grad, gw)
-        assert torch.equal(p, w)
-    assert all(torch.equal(b, s) for b, s in zip(net.buffers(), bn_after_one_pass))  # each batch counted once
-
-
-def test_sam_restores_the_buffers_of_a_model_moved_after_it_was_wrapped():
-    import torch
-
-    from ftprop.sam import SharpnessAware
-
-    net = _sam_net()
-    sam = SharpnessAware(net, 0.05)
-    net.double()  # as model.to(device) after wrapping: new buffer tensors
-    x = torch.randn(8, 5, dtype=torch.float64)
-    net(x).sum().backward()
-    mean = net[1].running_mean.clone()
-    sam.ascend()
-    net.zero_grad()
-    net(x).pow(2).sum().backward()
-    sam.restore()
-    assert torch.equal(net[1].running_mean, mean)
-
-
-# ---- the demo never replaces someone else's run ----------------------------------------------------
-
-def test_demo_refuses_to_replace_a_run_that_is_not_its_own(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    import ftprop.demo as demo
-    from ftprop.runs import RunDirError, config_to_toml, read_run
-
-    _fake_run(tmp_path / "relu", "convnet4", "relu", 1, acc=0.86)  # a user's run where the demo's ReLU would go
-    with pytest.raises(RunDirError, match="relu holds a run that is not the demo's \\(convnet4-relu\\)"):
-        demo.run_demo(tmp_path, epochs=1, quiet=True)
-    assert read_run(tmp_path / "relu").metrics[-1]["test_acc"] == 0.86
-    assert not (tmp_path / "sign_sste").exists()  # refused before anything trained
-    # its own runs of an earlier call it replaces (train is stubbed: this checks the refusal only)
-    (tmp_path / "relu" / "config.toml").write_text(config_to_toml(demo.demo_config({"activation": "relu"}, 1, 0)))
-    trained = []
-    row = {"epoch": 1, "train_acc": 0.9, "train_eval_acc": 0.9, "test_acc": 0.9}
-    monkeypatch.setattr(demo, "train", lambda cfg, out, **kw: trained.append(out) or SimpleNamespace(
-        history=[row], best_test_acc=0.9))
-    demo.run_demo(tmp_path, epochs=1, quiet=True)
-    assert [p.name for p in trained] == ["sign_ftp-sh", "sign_sste", "relu"]
-
-
 def test_plan_takes_the_config_folder_as_a_string(tmp_path):
     from ftprop.reproduce import default_config_dir
 
@@ -246,11 +148,3 @@ def test_plan_takes_the_config_folder_as_a_string(tmp_path):
     assert [(r, c) for r, c, _, _ in runs] == [("convnet4", "relu")]
 
 
-def test_plot_draws_run_names_and_titles_with_dollar_signs_literally(tmp_path):
-    # a valid run name such as lr$_$sweep is the curve's label: as mathtext it failed the plot (and so
-    # a finished run at its end-of-run plot) with a parse error
-    from ftprop.report import plot_runs
-
-    history = [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.4}]
-    png = plot_runs([("lr$_$sweep", history)], tmp_path / "curves.png", title="cost $x^$")
-    assert png.read_bytes().startswith(b"\x89PNG")
