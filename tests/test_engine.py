@@ -493,13 +493,13 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
 
 
 def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
-    from ftprop.engine import _set_aside
+    from ftprop.runs import set_aside
     from ftprop.runs import config_to_toml
 
     cfg = small_config(epochs=1)
     train(cfg, tmp_path / "r", log=None)
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
-    _set_aside(tmp_path / "r")  # a --force run killed in its first epoch: the first run aside, its own files
+    set_aside(tmp_path / "r")  # a --force run killed in its first epoch: the first run aside, its own files
     (tmp_path / "r" / "config.toml").write_text(config_to_toml(apply_overrides(cfg, ["optim.lr=0.5"])))
     (tmp_path / "r" / "metrics.jsonl").write_text("")
     with pytest.raises(NonFiniteLossError):  # a second --force that fails before its first checkpoint

@@ -12,10 +12,8 @@ from a checkpoint continues bit for bit on the CPU.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -23,7 +21,6 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ from .config import DEVICES, Config, ConfigError, load_config, validate
 from .data import check_dataset, load_dataset
 from .models import build_model, check_model
 from .runs import (
+    ASIDE,
     CHECKPOINT,
     RunDirError,
     atomic_write_text,
@@ -42,9 +40,11 @@ from .runs import (
     config_from_checkpoint,
     config_to_toml,
     environment,
+    environment_to_extend,
+    give_back,
     load_checkpoint,
-    read_environment,
-    resume_differences,
+    prepare_run_dir,
+    remove_run_files,
     save_checkpoint,
     train_test_gap,
 )
@@ -428,113 +428,6 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -> tuple[Path, dict | None]:
-    """Create (or reopen for resume) the run directory; never overwrite a different run."""
-    if out is None:
-        if resume:
-            raise RunDirError("resume needs the run directory to continue")
-        out = _new_default_dir(Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    out = Path(out)
-    cfg_file = out / "config.toml"
-    if resume:
-        if not cfg_file.is_file():
-            raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
-        from .runs import read_run
-
-        run = read_run(out)
-        previous = run.config
-        state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
-        if state is None and run.metrics:  # epochs were trained but none was kept: do not train them over
-            raise RunDirError(f"cannot resume {out}: it has no {CHECKPOINT}, though metrics.jsonl records "
-                              f"{len(run.metrics)} epoch(s) (with train.checkpoint_every = "
-                              f"{previous.train.checkpoint_every} they were not all saved, or the file was removed); "
-                              f"start it again with --force, or train into another --out")
-        if state is not None:  # what the weights were trained with (config.toml says the same once written)
-            previous = config_from_checkpoint(state)
-        diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
-        if diffs:
-            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, twin, weight "
-                              f"average on/off or, inside an epoch, batch size or seed (start a new run instead): "
-                              + "; ".join(diffs))
-        _read_environment(out)  # unreadable: refused now, not at the first checkpoint
-        reached = 0 if state is None else state["epoch"] + (state["step"] > 0)
-        if reached > cfg.train.epochs:
-            part = " and part of the next" if state["step"] > 0 else ""
-            raise RunDirError(f"cannot resume {out} with train.epochs = {cfg.train.epochs}: it has already trained "
-                              f"{state['epoch']} epochs{part}; pass --epochs {reached} or more")
-        return out, state
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            if cfg_file.is_file():
-                raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
-                                  f"or --force to replace it")
-            raise RunDirError(f"{out} already holds other files (not a run); pick another --out, or --force to "
-                              f"train there anyway (files that are not a run's are kept)")
-        _set_aside(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out, None
-
-
-def _new_default_dir(base: Path) -> Path:
-    """``base``, or base-2, base-3, ...: the first that did not exist, made here (runs started within
-    the same second each get their own folder, and none is taken for another's)."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            out.mkdir()
-        except FileExistsError:
-            continue
-        return out
-
-
-def _read_environment(out: Path) -> dict:
-    """The run's environment.json ({} if it has none), which a resume extends."""
-    try:
-        return read_environment(out) or {}
-    except RunDirError as err:
-        raise RunDirError(f"cannot resume {out}: {err}; restore it, or move it away and resume again (the "
-                          f"resume then records only where it ran itself)") from None
-
-
-RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json",
-             "tensorboard")
-ASIDE = ".replaced-run"  # where --force keeps the old run until the new one has written a checkpoint
-
-
-def _remove_run_files(out: Path) -> None:
-    """Delete what a run writes in ``out`` (and nothing else the folder holds)."""
-    for name in RUN_FILES:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name, ignore_errors=True)  # else an old run's curves mix with a new one's
-        else:
-            (out / name).unlink(missing_ok=True)
-
-
-def _set_aside(out: Path) -> None:
-    """Move the run files of ``out`` into ``out/ASIDE``: --force replaces a run only once the new one
-    has written a checkpoint, so a new run that fails first gives it back. An ASIDE already there
-    with no checkpoint in ``out`` is a run that a killed --force was replacing: it stays, and what
-    the killed run left is dropped (with a checkpoint, the killed run had replaced it)."""
-    aside = out / ASIDE
-    if aside.is_dir() and not (out / CHECKPOINT).is_file():
-        _remove_run_files(out)
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-    aside.mkdir()
-    for name in RUN_FILES:
-        if (out / name).exists():
-            os.replace(out / name, aside / name)
-
-
-def _give_back(out: Path) -> None:
-    aside = out / ASIDE
-    if aside.is_dir():
-        for entry in aside.iterdir():
-            os.replace(entry, out / entry.name)
-        aside.rmdir()
-
-
 def _log_default(message: str) -> None:
     print(message, flush=True)
 
@@ -563,8 +456,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             metrics = run_dir / "metrics.jsonl"
             # no checkpoint: nothing to resume, so the run that --force was replacing comes back
             if not metrics.is_file() or not metrics.read_text().strip() or (run_dir / ASIDE).is_dir():
-                _remove_run_files(run_dir)
-                _give_back(run_dir)  # the run that --force was replacing
+                remove_run_files(run_dir)
+                give_back(run_dir)  # the run that --force was replacing
                 if made.get("new") and not any(run_dir.iterdir()):
                     run_dir.rmdir()
                 raise
@@ -607,7 +500,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     if resume and not save:
         raise RunDirError("resume needs save=True and a run directory")
     # A resume only reads the run here: its refusals (another model or dataset) come before the data loads.
-    resumed = _prepare_run_dir(cfg, Path(out) if out is not None else None, True, force) if resume else None
+    resumed = prepare_run_dir(cfg, Path(out) if out is not None else None, True, force) if resume else None
     # Everything that can fail on bad input fails here, before a file is written.
     splits = data if data is not None else load_data(cfg, device)
     train_set, test_set = splits["train"], splits["test"]
@@ -630,7 +523,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     if save:
         target = Path(out) if out is not None else None
         made["new"] = target is None or not target.exists()
-        run_dir, state = resumed or _prepare_run_dir(cfg, target, resume, force)
+        run_dir, state = resumed or prepare_run_dir(cfg, target, resume, force)
         made["dir"] = run_dir
 
     history: list[dict] = []
@@ -662,7 +555,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"
         if resume and env_path.is_file():  # keep where the run started; list each resume and what it changed
-            first = _read_environment(run_dir)
+            first = environment_to_extend(run_dir)
             first.setdefault("resumed", []).append({**env, "after_epoch": start_epoch - 1, "after_step": start_step,
                                                     "changed": changed})
             env = first

@@ -4,15 +4,19 @@ A run directory holds ``config.toml`` (the resolved config; ``ftprop train --con
 it back), ``environment.json`` (versions, device, git commit), ``metrics.jsonl`` (one JSON
 line per epoch), ``checkpoint.pt`` (written to a temporary file, then renamed: a kill at any
 moment leaves the previous checkpoint intact), ``summary.json`` and ``curves.png``.
+:func:`prepare_run_dir` makes one, reopens it for a resume (refusing one that does not match),
+or, with ``force``, sets the old run aside until the new one has written a checkpoint.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -360,3 +364,110 @@ def _resolved(d: dict) -> dict:
 
 def config_from_checkpoint(state: dict) -> Config:
     return config_from_dict(state["config"])
+
+
+# ---- making, replacing and reopening a run directory ------------------------------------------------
+
+def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) -> tuple[Path, dict | None]:
+    """Create (or reopen for resume) the run directory; never overwrite a different run."""
+    if out is None:
+        if resume:
+            raise RunDirError("resume needs the run directory to continue")
+        out = new_default_dir(Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    out = Path(out)
+    cfg_file = out / "config.toml"
+    if resume:
+        if not cfg_file.is_file():
+            raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
+        run = read_run(out)
+        previous = run.config
+        state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+        if state is None and run.metrics:  # epochs were trained but none was kept: do not train them over
+            raise RunDirError(f"cannot resume {out}: it has no {CHECKPOINT}, though metrics.jsonl records "
+                              f"{len(run.metrics)} epoch(s) (with train.checkpoint_every = "
+                              f"{previous.train.checkpoint_every} they were not all saved, or the file was removed); "
+                              f"start it again with --force, or train into another --out")
+        if state is not None:  # what the weights were trained with (config.toml says the same once written)
+            previous = config_from_checkpoint(state)
+        diffs = resume_differences(previous, cfg, mid_epoch=state is not None and state["step"] > 0)
+        if diffs:
+            raise RunDirError(f"cannot resume {out} with a different model, dataset, optimiser kind, twin, weight "
+                              f"average on/off or, inside an epoch, batch size or seed (start a new run instead): "
+                              + "; ".join(diffs))
+        environment_to_extend(out)  # unreadable: refused now, not at the first checkpoint
+        reached = 0 if state is None else state["epoch"] + (state["step"] > 0)
+        if reached > cfg.train.epochs:
+            part = " and part of the next" if state["step"] > 0 else ""
+            raise RunDirError(f"cannot resume {out} with train.epochs = {cfg.train.epochs}: it has already trained "
+                              f"{state['epoch']} epochs{part}; pass --epochs {reached} or more")
+        return out, state
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            if cfg_file.is_file():
+                raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
+                                  f"or --force to replace it")
+            raise RunDirError(f"{out} already holds other files (not a run); pick another --out, or --force to "
+                              f"train there anyway (files that are not a run's are kept)")
+        set_aside(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, None
+
+
+def new_default_dir(base: Path) -> Path:
+    """``base``, or base-2, base-3, ...: the first that did not exist, made here (runs started within
+    the same second each get their own folder, and none is taken for another's)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            out.mkdir()
+        except FileExistsError:
+            continue
+        return out
+
+
+def environment_to_extend(out: Path) -> dict:
+    """The run's environment.json ({} if it has none), which a resume extends."""
+    try:
+        return read_environment(out) or {}
+    except RunDirError as err:
+        raise RunDirError(f"cannot resume {out}: {err}; restore it, or move it away and resume again (the "
+                          f"resume then records only where it ran itself)") from None
+
+
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "curves.png", "config.toml", "environment.json",
+             "tensorboard")
+ASIDE = ".replaced-run"  # where --force keeps the old run until the new one has written a checkpoint
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete what a run writes in ``out`` (and nothing else the folder holds)."""
+    for name in RUN_FILES:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name, ignore_errors=True)  # else an old run's curves mix with a new one's
+        else:
+            (out / name).unlink(missing_ok=True)
+
+
+def set_aside(out: Path) -> None:
+    """Move the run files of ``out`` into ``out/ASIDE``: --force replaces a run only once the new one
+    has written a checkpoint, so a new run that fails first gives it back. An ASIDE already there
+    with no checkpoint in ``out`` is a run that a killed --force was replacing: it stays, and what
+    the killed run left is dropped (with a checkpoint, the killed run had replaced it)."""
+    aside = out / ASIDE
+    if aside.is_dir() and not (out / CHECKPOINT).is_file():
+        remove_run_files(out)
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for name in RUN_FILES:
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+
+
+def give_back(out: Path) -> None:
+    aside = out / ASIDE
+    if aside.is_dir():
+        for entry in aside.iterdir():
+            os.replace(entry, out / entry.name)
+        aside.rmdir()
