@@ -819,6 +819,29 @@ def test_force_clears_the_old_runs_tensorboard_logs(tmp_path):
     assert not (tmp_path / "r" / "tensorboard").exists()
 
 
+def test_load_model_gives_the_trained_network_for_inference(tmp_path):
+    from ftprop import load_model
+    from ftprop.data import load_dataset
+    from ftprop.runs import save_checkpoint
+
+    result = train(small_config("train.ema_decay=0.9", epochs=1), tmp_path / "r", log=None)
+    test = load_dataset("digits", split="test")
+    model = load_model(tmp_path / "r")
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert states_equal(model.state_dict(), result.ema_model.state_dict())  # the weight average, by default
+    assert evaluate(model, test)["acc"] == result.history[-1]["test_acc"]
+    live = load_model(tmp_path / "r" / "checkpoint.pt", live=True)
+    assert states_equal(live.state_dict(), result.model.state_dict())
+    assert evaluate(live, test)["acc"] == result.history[-1]["live_test_acc"]
+    state = load_checkpoint(tmp_path / "r")
+    del state["data"], state["format"]  # as an older ftprop wrote it
+    save_checkpoint(tmp_path / "r", state)
+    with pytest.raises(RunDirError, match="does not record its dataset's classes.*ftprop evaluate"):
+        load_model(tmp_path / "r")
+    with pytest.raises(RunDirError, match="no run at"):
+        load_model(tmp_path / "nothing")
+
+
 def test_a_figure_that_cannot_be_drawn_does_not_fail_a_finished_run(tmp_path, monkeypatch):
     from ftprop import report
 

@@ -13,7 +13,7 @@ from .activations import (
 )
 from .config import Config, load_config
 from .data import load_dataset
-from .engine import evaluate, train
+from .engine import evaluate, load_model, train
 from .losses import LOSSES, LayerLoss, available_losses, get_loss
 from .models import build_model
 
@@ -26,6 +26,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "load_dataset",
+    "load_model",
     "train",
     "HardThreshold",
     "LOSSES",

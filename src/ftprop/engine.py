@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -281,6 +282,21 @@ def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -
     averaged = state.get("ema") is not None and not live
     model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
     return model.to(dataset.device), "average" if averaged else "live"
+
+
+def load_model(run: str | Path, *, live: bool = False, device: str = "cpu") -> nn.Module:
+    """The trained network of a run directory (or its checkpoint.pt), in eval mode on ``device``:
+    the weight average if the run kept one (train.ema_decay > 0) unless ``live``. It takes inputs
+    as the run's dataset gives them (``load_dataset(...).batches``: normalised)."""
+    state = load_checkpoint(Path(run))
+    shape = state.get("data")
+    if shape is None:
+        raise RunDirError(f"{run}: this checkpoint does not record its dataset's classes and input shape (ftprop "
+                          f"before 2026-12-07); evaluate it with `ftprop evaluate {run}`, or continue it with "
+                          f"--resume, whose next checkpoint records them")
+    dataset = SimpleNamespace(num_classes=shape["num_classes"], input_shape=tuple(shape["input_shape"]),
+                              device=resolve_device(device, "device"))
+    return checkpoint_model(state, config_from_checkpoint(state), dataset, live=live)[0].eval()
 
 
 def build_twin(cfg: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -603,6 +619,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         if run_dir is not None:
             saved = (epoch, step)
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
+                                      "data": {"num_classes": train_set.num_classes,
+                                               "input_shape": list(train_set.input_shape)},
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "twin": twin.state_dict() if twin is not None else None,
