@@ -493,8 +493,7 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
 
 
 def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
-    from ftprop.runs import set_aside
-    from ftprop.runs import config_to_toml
+    from ftprop.runs import config_to_toml, set_aside
 
     cfg = small_config(epochs=1)
     train(cfg, tmp_path / "r", log=None)
