@@ -44,7 +44,8 @@ def test_conflict_lp_gives_its_deadline_to_the_rational_lp(monkeypatch):
     monkeypatch.setattr(lp, "exact_separation", recording)
     monkeypatch.setattr(lp, "exact_hull_weights", lambda *a: "too large")  # force the rational LP
     x, t = xor()
-    sol, support, how = lp.conflict_lp(x, t[:, 0], deadline=12345.0)
-    assert sol is None and how == "exact" and len(support) > 0 and seen == [12345.0]
+    later = time.perf_counter() + 3600  # (perf_counter counts from an arbitrary point, e.g. the boot)
+    sol, support, how = lp.conflict_lp(x, t[:, 0], deadline=later)
+    assert sol is None and how == "exact" and len(support) > 0 and seen == [later]
     with pytest.raises(DeadlineReached):
         lp.conflict_lp(x, t[:, 0], deadline=time.perf_counter() - 1)
