@@ -315,9 +315,11 @@ def main() -> None:
                     (runs / CHILD_RESULTS / args.name / f"{n}{suffix}").unlink(missing_ok=True)
         jobs = args.jobs or len(variants)
         threads = threads_per_run(min(jobs, len(variants)))
-        header = {"date": now, "command": "python " + shlex.join(sys.argv), "config": args.config,
-                  "jobs_at_once": jobs, "threads_per_run": threads}
         done = run_variants(args, variants, runs, jobs, threads)
+        # dated at the end, after every run started: a later --tabulate takes it as this sweep's record
+        header = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "command": "python " + shlex.join(sys.argv), "config": args.config,
+                  "jobs_at_once": jobs, "threads_per_run": threads}
 
     rows = [row_of(runs / name, name, over, done[name]) for name, over in variants]
     if not args.tabulate and not any("best_test_acc" in r for r in rows):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -420,6 +421,30 @@ def test_a_forced_sweep_removes_its_variants_old_result_files(tmp_path, monkeypa
     with pytest.raises(SystemExit, match="no variant finished an epoch"):
         _sweep(tmp_path, monkeypatch, "--name", "s", "--force", "--variant", "a")
     assert sorted(p.name for p in old.iterdir()) == ["other.json"]  # another variant's are left alone
+
+
+def test_a_sweep_record_is_the_one_a_later_tabulate_keeps(tmp_path, monkeypatch):
+    """The record is dated when the sweep ends, after its runs started: --tabulate keeps its command."""
+    from datetime import datetime, timezone
+
+    import sweep
+
+    class Trains:  # each process leaves a finished run, started after the sweep itself
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            name = cmd[cmd.index("--name") + 1].split("/")[1]
+            time.sleep(1.1)  # (dates are to the second)
+            _sweep_run(tmp_path, "s", name, [0.5, 0.6], started=datetime.now(timezone.utc).isoformat())
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Trains)
+    _, first = _sweep(tmp_path, monkeypatch, "--name", "s", "--variant", "a: optim.lr=1e-3")
+    table, again = _sweep(tmp_path, monkeypatch, "--name", "s", "--variant", "a: optim.lr=1e-3", "--tabulate")
+    assert again["command"] == first["command"] and again["date"] == first["date"]
+    assert again["rows"][0]["returncode"] == 0 and again["jobs_at_once"] == 1
 
 
 def test_the_variant_name_results_is_reserved_for_the_runs_result_files():
