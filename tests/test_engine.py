@@ -841,6 +841,21 @@ def test_load_model_gives_the_trained_network_for_inference(tmp_path):
         load_model(tmp_path / "nothing")
 
 
+def test_a_dataset_whose_sizes_are_numpy_ints_still_gives_a_loadable_checkpoint(tmp_path):
+    import numpy as np
+
+    from ftprop import load_model
+
+    class NumpySizes(ArrayDataset):
+        @property
+        def input_shape(self):
+            return tuple(np.int64(v) for v in super().input_shape)
+
+    train(small_config(epochs=1), tmp_path / "r", data=_tiny_data(NumpySizes), log=None)
+    assert load_checkpoint(tmp_path / "r")["data"] == {"num_classes": 3, "input_shape": [1, 4, 4]}
+    assert load_model(tmp_path / "r")(torch.zeros(2, 1, 4, 4)).shape == (2, 3)
+
+
 def test_a_figure_that_cannot_be_drawn_does_not_fail_a_finished_run(tmp_path, monkeypatch):
     from ftprop import report
 
@@ -1612,13 +1627,18 @@ def test_a_truncated_or_foreign_checkpoint_says_what_to_do(tmp_path, capsys):
 
 def test_metrics_ignore_a_cut_last_line_and_name_damage_before_it(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n{"epo')  # killed while writing epoch 3
-    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
-    path.write_bytes(b'{"epoch": 1}\n{"epoch": 2}\n\xff\xfe')
-    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
-    path.write_bytes(b'{"epoch": 1}\n{"ep\n{"epoch": 3}\n')  # epoch 3 would be lost unsaid
+    e1, e2 = {"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6}
+    path.write_text(f"{json.dumps(e1)}\n{json.dumps(e2)}\n" + '{"epo')  # killed while writing epoch 3
+    assert read_metrics(path) == [e1, e2]
+    path.write_bytes(f"{json.dumps(e1)}\n{json.dumps(e2)}\n".encode() + b"\xff\xfe")
+    assert read_metrics(path) == [e1, e2]
+    path.write_text(f"{json.dumps(e1)}\n" + '{"ep\n' + f"{json.dumps(e2)}\n")  # epoch 2 would be lost unsaid
     with pytest.raises(RunDirError, match="line 2, is not a JSON record.*restore it from a copy"):
         read_metrics(path)
+    for other in ("[1]", '{"epoch": 3}'):  # JSON, but not an epoch's record: every reader would fail on it
+        path.write_text(f"{json.dumps(e1)}\n{other}\n")
+        with pytest.raises(RunDirError, match="line 2, is not an epoch's record"):
+            read_metrics(path)
 
 
 class _Runs:  # unpickling it would run code: loading a checkpoint must not

@@ -292,8 +292,8 @@ def load_model(run: str | Path, *, live: bool = False, device: str = "cpu") -> n
     shape = state.get("data")
     if shape is None:
         raise RunDirError(f"{run}: this checkpoint does not record its dataset's classes and input shape (ftprop "
-                          f"before 2026-12-07); evaluate it with `ftprop evaluate {run}`, or continue it with "
-                          f"--resume, whose next checkpoint records them")
+                          f"before 2026-12-07); evaluate it with `ftprop evaluate {run}` (a run resumed for more "
+                          f"epochs records them in its next checkpoint)")
     dataset = SimpleNamespace(num_classes=shape["num_classes"], input_shape=tuple(shape["input_shape"]),
                               device=resolve_device(device, "device"))
     return checkpoint_model(state, config_from_checkpoint(state), dataset, live=live)[0].eval()
@@ -619,8 +619,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         if run_dir is not None:
             saved = (epoch, step)
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
-                                      "data": {"num_classes": train_set.num_classes,
-                                               "input_shape": list(train_set.input_shape)},
+                                      "data": {"num_classes": int(train_set.num_classes),  # plain ints: numpy
+                                               "input_shape": [int(s) for s in train_set.input_shape]},  # ones
+                                      # would make the file one that weights_only loading refuses
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "twin": twin.state_dict() if twin is not None else None,

@@ -251,11 +251,17 @@ def read_metrics(path: Path) -> list[dict]:
     lines = path.read_text(errors="replace").splitlines()  # ftprop writes ASCII: other bytes are damage
     for n, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if n < len(lines):
                 raise RunDirError(f"{path}, line {n}, is not a JSON record: something other than ftprop changed "
                                   f"the file; restore it from a copy, or remove that line") from None
+            continue
+        if not isinstance(row, dict) or not {"epoch", "test_acc"} <= row.keys():
+            raise RunDirError(f"{path}, line {n}, is not an epoch's record (a JSON object with 'epoch' and "
+                              f"'test_acc'): something other than ftprop changed the file; restore it from a copy, "
+                              f"or remove that line")
+        rows.append(row)
     return rows
 
 
