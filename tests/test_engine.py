@@ -852,7 +852,8 @@ def test_a_dataset_whose_sizes_are_numpy_ints_still_gives_a_loadable_checkpoint(
             return tuple(np.int64(v) for v in super().input_shape)
 
     train(small_config(epochs=1), tmp_path / "r", data=_tiny_data(NumpySizes), log=None)
-    assert load_checkpoint(tmp_path / "r")["data"] == {"num_classes": 3, "input_shape": [1, 4, 4]}
+    record = load_checkpoint(tmp_path / "r")["data"]
+    assert (record["num_classes"], record["input_shape"], record["classes"]) == (3, [1, 4, 4], ["a", "b", "c"])
     assert load_model(tmp_path / "r")(torch.zeros(2, 1, 4, 4)).shape == (2, 3)
 
 

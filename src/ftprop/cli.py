@@ -180,6 +180,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import load_model
+    from .predict import predict, read_inputs
+
+    model = load_model(args.run, live=args.live, device=args.device, preprocess=True)
+    batches, names = zip(*(read_inputs(path, model) for path in args.inputs))  # every file read before any output
+    images = torch.cat([b.to(torch.float32) for b in batches]) if len({b.dtype for b in batches}) > 1 \
+        else torch.cat(batches)
+    names = [n for group in names for n in group]
+    results = predict(model, images, top=args.top)
+    if args.json:
+        print(json.dumps([{"input": n, "top": [{"class": c, "p": p} for c, p in r]} for n, r in zip(names, results)],
+                         indent=2))
+    else:
+        for n, r in zip(names, results):
+            print(f"{n}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r))
+    return 0
+
+
 # ---- reproduce / report ---------------------------------------------------------------
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -254,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average the logits of each image and its mirror image "
                         "(a two-view ensemble, not the paper's single-view accuracy)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (or .npy arrays of pixels) with a trained run")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("inputs", nargs="+", metavar="FILE",
+                   help="an image file (PNG, JPEG, ...: resized to the network's input as its dataset's test "
+                        "images are) or a .npy array of stored pixel values, one input or a batch")
+    p.add_argument("--top", type=int, default=3, help="how many classes to list per input (default: 3)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--live", action="store_true",
+                   help="use the optimiser's weights, not the run's weight average (train.ema_decay > 0)")
+    p.add_argument("--json", action="store_true", help="print JSON: each input's classes and probabilities")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("reproduce", help="run the cells of the paper's Table 1 from configs/table1")
     p.add_argument("what", choices=["table1"])

@@ -284,19 +284,42 @@ def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -
     return model.to(dataset.device), "average" if averaged else "live"
 
 
-def load_model(run: str | Path, *, live: bool = False, device: str = "cpu") -> nn.Module:
+def _data_record(dataset) -> dict:
+    """What a checkpoint keeps of its dataset, in plain values (numpy ints would make the file one
+    that weights_only loading refuses): the sizes the network is built for, the class names, and
+    ``dataset.inputs()``, how a stored image becomes an input (None for a dataset without it)."""
+    inputs = dataset.inputs() if callable(getattr(dataset, "inputs", None)) else None
+    return {"num_classes": int(dataset.num_classes), "input_shape": [int(s) for s in dataset.input_shape],
+            "classes": [str(c) for c in dataset.classes] if hasattr(dataset, "classes") else None,
+            "inputs": inputs}
+
+
+def load_model(run: str | Path, *, live: bool = False, device: str = "cpu", preprocess: bool = False) -> nn.Module:
     """The trained network of a run directory (or its checkpoint.pt), in eval mode on ``device``:
     the weight average if the run kept one (train.ema_decay > 0) unless ``live``. It takes inputs
-    as the run's dataset gives them (``load_dataset(...).batches``: normalised)."""
+    as the run's dataset gives them (``load_dataset(...).batches``: normalised); with
+    ``preprocess``, a :class:`ftprop.predict.Classifier` that takes images as the dataset stores
+    them (uint8 pixels) and names its classes (``.classes``)."""
     state = load_checkpoint(Path(run))
-    shape = state.get("data")
-    if shape is None:
+    record = state.get("data")
+    if record is None:
         raise RunDirError(f"{run}: this checkpoint does not record its dataset's classes and input shape (ftprop "
                           f"before 2026-12-07); evaluate it with `ftprop evaluate {run}` (a run resumed for more "
                           f"epochs records them in its next checkpoint)")
-    dataset = SimpleNamespace(num_classes=shape["num_classes"], input_shape=tuple(shape["input_shape"]),
+    if preprocess and (record.get("inputs") is None or record.get("classes") is None):
+        raise RunDirError(f"{run}: this checkpoint does not record how its dataset's images become inputs (an older "
+                          f"ftprop, or a dataset without inputs()); load it without preprocess=True and "
+                          f"normalise the images as its dataset does (a run resumed for more epochs records it "
+                          f"in its next checkpoint)")
+    dataset = SimpleNamespace(num_classes=record["num_classes"], input_shape=tuple(record["input_shape"]),
                               device=resolve_device(device, "device"))
-    return checkpoint_model(state, config_from_checkpoint(state), dataset, live=live)[0].eval()
+    network = checkpoint_model(state, config_from_checkpoint(state), dataset, live=live)[0].eval()
+    if not preprocess:
+        return network
+    from .predict import Classifier, Preprocess
+
+    pre = Preprocess(record["inputs"], dataset.input_shape).to(dataset.device)
+    return Classifier(pre, network, record["classes"], record["inputs"]).eval()
 
 
 def build_twin(cfg: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -613,15 +636,14 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     status = "completed"
 
     saved = (state["epoch"], state["step"]) if state is not None else None  # the last checkpoint written
+    data_record = _data_record(train_set)
 
     def checkpoint(epoch: int, step: int, partial: dict | None = None) -> None:
         nonlocal saved, described
         if run_dir is not None:
             saved = (epoch, step)
             save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
-                                      "data": {"num_classes": int(train_set.num_classes),  # plain ints: numpy
-                                               "input_shape": [int(s) for s in train_set.input_shape]},  # ones
-                                      # would make the file one that weights_only loading refuses
+                                      "data": data_record,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "twin": twin.state_dict() if twin is not None else None,

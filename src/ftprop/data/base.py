@@ -3,7 +3,9 @@
 A dataset has ``name``, ``split``, ``classes``, ``num_classes``, ``input_shape`` (C, H, W) or
 (D,), ``device``, ``len()``, ``to(device)``, ``subset(indices, split)`` and
 ``batches(batch_size, shuffle=, augment=, generator=, drop_last=, start=)`` which yields
-``(x, y)``: x float32 normalised on the dataset's device, y int64 class indices.
+``(x, y)``: x float32 normalised on the dataset's device, y int64 class indices; and
+``inputs()``, the record of how a stored image becomes a network input (:func:`normalize_images`'s
+arguments, plus ``resize`` / ``crop`` for image files), which a checkpoint keeps for inference.
 
 Small datasets are :class:`ArrayDataset`: the whole split is one uint8 tensor on the
 training device, batched by index; augmentation and normalisation are batched tensor ops on
@@ -18,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ArrayDataset", "DatasetError", "patch_whitening"]
+__all__ = ["ArrayDataset", "DatasetError", "normalize_images", "patch_whitening"]
 
 
 class DatasetError(RuntimeError):
@@ -109,12 +111,15 @@ class ArrayDataset:
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images -> float32 normalised, as a batched tensor op on their device."""
-        x = images.to(torch.float32, copy=True).div_(self.scale)  # in place on the copy: no extra buffers
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        x = x.sub_(self.mean.view(shape)).div_(self.std.view(shape))
-        if self.whitening is not None:
-            x = torch.nn.functional.conv2d(x, self.whitening, padding=self.whitening.shape[-1] // 2)
-        return x
+        return normalize_images(images, self.scale, self.mean, self.std, self.whitening)
+
+    def inputs(self) -> dict:
+        """How a stored image becomes a network input, in plain values and CPU tensors (what a
+        checkpoint keeps so that its network can be given raw images): the arguments of
+        :func:`normalize_images`; ``resize`` and ``crop`` are None (the images are stored at the
+        network's size)."""
+        return {"scale": self.scale, "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "whitening": None if self.whitening is None else self.whitening.cpu(), "resize": None, "crop": None}
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         i = range(len(self))[i]  # a negative index counts from the end; out of range is an IndexError
@@ -149,6 +154,19 @@ class ArrayDataset:
             if self.cutout:
                 x = cut_out(x, g, self.cutout)
             yield x, self.labels.index_select(0, idx)
+
+
+def normalize_images(images: Tensor, scale: float, mean: Tensor, std: Tensor,
+                     whitening: Tensor | None = None) -> Tensor:
+    """A batch of stored images (uint8, or floats in the same range 0..``scale``) as the network's
+    float32 inputs: ``(images / scale - mean[c]) / std[c]``, then the ``whitening`` convolution if
+    any. ``mean`` and ``std`` hold one value per channel (or per feature of flat inputs)."""
+    x = images.to(torch.float32, copy=True).div_(scale)  # in place on the copy: no extra buffers
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    x = x.sub_(mean.view(shape)).div_(std.view(shape))
+    if whitening is not None:
+        x = torch.nn.functional.conv2d(x, whitening, padding=whitening.shape[-1] // 2)
+    return x
 
 
 def crop_flip(images: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:

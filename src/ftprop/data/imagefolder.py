@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from . import register_dataset
-from .base import DatasetError
+from .base import DatasetError, normalize_images
 from .download import missing_data_error
 
 __all__ = ["ImageFolderDataset", "load_imagefolder", "IMAGENET_MEAN", "IMAGENET_STD", "EXTENSIONS"]
@@ -191,8 +191,13 @@ class ImageFolderDataset:
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 NCHW -> float32 normalised with the ImageNet mean/std, on the images' device."""
-        x = images.to(torch.float32, copy=True).div_(255.0)  # in place on the copy: no extra buffers
-        return x.sub_(self.mean.view(1, -1, 1, 1)).div_(self.std.view(1, -1, 1, 1))
+        return normalize_images(images, 255.0, self.mean, self.std)
+
+    def inputs(self) -> dict:
+        """How an image file becomes a network input (see :meth:`ArrayDataset.inputs`): the test
+        transform, short side resized to ``resize`` and a centred ``crop``, then the normalisation."""
+        return {"scale": 255.0, "mean": self.mean.tolist(), "std": self.std.tolist(), "whitening": None,
+                "resize": self.resize, "crop": self.crop}
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         """Example ``i`` with the test transform (centre crop), normalised."""

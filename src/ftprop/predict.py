@@ -1,0 +1,150 @@
+"""Inference on raw images: a trained run's network with its dataset's preprocessing in front.
+
+A checkpoint keeps, beside the weights, its dataset's class names and the record of how a stored
+image becomes a network input (``dataset.inputs()``: pixel scale, mean, std, whitening, and for
+image folders the resize and centre crop of the test transform). :func:`ftprop.load_model` with
+``preprocess=True`` builds a :class:`Classifier` from it, and :func:`read_inputs` turns image
+files (or ``.npy`` arrays of stored pixel values) into the batch it takes; ``ftprop predict``
+does both and prints each input's most likely classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .data.base import normalize_images
+
+__all__ = ["Classifier", "Preprocess", "predict", "read_inputs"]
+
+
+class Preprocess(nn.Module):
+    """A dataset's normalisation as a module: stored images (uint8, or floats in 0..``scale``) of
+    shape (N, *input_shape) in, the network's float32 inputs out."""
+
+    def __init__(self, inputs: dict, input_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.scale = float(inputs["scale"])
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.register_buffer("mean", torch.as_tensor(inputs["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(inputs["std"], dtype=torch.float32))
+        w = inputs.get("whitening")
+        self.register_buffer("whitening", None if w is None else w.to(torch.float32))
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() != len(self.input_shape) + 1 or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected a batch of images of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(images.shape)}; a single image needs a batch dimension: images[None]")
+        if images.is_floating_point() or images.dtype == torch.uint8:
+            return normalize_images(images, self.scale, self.mean, self.std, self.whitening)
+        raise TypeError(f"images must be uint8 or floating point (pixel values 0..{self.scale:g}), got {images.dtype}")
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}, input_shape={self.input_shape}, whitening={self.whitening is not None}"
+
+
+class Classifier(nn.Module):
+    """``network(preprocess(images))``: a trained network that takes images as its dataset stores
+    them and returns logits; ``classes`` names its outputs, ``inputs`` is the dataset's record."""
+
+    def __init__(self, preprocess: Preprocess, network: nn.Module, classes: Sequence[str], inputs: dict) -> None:
+        super().__init__()
+        self.preprocess, self.network = preprocess, network
+        self.classes, self.inputs = list(classes), inputs
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.preprocess.input_shape
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(self.preprocess(images))
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: Tensor, top: int = 3, batch_size: int = 256) -> list[list[tuple[str, float]]]:
+    """For each image of the batch, its ``top`` most likely classes with their softmax probabilities,
+    most likely first. ``model`` is in eval mode (as :func:`ftprop.load_model` returns it)."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a whole number >= 1, got {top!r}")
+    device = next(model.parameters()).device
+    k = min(top, len(model.classes))
+    out = []
+    for first in range(0, images.shape[0], batch_size):
+        p = model(images[first : first + batch_size].to(device)).float().softmax(dim=1)
+        values, indices = p.topk(k, dim=1)
+        out += [[(model.classes[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(),
+                                                                                       indices.tolist())]
+    return out
+
+
+# ---- reading inputs ---------------------------------------------------------------------------------
+
+def read_inputs(path: str | Path, model: Classifier) -> tuple[Tensor, list[str]]:
+    """The images in ``path`` as a batch ``model`` takes, and a name for each.
+
+    An ``.npy`` file holds stored pixel values (0..scale), one input of the network's shape or a
+    batch of them. Any other file is an image Pillow can read, made into what the dataset stores:
+    for an image-folder run, the test transform (short side resized, centre crop); otherwise
+    converted to RGB or grey as the network's channels say and resized to its height and width
+    if it differs (bilinear), its 0..255 pixels mapped to 0..scale. A network of flat inputs of a
+    square size D takes a grey sqrt(D) x sqrt(D) image (the digits, Fashion-MNIST)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no input file {path}")
+    shape = model.input_shape
+    if path.suffix.lower() == ".npy":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+        if a.dtype.kind not in "uif" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+            raise ValueError(f"{path}: expected finite pixel values, got an array of {a.dtype}")
+        if tuple(a.shape) == shape:
+            a = a[None]
+        if tuple(a.shape[1:]) != shape:
+            raise ValueError(f"{path}: an array of shape {a.shape}, but this network takes inputs of shape {shape} "
+                             f"(or a batch of them, (N, {', '.join(map(str, shape))}))")
+        x = torch.from_numpy(np.ascontiguousarray(a))
+        x = x if x.dtype == torch.uint8 else x.to(torch.float32)
+        return x, [f"{path}[{i}]" for i in range(x.shape[0])] if x.shape[0] > 1 else [str(path)]
+    return _read_image(path, model.inputs, shape)[None], [str(path)]
+
+
+def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    from .data.imagefolder import crop_box, resize_short_side, to_rgb8
+
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        if side * side != shape[0]:
+            raise ValueError(f"{path}: this network takes flat inputs of {shape[0]} values, not a square image; "
+                             f"give a .npy array of shape ({shape[0]},)")
+        channels, size = 1, (side, side)
+    elif len(shape) == 3 and shape[0] in (1, 3):
+        channels, size = shape[0], (shape[1], shape[2])
+    else:
+        raise ValueError(f"{path}: this network takes inputs of shape {shape}, not images; give a .npy array")
+    try:
+        with Image.open(path) as im:
+            img = to_rgb8(im)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({err}); give an image file or a .npy array") from None
+    if inputs.get("crop"):  # an image-folder run: its test transform
+        img = resize_short_side(img, inputs["resize"])
+        top, left = crop_box(img.size[1], img.size[0], inputs["crop"], None)
+        img = img.crop((left, top, left + inputs["crop"], top + inputs["crop"]))
+    elif img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    if channels == 1:
+        img = img.convert("L")
+    a = np.array(img, dtype=np.uint8)  # a copy: torch refuses to share a read-only buffer
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(a)).reshape(shape)
+    scale = float(inputs["scale"])
+    return x if scale == 255.0 else x.to(torch.float32).mul_(scale / 255.0)
