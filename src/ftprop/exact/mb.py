@@ -70,6 +70,38 @@ def _extract(model: nn.Sequential, mean: np.ndarray, scale: np.ndarray) -> list[
     return out
 
 
+class Adam:
+    """Adam (Kingma & Ba, 2015) as ``torch.optim.Adam`` with its defaults (no weight decay),
+    written out with the same arithmetic as its single-tensor update, which the CPU uses, so the
+    two give the same weights bit for bit. torch's optimisers import ``torch._dynamo`` when the
+    process makes its first one: one to several seconds, which a search's time limit would pay."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = list(params)
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = [0] * len(self.params)  # per parameter, as torch's: one without a gradient does not step
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, (p, m, v) in enumerate(zip(self.params, self.exp_avg, self.exp_avg_sq)):
+            if p.grad is None:
+                continue
+            self.steps[i] += 1
+            g = p.grad
+            m.lerp_(g, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            step = float(self.steps[i])
+            step_size = self.lr / (1 - self.beta1**step)
+            denom = (v.sqrt() / (1 - self.beta2**step) ** 0.5).add_(self.eps)
+            p.addcdiv_(m, denom, value=-step_size)
+
+
 _saved_threads: list[int] = []
 
 
@@ -109,7 +141,7 @@ class MBTrainer:
 
     def _new_run(self) -> None:
         self.model = _build(self.widths, self.gen)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        self.opt = Adam(self.model.parameters(), lr=self.lr)
         self.run_best, self.since = None, 0
 
     def outcome(self) -> MBOutcome:
@@ -157,7 +189,7 @@ class MBTrainer:
                             self.fitted = (weights, model)
                             break
                 loss = torch.relu(1 - self.tt[idx] * z).mean()
-                self.opt.zero_grad(set_to_none=True)
+                self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
                 self.steps += 1
@@ -171,10 +203,8 @@ class MBTrainer:
 def train_mb(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: float = 10.0,
              max_steps: int | None = None, lr: float = 0.03, patience: int = 400, seed: int = 0,
              batch_size: int = 1024) -> MBOutcome:
-    """Train FTPROP-MB sign networks (with restarts) until one reproduces T or the budget ends.
-
-    The budget includes building the trainer: a process's first optimiser imports
-    ``torch._dynamo``, several seconds on a busy machine."""
+    """Train FTPROP-MB sign networks (with restarts) until one reproduces T or the budget ends
+    (building the trainer included)."""
     t0 = time.perf_counter()
     trainer = MBTrainer(x, t, hidden, lr=lr, patience=patience, seed=seed, batch_size=batch_size)
     return trainer.run(time_limit - (time.perf_counter() - t0), max_steps)
