@@ -23,8 +23,13 @@ SMALL = ["model.options.hidden=[32]", "train.batch_size=128", "train.tensorboard
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("predict") / "digits"
-    result = train(apply_overrides(Config(name="t"), SMALL), run, log=None)
+    result = train(apply_overrides(Config(name="t"), SMALL + ["train.ema_decay=0.9"]), run, log=None)
     return run, result
+
+
+def as_png(digit: torch.Tensor, path) -> None:
+    """A stored digit (1 x 8 x 8, 0..16) as an 8-bit grey PNG, 0..255."""
+    Image.fromarray((digit[0].numpy() / 16 * 255).round().astype(np.uint8)).save(path)  # / first: uint8 * 255 wraps
 
 
 def test_the_classifier_takes_stored_images_and_gives_the_networks_outputs(digits_run):
@@ -64,15 +69,28 @@ def test_whitening_is_part_of_the_recorded_preprocessing(tmp_path):
 
 def test_an_image_file_is_read_as_the_dataset_stores_its_images(tmp_path, digits_run):
     model = load_model(digits_run[0], preprocess=True)  # 1 x 8 x 8 grey, pixels 0..16
-    a = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4  # 0..252
-    Image.fromarray(a).save(tmp_path / "grey.png")
-    x, names = read_inputs(tmp_path / "grey.png", model)
-    assert names == [str(tmp_path / "grey.png")] and x.shape == (1, 1, 8, 8)
-    assert torch.allclose(x[0, 0], torch.from_numpy(a).float() * 16 / 255)
+    test = load_dataset("digits", split="test")
+    for i in range(40):  # a stored digit saved as a PNG comes back as it was stored
+        as_png(test.images[i], tmp_path / f"{i}.png")
+        x, names = read_inputs(tmp_path / f"{i}.png", model)
+        assert names == [str(tmp_path / f"{i}.png")] and x.dtype == torch.uint8 and torch.equal(x[0], test.images[i])
     Image.new("RGB", (30, 20), (100, 150, 200)).save(tmp_path / "big.png")
     big, _ = read_inputs(tmp_path / "big.png", model)  # colour, another size: grey, resized to 8 x 8
     grey = int(np.array(Image.new("RGB", (1, 1), (100, 150, 200)).convert("L"))[0, 0])
-    assert torch.allclose(big, torch.full((1, 1, 8, 8), grey * 16 / 255))
+    assert torch.equal(big, torch.full((1, 1, 8, 8), round(grey * 16 / 255), dtype=torch.uint8))
+
+
+def test_unreadable_images_are_refused_naming_the_file(tmp_path, digits_run, monkeypatch):
+    import PIL.Image
+
+    model = load_model(digits_run[0], preprocess=True)
+    Image.new("F", (8, 8)).save(tmp_path / "floats.tiff")
+    with pytest.raises(ValueError, match=r"floats\.tiff: a floating-point image"):
+        read_inputs(tmp_path / "floats.tiff", model)
+    Image.new("L", (64, 64)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels: a "decompression bomb" now
+    with pytest.raises(ValueError, match=r"huge\.png: not an image Pillow can read"):
+        read_inputs(tmp_path / "huge.png", model)
 
 
 def test_a_colour_image_is_resized_to_the_networks_input(tmp_path):
@@ -105,6 +123,19 @@ def test_npy_inputs_and_what_is_refused(tmp_path, digits_run):
     assert torch.equal(x, test.images[:1]) and names == [str(tmp_path / "one.npy")]
     x, names = read_inputs(tmp_path / "three.npy", model)
     assert x.dtype == torch.float32 and torch.equal(x, test.images[:3].float()) and len(names) == 3
+    np.save(tmp_path / "big_endian.npy", test.images[:2].numpy().astype(">u2"))
+    assert torch.equal(read_inputs(tmp_path / "big_endian.npy", model)[0], test.images[:2].float())
+    np.save(tmp_path / "empty.npy", np.zeros((0, 1, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="a batch of no inputs"):
+        read_inputs(tmp_path / "empty.npy", model)
+    for bad in (test.images[:2].numpy().astype(np.int64) * 16, -test.images[:2].numpy().astype(np.int64)):
+        np.save(tmp_path / "range.npy", bad)  # 0..255 given to a 0..16 dataset; negative values
+        with pytest.raises(ValueError, match=r"outside the 0\.\.16 the dataset stores"):
+            read_inputs(tmp_path / "range.npy", model)
+    np.savez(tmp_path / "archive.npz", a=np.zeros((1, 8, 8)))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    with pytest.raises(ValueError, match="an archive of arrays"):
+        read_inputs(tmp_path / "archive.npy", model)
     np.save(tmp_path / "wrong.npy", np.zeros((2, 64)))
     with pytest.raises(ValueError, match=r"shape \(2, 64\).*\(1, 8, 8\)"):
         read_inputs(tmp_path / "wrong.npy", model)
@@ -139,12 +170,20 @@ def test_the_predict_command(tmp_path, digits_run, capsys):
     run = digits_run[0]
     test = load_dataset("digits", split="test")
     np.save(tmp_path / "two.npy", test.images[:2].numpy())
-    Image.fromarray((test.images[2, 0].numpy() * 15).astype(np.uint8)).save(tmp_path / "d.png")
+    as_png(test.images[2], tmp_path / "d.png")
     assert main(["predict", str(run), str(tmp_path / "two.npy"), str(tmp_path / "d.png"), "--json", "--top", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [o["input"] for o in out] == [f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]",
                                          str(tmp_path / "d.png")]
-    assert all(len(o["top"]) == 2 for o in out)
+    for live in (False, True):  # each input's own classes and probabilities, from the weights asked for
+        if live:
+            assert main(["predict", str(run), str(tmp_path / "two.npy"), str(tmp_path / "d.png"), "--json",
+                         "--top", "2", "--live"]) == 0
+            out_live = json.loads(capsys.readouterr().out)
+            assert out_live != out
+        expected = predict(load_model(run, preprocess=True, live=live), test.images[:3], top=2)
+        got = out_live if live else out
+        assert [[(c["class"], pytest.approx(c["p"])) for c in o["top"]] for o in got] == expected
     assert main(["predict", str(run), str(tmp_path / "two.npy")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'two.npy'}[0]: ") and lines[0].endswith("%")

@@ -87,32 +87,46 @@ def predict(model: Classifier, images: Tensor, top: int = 3, batch_size: int = 2
 def read_inputs(path: str | Path, model: Classifier) -> tuple[Tensor, list[str]]:
     """The images in ``path`` as a batch ``model`` takes, and a name for each.
 
-    An ``.npy`` file holds stored pixel values (0..scale), one input of the network's shape or a
-    batch of them. Any other file is an image Pillow can read, made into what the dataset stores:
-    for an image-folder run, the test transform (short side resized, centre crop); otherwise
-    converted to RGB or grey as the network's channels say and resized to its height and width
-    if it differs (bilinear), its 0..255 pixels mapped to 0..scale. A network of flat inputs of a
-    square size D takes a grey sqrt(D) x sqrt(D) image (the digits, Fashion-MNIST)."""
+    An ``.npy`` file holds pixel values as the dataset stores them (0..scale), one input of the
+    network's shape or a batch of them. Any other file is an image Pillow can read, made into
+    what the dataset stores: for an image-folder run, the test transform (short side resized,
+    centre crop); otherwise converted to RGB or grey as the network's channels say and resized to
+    its height and width if it differs (bilinear), its 0..255 pixels mapped to 0..scale (rounded
+    to whole levels: the digits store 0..16). A network of flat inputs of a square size D (a
+    custom dataset of (N, D) images) takes a grey sqrt(D) x sqrt(D) image."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no input file {path}")
     shape = model.input_shape
     if path.suffix.lower() == ".npy":
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npy array ({err})") from None
-        if a.dtype.kind not in "uif" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
-            raise ValueError(f"{path}: expected finite pixel values, got an array of {a.dtype}")
-        if tuple(a.shape) == shape:
-            a = a[None]
-        if tuple(a.shape[1:]) != shape:
-            raise ValueError(f"{path}: an array of shape {a.shape}, but this network takes inputs of shape {shape} "
-                             f"(or a batch of them, (N, {', '.join(map(str, shape))}))")
-        x = torch.from_numpy(np.ascontiguousarray(a))
-        x = x if x.dtype == torch.uint8 else x.to(torch.float32)
-        return x, [f"{path}[{i}]" for i in range(x.shape[0])] if x.shape[0] > 1 else [str(path)]
+        return _read_npy(path, shape, float(model.inputs["scale"]))
     return _read_image(path, model.inputs, shape)[None], [str(path)]
+
+
+def _read_npy(path: Path, shape: tuple[int, ...], scale: float) -> tuple[Tensor, list[str]]:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
+        raise ValueError(f"{path}: an archive of arrays, not one .npy array; save one array with np.save")
+    if a.dtype.kind not in "uif" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+        raise ValueError(f"{path}: expected finite pixel values (uint8 0..{scale:g}, as the dataset stores them), "
+                         f"got an array of {a.dtype}")
+    batched = tuple(a.shape) != shape
+    a = a[None] if not batched else a
+    if tuple(a.shape[1:]) != shape:
+        raise ValueError(f"{path}: an array of shape {a.shape}, but this network takes inputs of shape {shape} "
+                         f"(or a batch of them, (N, {', '.join(map(str, shape))}))")
+    if a.shape[0] == 0:
+        raise ValueError(f"{path}: a batch of no inputs")
+    if a.min() < 0 or a.max() > scale:
+        raise ValueError(f"{path}: pixel values {a.min():g}..{a.max():g}, outside the 0..{scale:g} the dataset "
+                         f"stores; give them as it stores them (0..{scale:g}, not normalised)")
+    a = a.astype(a.dtype.newbyteorder("="), copy=False)  # torch takes native byte order only
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    x = x if x.dtype == torch.uint8 else x.to(torch.float32)
+    return x, [f"{path}[{i}]" for i in range(x.shape[0])] if batched and x.shape[0] > 1 else [str(path)]
 
 
 def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
@@ -133,8 +147,10 @@ def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
     try:
         with Image.open(path) as im:
             img = to_rgb8(im)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: not an image Pillow can read ({err}); give an image file or a .npy array") from None
+    except ValueError as err:  # to_rgb8: an image of floats, or of integers beyond 16 bits
+        raise ValueError(f"{path}: {err}") from None
     if inputs.get("crop"):  # an image-folder run: its test transform
         img = resize_short_side(img, inputs["resize"])
         top, left = crop_box(img.size[1], img.size[0], inputs["crop"], None)
@@ -147,4 +163,7 @@ def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     x = torch.from_numpy(np.ascontiguousarray(a)).reshape(shape)
     scale = float(inputs["scale"])
-    return x if scale == 255.0 else x.to(torch.float32).mul_(scale / 255.0)
+    if scale == 255.0:
+        return x
+    x = x.to(torch.float32).mul_(scale / 255.0)
+    return x.round_().to(torch.uint8) if scale.is_integer() and scale < 255 else x  # whole levels, as stored
