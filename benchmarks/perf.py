@@ -213,6 +213,10 @@ def quartiles(ratios: list[float]) -> str:
 
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
+    if args.variants not in ("auto", "all", "quick"):
+        if "relu" not in args.variants.split(","):
+            raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
+        pick_variants(args.variants)  # unknown names refused before anything is built
     if args.cuda_graph and device.type != "cuda":
         raise SystemExit("--cuda-graph replays CUDA graphs: it needs --device cuda")
     if not 0.0 <= args.with_average < 1.0:
@@ -234,7 +238,7 @@ def cmd_step_time(args) -> None:
     rows = []
     for model in args.models.split(","):
         kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
-        vs = variants(kind)
+        vs = variants(kind) if kind in ("all", "quick") else pick_variants(kind)
         x, y = batch(model, args.batch, 10, device, args.channels_last)
         built = []
         for label, kw in vs:
@@ -643,8 +647,9 @@ def main() -> None:
 
     s = command("step-time", cmd_step_time, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, rounds=7,
                 steps=3, device="cpu", name=None)
-    s.add_argument("--variants", default="auto", choices=["auto", "all", "quick"],
-                   help="auto: all for mlp and convnet4, quick (6) for the larger models")
+    s.add_argument("--variants", default="auto",
+                   help="auto: all for mlp and convnet4, quick (6) for the larger models; all; quick; or a comma "
+                        "list of variant labels, relu among them (the ratios' base)")
     s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")

@@ -115,6 +115,39 @@ def test_backward_is_weighted_layer_loss_derivative(module_fn, name, weighted):
     torch.testing.assert_close(grad_through(module, x, g), want, rtol=1e-12, atol=1e-15)
 
 
+def _custom(name, grad):
+    from ftprop.losses import LayerLoss
+
+    return LayerLoss(name=name, formula="", value=lambda z, t: z * 0, grad=grad, breakpoints=(-1.0, 0.0, 1.0))
+
+
+CUSTOM_PIECEWISE = {  # piecewise-constant losses of no built-in shape: the "code" saving's two forms
+    # dL/dz nonzero on a band in z: two flips per target, so the bit is a parity of comparisons
+    "band": (_custom("band", lambda z, t: -t * ((t * z > -1) & (t * z <= 0)).to(z.dtype)), True),
+    "double_hinge": (_custom("double_hinge", lambda z, t: -2 * t * (t * z < 1).to(z.dtype)), True),  # v = 2
+    # three values (0, 1, 2): the region-code table, not two bits
+    "stairs": (_custom("stairs", lambda z, t: -t * ((t * z < 1).to(z.dtype) + (t * z < 0).to(z.dtype))), False),
+}
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("name", sorted(CUSTOM_PIECEWISE))
+@pytest.mark.parametrize("make", [lambda loss, w: Sign(loss, w), lambda loss, w: Staircase(3, loss, w)])
+def test_piecewise_constant_custom_losses_keep_one_byte_and_the_exact_update(make, name, weighted):
+    loss, as_bits = CUSTOM_PIECEWISE[name]
+    module = make(loss, weighted)
+    assert (module.unit.code_bits is not None) == as_bits
+    gen = torch.Generator().manual_seed(5)
+    on = torch.tensor(module.unit.breakpoints, dtype=torch.float64)
+    x = torch.cat([on, on, torch.randn(200, generator=gen, dtype=torch.float64) * 1.5])
+    g = torch.cat([torch.ones(len(on)), -torch.ones(len(on)), torch.randn(200, generator=gen)]).double()
+    g[-1] = 0.0
+    assert module.unit.save(x).dtype == torch.uint8
+    d = module.unit.loss_grad(x, -torch.sign(g))
+    want = g.abs() * d if weighted else d / x.shape[0]
+    torch.testing.assert_close(grad_through(module, x, g), want, rtol=1e-12, atol=1e-15)
+
+
 def test_staircase_levels_and_thresholds():
     # steps=3: levels {0, 1/3, 2/3, 1}, jumps when x exceeds 0, 0.5, 1.0 (PAPER.md §6.2)
     s3 = Staircase(3)

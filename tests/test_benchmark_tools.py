@@ -215,6 +215,8 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["step-time", "--with-twin", "rleu", "--name", "t5"], "--with-twin 'rleu': unknown activation"),
     ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
     ("perf.py", ["step-time", "--models", "mlp,", "--name", "t6"], "--models 'mlp,': an empty name"),
+    ("perf.py", ["step-time", "--variants", "sign hinge", "--name", "t7"], "must include relu"),
+    ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
@@ -241,6 +243,17 @@ def test_step_time_with_a_twin_times_each_variant_with_its_twin_in_the_same_roun
     assert {"relu + twin", "sign soft_hinge + twin", "staircase3 saturated_hinge + twin"} < set(rows)
     assert all(len(r["ratios"]) == 2 for r in rows.values())  # every variant in every round
     assert "train.twin = 'relu'" in (results / "twin.md").read_text()
+
+
+def test_step_time_takes_a_list_of_variants(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    out = _run("perf.py", "step-time", "--models", "mlp", "--variants", "relu,sign hinge,staircase3 perceptron",
+               "--batch", "8", "--rounds", "2", "--steps", "1", "--min-window", "0", "--name", "some", results=results)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((results / "some.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["relu", "sign hinge", "staircase3 perceptron"]
 
 
 def test_data_pipeline_does_not_prepare_data_where_it_was_not_asked(tmp_path):
