@@ -175,9 +175,9 @@ class ThresholdUnit:
         where phi is 1, its ends rounded inwards to values of that dtype (x is compared with them
         in its own dtype). The count compares x with these ends rather than mapping x onto each
         step's argument (2x - 1, x - theta) first, since that rounds: in bfloat16, 2x - 1 is -1 for
-        x = -1e-3, just outside the staircase, and phi would be 1 there. None for one unit at z = x,
-        which needs no map."""
-        if self.saving != "count" or self.kind != "staircase" or self.steps == 1:
+        x = -1e-3, just outside the staircase, and phi would be 1 there. For one unit at z = x the
+        interval is phi's own: two comparisons are cheaper than phi's |x| <= 1 on CPU."""
+        if self.saving != "count":
             return None
         lo, hi = self.loss.breakpoints
         ends = self.loss.phi(torch.tensor([lo, hi, lo - 1.0, hi + 1.0], dtype=torch.float64)).tolist()
@@ -185,7 +185,9 @@ class ThresholdUnit:
             raise NotImplementedError(f"the count saving takes a phi that is 1 on [lo, hi], 0 outside; "
                                       f"{self.loss.name}'s is not")
         lo, hi = Fraction(lo), Fraction(hi)
-        if self.surrogate == "single":  # z = 2x - 1
+        if self.kind != "staircase" or self.steps == 1:  # z = x: two comparisons, no |x| to allocate
+            spans = [(lo, hi)]
+        elif self.surrogate == "single":  # z = 2x - 1
             spans = [((lo + 1) / 2, (hi + 1) / 2)]
         else:  # z = x - theta_i, theta_i = i / (steps - 1), exactly
             spans = [(lo + Fraction(i, self.steps - 1), hi + Fraction(i, self.steps - 1)) for i in range(self.steps)]
@@ -261,8 +263,6 @@ class ThresholdUnit:
         if mode == "phi":
             return self._over_steps(self.loss.phi, x)
         if mode == "count":
-            if self.count_spans is None:
-                return _as_bytes(self.loss.phi(x))
             count = None
             for lo, hi in self.count_spans[x.dtype]:
                 inside = _as_bytes(torch.logical_and(x >= lo, x <= hi))
