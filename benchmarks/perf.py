@@ -213,10 +213,11 @@ def quartiles(ratios: list[float]) -> str:
 
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
+    listed = None  # --variants as a list of labels: checked before anything is built
     if args.variants not in ("auto", "all", "quick"):
         if "relu" not in args.variants.split(","):
             raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
-        pick_variants(args.variants)  # unknown names refused before anything is built
+        listed = pick_variants(args.variants)
     if args.cuda_graph and device.type != "cuda":
         raise SystemExit("--cuda-graph replays CUDA graphs: it needs --device cuda")
     if not 0.0 <= args.with_average < 1.0:
@@ -238,7 +239,7 @@ def cmd_step_time(args) -> None:
     rows = []
     for model in args.models.split(","):
         kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
-        vs = variants(kind) if kind in ("all", "quick") else pick_variants(kind)
+        vs = listed or variants(kind)
         x, y = batch(model, args.batch, 10, device, args.channels_last)
         built = []
         for label, kw in vs:

@@ -132,7 +132,7 @@ def _read_npy(path: Path, shape: tuple[int, ...], scale: float) -> tuple[Tensor,
 def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
     from PIL import Image, UnidentifiedImageError
 
-    from .data.imagefolder import crop_box, resize_short_side, to_rgb8
+    from .data.imagefolder import resized_crop, to_rgb8
 
     if len(shape) == 1:
         side = math.isqrt(shape[0])
@@ -151,17 +151,14 @@ def _read_image(path: Path, inputs: dict, shape: tuple[int, ...]) -> Tensor:
         raise ValueError(f"{path}: not an image Pillow can read ({err}); give an image file or a .npy array") from None
     except ValueError as err:  # to_rgb8: an image of floats, or of integers beyond 16 bits
         raise ValueError(f"{path}: {err}") from None
-    if inputs.get("crop"):  # an image-folder run: its test transform
-        img = resize_short_side(img, inputs["resize"])
-        top, left = crop_box(img.size[1], img.size[0], inputs["crop"], None)
-        img = img.crop((left, top, left + inputs["crop"], top + inputs["crop"]))
-    elif img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    if channels == 1:
-        img = img.convert("L")
-    a = np.array(img, dtype=np.uint8)  # a copy: torch refuses to share a read-only buffer
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    x = torch.from_numpy(np.ascontiguousarray(a)).reshape(shape)
+    if inputs.get("crop"):  # an image-folder run: its test transform (resize >= crop, so the crop fits)
+        a = resized_crop(img, inputs["resize"], inputs["crop"], None).transpose(2, 0, 1)
+    else:
+        if img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        a = np.asarray(img.convert("L") if channels == 1 else img, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    x = torch.from_numpy(np.array(a)).reshape(shape)  # a contiguous copy: torch shares no read-only buffer
     scale = float(inputs["scale"])
     if scale == 255.0:
         return x

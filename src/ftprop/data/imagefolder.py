@@ -71,6 +71,18 @@ def to_rgb8(im):
     return im.convert("RGB")
 
 
+def resized_crop(img, resize: int, crop: int, rng: np.random.Generator | None) -> np.ndarray | None:
+    """A PIL RGB image as the model sees it, before any flip: short side resized to ``resize``,
+    then a ``crop`` x ``crop`` window (uniform with ``rng``, else centred), as a uint8 HWC array;
+    None when the resized image is smaller than the crop."""
+    img = resize_short_side(img, resize)
+    w, h = img.size
+    if min(h, w) < crop:
+        return None
+    top, left = crop_box(h, w, crop, rng)
+    return np.asarray(img, dtype=np.uint8)[top : top + crop, left : left + crop]
+
+
 def crop_box(h: int, w: int, crop: int, rng: np.random.Generator | None) -> tuple[int, int]:
     """(top, left) of a ``crop`` x ``crop`` window: uniform when ``rng`` is given, else centred."""
     if rng is None:
@@ -104,13 +116,11 @@ class _Decode(Dataset):
                 img = to_rgb8(im)
         except Exception as e:  # noqa: BLE001  (Pillow raises many types for bad files)
             return _Failed(path, f"{type(e).__name__}: {e}")
-        img = resize_short_side(img, self.resize)
-        w, h = img.size
-        if min(h, w) < self.crop:
-            return _Failed(path, f"image is {w}x{h} after resizing, smaller than the {self.crop} crop")
         rng = None if seed is None else np.random.default_rng([seed, index])
-        top, left = crop_box(h, w, self.crop, rng)
-        arr = np.asarray(img, dtype=np.uint8)[top : top + self.crop, left : left + self.crop]
+        arr = resized_crop(img, self.resize, self.crop, rng)
+        if arr is None:
+            w, h = resize_short_side(img, self.resize).size
+            return _Failed(path, f"image is {w}x{h} after resizing, smaller than the {self.crop} crop")
         if rng is not None and rng.random() < 0.5:
             arr = arr[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), self.labels[index]
