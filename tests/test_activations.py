@@ -59,6 +59,48 @@ def test_tanh_losses_below_float64(dtype):
         torch.testing.assert_close(got, want, rtol=0, atol=2 * tol * g.abs().max().item(), msg=f"staircase {name}")
 
 
+@pytest.mark.filterwarnings("error")  # an out= tensor of the wrong size would be resized, with a warning
+@pytest.mark.parametrize("chunk", [10 ** 6, 3 * 50, 64])  # one chunk; rows of 3 (the last of 1); 1 row
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tanh_updates_written_in_chunks(monkeypatch, chunk, channels_last):
+    """In float32 on CPU the per-step staircase's and the unweighted tanh updates are written
+    into one output a chunk of rows at a time (ftprop.activations._tanh_update_in_chunks):
+    the definition's update, whatever the chunks and the memory format."""
+    from ftprop import activations
+
+    monkeypatch.setattr(activations, "_CHUNK_ELEMENTS", chunk)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(10, 2, 5, 5, generator=gen) * 2
+    g = torch.randn(10, 2, 5, 5, generator=gen)
+    g[0, 0, 0, :3] = 0.0  # no target: no update
+    if channels_last:
+        x, g = (v.contiguous(memory_format=torch.channels_last) for v in (x, g))
+    for name in ("soft_hinge", "sigmoid", "lecun_tanh"):
+        for module in (Staircase(3, name, surrogate="per_step"), Staircase(4, name, False, surrogate="per_step"),
+                       Sign(name, weighted=False), Step(name, weighted=False)):
+            got = grad_through(module, x, g)
+            assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last) == channels_last
+            t = -torch.sign(g.double())
+            d = module.unit.loss_grad(x.double(), t)
+            want = g.double().abs() * d if module.weighted else d / x.shape[0]
+            torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-6 * want.abs().max().item(), msg=str(module))
+            assert torch.all(got[g == 0] == 0)
+    empty = torch.zeros(0, 3, requires_grad=True)
+    Staircase(3, surrogate="per_step")(empty).sum().backward()
+    assert empty.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_update_keeps_channels_last(name):
+    """Updates made in place or in chunks keep the layout of g: a channels-last network's
+    convolution backward would otherwise get a gradient to convert."""
+    x, g = (torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    for weighted in (True, False):
+        for module in (Sign(name, weighted), Staircase(3, name, weighted),
+                       Staircase(3, name, weighted, surrogate="per_step")):
+            assert grad_through(module, x, g).is_contiguous(memory_format=torch.channels_last), module
+
+
 def test_weighted_saturated_hinge_is_sste(xg):
     x, g = xg
     x[1, :4] = torch.tensor([1.0, -1.0, 1.0, -1.0])  # the kinks: the subgradient is the SSTE's 1[|x| <= 1]
