@@ -223,6 +223,7 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("exact_rational_fuzz.py", ["--seed", "-1"], "--seed must be >= 0"),
     ("data_pipeline.py", ["--epochs", "0"], "--epochs must be >= 1"),
     ("tta.py", ["nowhere", "--name", "t4"], "error: "),
+    ("ab_tanh_chunks.py", ["--rounds", "1", "--name", "t9"], "--rounds must be at least 2"),
 ])
 def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, message):
     results = tmp_path / "results"
@@ -254,6 +255,18 @@ def test_step_time_takes_a_list_of_variants(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads((results / "some.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["relu", "sign hinge", "staircase3 perceptron"]
+
+
+def test_tanh_chunks_ab_times_three_variants_in_the_same_rounds(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    out = _run("ab_tanh_chunks.py", "--model", "mlp", "--unit", "unweighted", "--batch", "8", "--rounds", "2",
+               "--steps", "1", "--name", "ab", results=results)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((results / "ab.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["relu", "unweighted in chunks", "unweighted term by term"]
+    assert all(len(r["times_s"]) == 2 for r in rows) and rows[0]["ratio_to_relu"] == 1.0
 
 
 def test_data_pipeline_does_not_prepare_data_where_it_was_not_asked(tmp_path):
