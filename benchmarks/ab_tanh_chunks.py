@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import perf  # noqa: E402
-from results_file import claim  # noqa: E402
+from results_file import check_name, claim  # noqa: E402
 
 from ftprop import activations  # noqa: E402
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.rounds < 2 or args.steps < 1 or args.batch < 1:
         p.error("--rounds must be at least 2, --steps and --batch at least 1")
-    claim(perf.RESULTS / args.name, args.force)
+    claim(perf.RESULTS / check_name(args.name), args.force)
     cpu = torch.device("cpu")
     in_chunks = activations._in_chunks_applies
     variants = [("relu", {"activation": "relu"}, True), (f"{args.unit} in chunks", UNITS[args.unit], True),

@@ -308,6 +308,15 @@ def cmd_step_time(args) -> None:
 
 # ---- unit time -------------------------------------------------------------------------
 
+def minor_faults() -> int:
+    """The process's minor page faults so far (0 where the resource module is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def cmd_unit_time(args) -> None:
     """Forward and backward time of one activation module on one tensor, against ReLU's."""
     from ftprop import make_activation
@@ -321,6 +330,7 @@ def cmd_unit_time(args) -> None:
               for label, kw in variants(args.variants)
               for fused in ((False, True) if args.fused and has_units(kw) else (False,))]
     times = {label: ([], []) for label, *_ in chosen}
+    faults = {label: ([], []) for label, *_ in chosen}  # minor page faults: fresh memory the call touched
     for _, fused, mod in chosen:  # warm-up: one-off costs (the fused kernels' compilation) stay out of the rounds
         cuda_kernels.use_fused_kernels(fused)
         x = x0.clone().requires_grad_()
@@ -330,27 +340,37 @@ def cmd_unit_time(args) -> None:
             cuda_kernels.use_fused_kernels(fused)
             x = x0.clone().requires_grad_()
             sync(device)
-            t0 = time.perf_counter()
+            f0, t0 = minor_faults(), time.perf_counter()
             y = mod(x)
             sync(device)
-            t1 = time.perf_counter()
+            f1, t1 = minor_faults(), time.perf_counter()
             y.backward(g0)
             sync(device)
+            t2, f2 = time.perf_counter(), minor_faults()
             times[label][0].append(t1 - t0)
-            times[label][1].append(time.perf_counter() - t1)
+            times[label][1].append(t2 - t1)
+            faults[label][0].append(f1 - f0)
+            faults[label][1].append(f2 - f1)
     cuda_kernels.use_fused_kernels(False)
     rows = []
     for label, (fw, bw) in times.items():
         rows.append({"variant": label, "shape": list(shape), "forward_ms": 1e3 * statistics.median(fw),
-                     "backward_ms": 1e3 * statistics.median(bw)})
+                     "backward_ms": 1e3 * statistics.median(bw),
+                     "forward_faults": statistics.median(faults[label][0]),
+                     "backward_faults": statistics.median(faults[label][1])})
     base = rows[0]["forward_ms"] + rows[0]["backward_ms"]
-    table = ["| activation / layer loss | forward (ms) | backward (ms) | total / ReLU's |", "|---|---|---|---|"]
+    table = ["| activation / layer loss | forward (ms) | backward (ms) | total / ReLU's "
+             "| page faults forward / backward |", "|---|---|---|---|---|"]
     for r in rows:
         r["ratio_to_relu"] = (r["forward_ms"] + r["backward_ms"]) / base
-        table.append(f"| {r['variant']} | {r['forward_ms']:.3g} | {r['backward_ms']:.3g} | {r['ratio_to_relu']:.2f} |")
+        table.append(f"| {r['variant']} | {r['forward_ms']:.3g} | {r['backward_ms']:.3g} | {r['ratio_to_relu']:.2f} | "
+                     f"{r['forward_faults']:.0f} / {r['backward_faults']:.0f} |")
     notes = [f"One module on a {args.shape} float32 tensor (fresh copy each time, so allocation is included), "
              f"medians of {args.rounds} interleaved rounds. This is the units' own cost; in a network it is diluted by "
-             "the convolutions and matrix products (see step-time)."]
+             "the convolutions and matrix products (see step-time). Page faults: the process's minor page faults "
+             "during the call (median), i.e. fresh pages of memory it touched; on this kind of machine each fresh "
+             "tensor the size of the input costs about as much as a few passes over it, and whether the allocator "
+             "reuses memory or maps fresh pages moves a row's time by a few ms between runs."]
     write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
           table, notes)
 

@@ -90,10 +90,35 @@ def test_tanh_updates_written_in_chunks(monkeypatch, chunk, channels_last):
     assert empty.grad.shape == (0, 3)
 
 
+def test_tanh_updates_take_the_chunked_path_where_it_applies(monkeypatch):
+    """The chunked writing is a speed-up whose fallback gives the same values, so only a count of
+    its calls sees it switched off: float32 on CPU, per-step or unweighted, eager, not double backward."""
+    from ftprop import activations
+
+    calls = []
+    real = activations._tanh_update_in_chunks
+    monkeypatch.setattr(activations, "_tanh_update_in_chunks", lambda *a: calls.append(1) or real(*a))
+    x, g = torch.randn(8, 5), torch.randn(8, 5)
+    for module, dtype, expected in ((Staircase(3, surrogate="per_step"), torch.float32, 1),
+                                    (Sign(weighted=False), torch.float32, 1),
+                                    (Staircase(3, "sigmoid", False), torch.float32, 1),
+                                    (Sign(), torch.float32, 0),  # one term, g itself: one new tensor anyway
+                                    (Staircase(3), torch.float32, 0),
+                                    (Staircase(3, surrogate="per_step"), torch.float64, 0),
+                                    (Staircase(3, surrogate="per_step"), torch.bfloat16, 0)):
+        calls.clear()
+        grad_through(module, x.to(dtype), g.to(dtype))
+        assert len(calls) == expected, (module, dtype)
+    calls.clear()
+    xx = x.clone().requires_grad_()
+    torch.autograd.grad(Staircase(3, surrogate="per_step")(xx), xx, g.requires_grad_(), create_graph=True)
+    assert not calls  # differentiated again: the out= calls are not differentiable
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_update_keeps_channels_last(name):
-    """Updates made in place or in chunks keep the layout of g: a channels-last network's
-    convolution backward would otherwise get a gradient to convert."""
+    """Updates made in place or in chunks keep the layout x and g share (in a network they do):
+    a channels-last network's convolution backward would otherwise get a gradient to convert."""
     x, g = (torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last) for _ in range(2))
     for weighted in (True, False):
         for module in (Sign(name, weighted), Staircase(3, name, weighted),

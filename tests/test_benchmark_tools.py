@@ -224,6 +224,8 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("data_pipeline.py", ["--epochs", "0"], "--epochs must be >= 1"),
     ("tta.py", ["nowhere", "--name", "t4"], "error: "),
     ("ab_tanh_chunks.py", ["--rounds", "1", "--name", "t9"], "--rounds must be at least 2"),
+    ("ab_tanh_chunks.py", ["--name", "t10.json"], "ends in a suffix"),
+    ("ab_tanh_chunks.py", ["--name", "../t11"], "must be a plain file name"),
 ])
 def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, message):
     results = tmp_path / "results"
@@ -255,6 +257,18 @@ def test_step_time_takes_a_list_of_variants(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads((results / "some.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["relu", "sign hinge", "staircase3 perceptron"]
+
+
+def test_unit_time_counts_page_faults(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    out = _run("perf.py", "unit-time", "--shape", "64x1024", "--rounds", "2", "--variants", "quick", "--name", "u",
+               results=results)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((results / "u.json").read_text())["rows"]
+    assert all(r["forward_faults"] >= 0 and r["backward_faults"] >= 0 for r in rows)
+    assert "page faults forward / backward" in (results / "u.md").read_text()
 
 
 def test_tanh_chunks_ab_times_three_variants_in_the_same_rounds(tmp_path):

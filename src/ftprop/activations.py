@@ -417,7 +417,8 @@ def _tanh_update_in_chunks(x: Tensor, g: Tensor, a: float, shifts: tuple[float, 
     chunk-sized scratch tensor for the second and later terms and one for sign(g): the
     per-step staircase's backward went from 57 to 29 ms, ReLU's being 11 ms (128x64x32x32;
     benchmarks/README.md). Each term is 4 s (1 - s) with s = sigmoid(2 (a*x - shift)), as in
-    :func:`_tanh_phi_update`; the sum is scaled once at the end."""
+    :func:`_tanh_phi_update`; the sum is scaled once at the end (so with 5 or more steps and |g|
+    within a factor steps / 4 of the float32 maximum it overflows where term-by-term scaling would not)."""
     out = torch.empty_like(g)
     rows = max(1, _CHUNK_ELEMENTS // max(1, math.prod(x.shape[1:])))
     scratch = torch.empty_like(x[:rows]) if len(shifts) > 1 else None
