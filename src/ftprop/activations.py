@@ -396,7 +396,7 @@ def _tanh_phi_update(x: Tensor, g: Tensor, a: float, b: float, c: float) -> Tens
 
 
 # Rows of at most this many elements per chunk in _tanh_update_in_chunks (4 MB of float32 per tensor):
-# 2^18 to 2^21 all ran within 5% of each other (128x64x32x32, backward of the per-step staircase).
+# 2^19 to 2^21 ran within 7% of each other, 2^16 40% slower (per-step backward at 128x64x32x32, ad hoc).
 _CHUNK_ELEMENTS = 1 << 20
 
 
@@ -415,10 +415,11 @@ def _tanh_update_in_chunks(x: Tensor, g: Tensor, a: float, shifts: tuple[float, 
     32 MB costs as much as several passes over it (8193 page faults, each page zeroed), so
     the update is written straight into one output, a chunk of rows at a time, with one
     chunk-sized scratch tensor for the second and later terms and one for sign(g): the
-    per-step staircase's backward went from 57 to 29 ms, ReLU's being 11 ms (128x64x32x32;
-    benchmarks/README.md). Each term is 4 s (1 - s) with s = sigmoid(2 (a*x - shift)), as in
-    :func:`_tanh_phi_update`; the sum is scaled once at the end (so with 5 or more steps and |g|
-    within a factor steps / 4 of the float32 maximum it overflows where term-by-term scaling would not)."""
+    per-step staircase's backward went from 65 to 30 ms, ReLU's being 12 ms (128x64x32x32;
+    benchmarks/results/unit_time_cpu_{before,in}_chunks.md). Each term is 4 s (1 - s) with
+    s = sigmoid(2 (a*x - shift)), as in :func:`_tanh_phi_update`; the sum is scaled once at
+    the end (so with 5 or more steps and |g| within a factor steps / 4 of the float32 maximum it
+    overflows where term-by-term scaling would not)."""
     out = torch.empty_like(g)
     rows = max(1, _CHUNK_ELEMENTS // max(1, math.prod(x.shape[1:])))
     scratch = torch.empty_like(x[:rows]) if len(shifts) > 1 else None
