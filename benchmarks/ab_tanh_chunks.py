@@ -42,13 +42,17 @@ def main(argv: list[str] | None = None) -> None:
     claim(perf.RESULTS / check_name(args.name), args.force)
     cpu = torch.device("cpu")
     in_chunks = activations._in_chunks_applies
+
+    def switch(chunks: bool) -> None:
+        activations._in_chunks_applies = in_chunks if chunks else (lambda _: False)
+
     variants = [("relu", {"activation": "relu"}, True), (f"{args.unit} in chunks", UNITS[args.unit], True),
                 (f"{args.unit} term by term", UNITS[args.unit], False)]
     x, y = perf.batch(args.model, args.batch, 10, cpu, False)
     built = []
     try:
         for label, kw, chunks in variants:
-            activations._in_chunks_applies = in_chunks if chunks else (lambda _: False)
+            switch(chunks)
             model = perf.make(args.model, kw, 10, cpu, False)
             opt = torch.optim.Adam(model.parameters(), 1e-4)
             perf.time_steps(model, opt, x, y, 1, False, cpu)  # warm-up
@@ -56,11 +60,11 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {label: [] for label, *_ in built}
         for r in range(args.rounds):
             for label, model, opt, chunks in built[r % 3:] + built[:r % 3]:  # rotated: no variant always first
-                activations._in_chunks_applies = in_chunks if chunks else (lambda _: False)
+                switch(chunks)
                 times[label].append(perf.time_steps(model, opt, x, y, args.steps, False, cpu))
             print(f"round {r + 1}/{args.rounds}", flush=True)
     finally:
-        activations._in_chunks_applies = in_chunks
+        switch(True)
     rows, table = [], ["| variant | step (ms) | / ReLU step | middle half of rounds | fastest / fastest ReLU |",
                        "|---|---|---|---|---|"]
     for label, ts in times.items():

@@ -383,10 +383,7 @@ def _tanh_phi_update(x: Tensor, g: Tensor, a: float, b: float, c: float) -> Tens
         return _tanh_phi_update(x.float(), g.float(), a, b, c).to(g.dtype)
     fast = x.device.type == "cpu" and x.dtype != torch.float64 and not torch.is_grad_enabled()
     if fast and not torch.compiler.is_compiling():
-        s = torch.add(_constant(-2.0 * b, x), x, alpha=2.0 * a) if b else torch.mul(x, 2.0 * a)
-        s.sigmoid_()
-        torch.ops.aten.sigmoid_backward.grad_input(g, s, grad_input=s)  # g * s * (1 - s), into s
-        return s.mul_(4.0 * c)
+        return _quarter_sech2_times(x, g, a, b).mul_(4.0 * c)
     if a == 1.0 and not b:
         y = torch.tanh(x)
     else:
@@ -416,8 +413,8 @@ def _tanh_update_in_chunks(x: Tensor, g: Tensor, a: float, shifts: tuple[float, 
     the update is written straight into one output, a chunk of rows at a time, with one
     chunk-sized scratch tensor for the second and later terms and one for sign(g): the
     per-step staircase's backward went from 65 to 30 ms, ReLU's being 12 ms (128x64x32x32;
-    benchmarks/results/unit_time_cpu_{before,in}_chunks.md). Each term is 4 s (1 - s) with
-    s = sigmoid(2 (a*x - shift)), as in :func:`_tanh_phi_update`; the sum is scaled once at
+    benchmarks/results/unit_time_cpu_{before,in}_chunks.md). Each term is
+    :func:`_quarter_sech2_times`, as in :func:`_tanh_phi_update`; the sum is scaled once at
     the end (so with 5 or more steps and |g| within a factor steps / 4 of the float32 maximum it
     overflows where term-by-term scaling would not)."""
     out = torch.empty_like(g)
@@ -430,17 +427,22 @@ def _tanh_update_in_chunks(x: Tensor, g: Tensor, a: float, shifts: tuple[float, 
         if sign_of_g:
             h = torch.sign(h, out=signs[:n])
         for k, shift in enumerate(shifts):
-            s = dst if k == 0 else scratch[:n]
-            if shift:
-                torch.add(_constant(-2.0 * shift, xs), xs, alpha=2.0 * a, out=s)
-            else:
-                torch.mul(xs, 2.0 * a, out=s)
-            s.sigmoid_()
-            torch.ops.aten.sigmoid_backward.grad_input(h, s, grad_input=s)  # h * s * (1 - s), into s
+            term = _quarter_sech2_times(xs, h, a, shift, out=dst if k == 0 else scratch[:n])
             if k:
-                dst.add_(s)
+                dst.add_(term)
         dst.mul_(4.0 * c)
     return out
+
+
+def _quarter_sech2_times(x: Tensor, h: Tensor, a: float, shift: float, out: Tensor | None = None) -> Tensor:
+    """h * s * (1 - s) with s = sigmoid(2 (a*x - shift)), i.e. h * (1 - tanh(a*x - shift)^2) / 4,
+    into ``out`` (a new tensor if None): the CPU form of one tanh-update term, in three passes."""
+    if shift:
+        s = torch.add(_constant(-2.0 * shift, x), x, alpha=2.0 * a, out=out)
+    else:
+        s = torch.mul(x, 2.0 * a, out=out)
+    s.sigmoid_()
+    return torch.ops.aten.sigmoid_backward.grad_input(h, s, grad_input=s)  # h * s * (1 - s), into s
 
 
 def _sign_by_where(x: Tensor) -> Tensor:
