@@ -482,3 +482,18 @@ def test_tanh_updates_in_half_precision_are_the_rounded_exact_value(dtype, make)
     want = grad_through(make(), x.to(dtype).double(), g.to(dtype).double())  # the same inputs, in float64
     assert got.dtype == dtype  # (float32's own cancellation, where the update is below 1e-7, is let be)
     torch.testing.assert_close(got.double(), want.to(dtype).double(), rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("unit", ["sign", "staircase", "per_step"])
+def test_units_leave_their_input_and_gradient_unchanged(name, unit):
+    """Forward and backward write only tensors they made (a loss's phi_, for one, gets the
+    staircase's 2z - 1, never z); float32 on CPU, where the in-place and chunked paths run."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 3, 5, 5, generator=gen) * 2
+    g = torch.randn(8, 3, 5, 5, generator=gen)
+    module = {"sign": lambda: Sign(name), "staircase": lambda: Staircase(3, name),
+              "per_step": lambda: Staircase(3, name, surrogate="per_step")}[unit]()
+    xx, gg = x.clone().requires_grad_(), g.clone()
+    module(xx).backward(gg)
+    assert torch.equal(xx.detach(), x) and torch.equal(gg, g)

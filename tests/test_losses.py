@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -63,6 +65,20 @@ def test_symmetric_losses_have_grad_minus_t_phi(name):
     torch.testing.assert_close(loss.phi(z), loss.phi(-z), rtol=1e-14, atol=1e-15)
     if loss.piecewise_constant:
         assert set(loss.phi(z).unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.phi_ is not None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_phi_into_its_argument_equals_phi(name, dtype):
+    """phi_ gives phi bit for bit (kinks, infinities and NaN included) and writes into its argument."""
+    loss = LOSSES[name]
+    z = torch.cat([torch.linspace(-4, 4, 4001, dtype=torch.float64),
+                   torch.tensor([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0, math.inf, -math.inf, math.nan],
+                                dtype=torch.float64)]).to(dtype)
+    arg = z.clone()
+    out = loss.phi_(arg)
+    assert out.data_ptr() == arg.data_ptr()
+    torch.testing.assert_close(out, loss.phi(z), rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.update is not None])

@@ -100,16 +100,18 @@ class ThresholdUnit:
         return self.kind, self.steps
 
     # ---- the layer loss in x-space ------------------------------------------------
-    def _over_steps(self, f, x: Tensor, mean: bool = True) -> Tensor:
+    def _over_steps(self, f, x: Tensor, mean: bool = True, f_=None) -> Tensor:
         """f of the layer-loss argument(s) of x: z itself, 2z - 1 (one soft unit over the
-        staircase), or each step's z - theta_i, summed (and averaged when ``mean``)."""
+        staircase), or each step's z - theta_i, summed (and averaged when ``mean``). ``f_``, f
+        written into its argument, serves the arguments made here (never x itself)."""
         if self.kind != "staircase" or self.steps == 1:
             return f(x)
-        if self.surrogate == "single":  # [0, 1] is mapped onto [-1, 1]
-            return f((2 * x).sub_(1))
-        out = f(x - self.thresholds[0])
+        f_ = f_ or f
+        if self.surrogate == "single":  # [0, 1] is mapped onto [-1, 1]: 2x - 1 in one pass
+            return f_(torch.add(_constant(-1.0, x), x, alpha=2.0))
+        out = f_(x - self.thresholds[0])
         for theta in self.thresholds[1:]:
-            out = out + f(x - theta)
+            out = out + f_(x - theta)
         return out / self.steps if mean else out
 
     def loss_grad(self, x: Tensor, t: Tensor) -> Tensor:
@@ -261,7 +263,7 @@ class ThresholdUnit:
         if mode in ("tanh", "input"):
             return x
         if mode == "phi":
-            return self._over_steps(self.loss.phi, x)
+            return self._over_steps(self.loss.phi, x, f_=self.loss.phi_)
         if mode == "count":
             count = None
             for lo, hi in self.count_spans[x.dtype]:

@@ -43,6 +43,9 @@ class LayerLoss:
     backward evaluates phi (at each step's argument for the per-step staircase), with no extra
     forward work.
 
+    ``phi_`` is phi written into its argument, for a caller that made that tensor and gives it
+    up (the staircase's 2z - 1 or z - theta_i): one allocation fewer than phi. Optional.
+
     ``update(z, g)`` is the weighted FTPROP-MB update |g| * dL/dz(z, -sign(g)) written directly,
     in fewer passes over memory than the definition, for losses that keep z itself (no ``phi``,
     no ``breakpoints``); it must return a new tensor and leave z and g unchanged. It is optional
@@ -58,6 +61,7 @@ class LayerLoss:
     aliases: tuple[str, ...] = field(default=())
     note: str = ""
     phi: Callable[[Tensor], Tensor] | None = None
+    phi_: Callable[[Tensor], Tensor] | None = None  # phi into its argument (see above)
     tanh_phi: tuple[float, float] | None = None  # (a, c) when phi(z) = c * (1 - tanh(a*z)^2)
     update: Callable[[Tensor, Tensor], Tensor] | None = None  # (z, g) -> |g| * grad(z, -sign(g))
 
@@ -74,6 +78,12 @@ def _ramp_value(u: Tensor) -> Tensor:
     a = u.abs()
     inner = torch.where(a <= 1, a, torch.where(a < 2, 2 * a - a * a / 2 - 0.5, torch.full_like(a, 1.5)))
     return 1.5 - torch.sign(u) * inner
+
+
+def _ramp_phi_of_abs(a: Tensor) -> Tensor:
+    """The ramp's phi, clamp(2 - |u|, 0, 1), from a = |u| and written into a, as 2 - clamp(a, 1, 2):
+    bit-identical (both round 2 - |u| once where 1 <= |u| <= 2, and are exactly 1 or 0 elsewhere)."""
+    return a.clamp_(1, 2).neg_().add_(2)
 
 
 def _sech2(z: Tensor) -> Tensor:
@@ -132,7 +142,8 @@ _DEFS = [
         formula="L = 1.5 - sign(tz) * integral_0^|tz| clamp(2 - |s|, 0, 1) ds",
         value=lambda z, t: _ramp_value(t * z),
         grad=lambda z, t: -t * (2 - z.abs()).clamp(0, 1),
-        phi=lambda z: z.abs().neg_().add_(2).clamp_(0, 1),  # (2 - |z|).clamp(0, 1), in place after one allocation
+        phi=lambda z: _ramp_phi_of_abs(z.abs()),  # in place after one allocation
+        phi_=lambda u: _ramp_phi_of_abs(u.abs_()),
         note="the saturated hinge with linear ramps at its corners (the reference's Ramp rule)",
     ),
     LayerLoss(
