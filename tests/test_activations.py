@@ -393,9 +393,7 @@ def test_backward_can_be_differentiated(name):
             sum(g.square().sum() for g in grads).backward()
             assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params), (name, dtype)
     # and the second derivatives are the true ones: the update's slopes in z and in g against finite
-    # differences (but the ramp's, whose saved phi(z) hides its slope in z: ThresholdUnit._compute_saving)
-    if name == "ramp":
-        return
+    # differences (the ramp's slope in z included, since it keeps z rather than phi(z))
     gen = torch.Generator().manual_seed(4)
     x = (torch.randn(6, 5, generator=gen, dtype=torch.float64) * 1.5).requires_grad_()
     g = torch.randn(6, 5, generator=gen, dtype=torch.float64).requires_grad_()

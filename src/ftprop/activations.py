@@ -147,7 +147,9 @@ class ThresholdUnit:
         ``tanh``   phi(z) = c * (1 - tanh(a*z)^2) (soft hinge, sigmoid, LeCun tanh): z itself
                    (already in memory: forward does no extra work), and backward evaluates phi
                    at each of the loss's arguments (see :func:`_tanh_phi_update`);
-        ``phi``    other symmetric smooth losses (ramp): phi(z) itself, so backward is g * phi;
+        ``phi``    other symmetric smooth losses (ramp): z itself, and backward is g * phi(z), phi
+                   evaluated there (on CPU a fresh tensor the size of z costs several passes, so
+                   making phi in forward cost more than keeping z: ``perf.py unit-time``);
         ``code``   other piecewise-constant losses (hinge, perceptron): a uint8 code of the
                    interval of z between breakpoints, looked up in a table per target; or, when
                    the table holds one nonzero value (hinge, perceptron), two bits, the update's
@@ -155,9 +157,8 @@ class ThresholdUnit:
         ``input``  other smooth losses (square, log): z itself.
 
         When the backward is itself differentiated (create_graph=True), the update is
-        differentiated through g always, and through z where z is kept (``tanh``, ``input``).
-        ``phi`` keeps phi(z), so there the update's slope in z (the ramp's) is not seen;
-        for ``count`` and ``code`` that slope is 0 anyway.
+        differentiated through g always, and through z where z is kept (``tanh``, ``phi``,
+        ``input``); for ``count`` and ``code`` the update's slope in z is 0 anyway.
         """
         loss = self.loss
         if loss.phi is not None:
@@ -260,10 +261,8 @@ class ThresholdUnit:
         mode = self.saving
         if mode == "none":
             return None
-        if mode in ("tanh", "input"):
+        if mode in ("tanh", "phi", "input"):
             return x
-        if mode == "phi":
-            return self._over_steps(self.loss.phi, x, f_=self.loss.phi_)
         if mode == "count":
             count = None
             for lo, hi in self.count_spans[x.dtype]:
@@ -323,12 +322,16 @@ class ThresholdUnit:
             h = g if self.weighted else torch.sign(g)
             if not self.weighted:
                 scale = scale / batch
-            if saved is None:
+            if mode == "phi":  # phi of the kept z, a tensor of ours (written into 2z - 1 for the staircase),
+                # in place after it unless the backward is differentiated (then through z as well)
+                if torch.is_grad_enabled():
+                    out = h * self._over_steps(self.loss.phi, saved)
+                else:
+                    out = self._over_steps(self.loss.phi, saved, f_=self.loss.phi_).mul_(h)
+            elif saved is None:
                 out = h
-            elif saved.dtype != h.dtype:  # the count's bytes: converted once, then multiplied in place (g * bytes
-                out = saved.to(h.dtype).mul_(h)  # would make the same converted copy, and a product beside it)
-            else:  # phi: a new tensor, unless h is sign(g), ours
-                out = g * saved if self.weighted else h.mul_(saved)
+            else:  # the count's bytes: converted once, then multiplied in place (g * bytes would make the
+                out = saved.to(h.dtype).mul_(h)  # same converted copy, and a product beside it)
             if scale == 1.0:
                 return out
             return out * scale if out is g else out.mul_(scale)
