@@ -203,19 +203,23 @@ def test_the_accuracy_tables_quote_their_reports(header, path, methods, columns)
         assert cells[1:len(columns) + 1] == [source[c] for c in columns], (cells, source)
 
 
-def test_the_step_time_table_quotes_its_result_file():
-    measured = {}
-    lines = (ROOT / "benchmarks/results/step_time_cpu.md").read_text().splitlines()
-    for line in lines:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) > 3 and re.fullmatch(r"\d\.\d{3}", cells[3]):
-            measured[(cells[0], cells[1])] = cells[3]
-    rows = readme_table("| network | sign FTP-SH | sign SSTE |")
+def test_the_step_time_table_quotes_its_result_files():
+    """Each row of the README's CPU step-time table quotes its network's every-variant run: the
+    rounds, sign FTP-SH, SSTE, the worst of the hard-threshold variants and the control."""
+    rows = readme_table("| network (rounds) | sign FTP-SH | sign SSTE |")
     assert len(rows) == 4
     for cells in rows:
-        model = cells[0].split()[0]
-        ratios = {v for (m, _), v in measured.items() if m == model}
-        assert measured[(model, "sign soft_hinge")] == cells[1], cells
-        assert measured[(model, "sign saturated_hinge")] == cells[2], cells
-        assert re.match(r"\d\.\d{3}", cells[3])[0] == max(ratios - {measured[(model, "saturated_relu")]}), cells
-        assert measured[(model, "saturated_relu")] == cells[4]
+        model, rounds = re.fullmatch(r"(\S+).*\((\d+)\)", cells[0]).groups()
+        text = (ROOT / f"benchmarks/results/step_time_cpu_every_variant_{model}.md").read_text()
+        assert f"--rounds {rounds} " in text, cells
+        measured = {}
+        for line in text.splitlines():
+            c = [x.strip() for x in line.strip("|").split("|")]
+            if len(c) > 3 and c[0] == model and re.fullmatch(r"\d\.\d{3}", c[3]):
+                measured[c[1]] = c[3]
+        assert len(measured) == 25, model  # ReLU, the control and the 23 hard-threshold variants
+        assert measured["sign soft_hinge"] == cells[1], cells
+        assert measured["sign saturated_hinge"] == cells[2], cells
+        worst = max(v for k, v in measured.items() if k not in ("relu", "saturated_relu"))
+        assert re.match(r"\d\.\d{3}", cells[3])[0] == worst, cells
+        assert measured["saturated_relu"] == cells[4], cells
