@@ -18,12 +18,15 @@ versions. Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from results_file import check_device, check_name, claim, write_result
 from torch import nn
 
-from ftprop import LOSSES, build_model, cuda_kernels
+from ftprop import LOSSES, allocator, build_model, cuda_kernels
 from ftprop.activations import HardThreshold
 from ftprop.config import TrainConfig
 from ftprop.engine import CUDA_GRAPH_MODES, WeightAverage, distillation_loss, twin_backward
@@ -95,7 +98,8 @@ def machine(device: torch.device) -> dict:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "cpu": cpu_model()}
+            "command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "cpu": cpu_model(),
+            "keeps_freed_memory": allocator.kept()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -119,6 +123,11 @@ def batch(model: str, n: int, num_classes: int, device, channels_last: bool):
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far (0 where the resource module is missing: Windows)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 class TwinnedStep:
@@ -180,15 +189,20 @@ class GraphedStep:
             self.loss = train_step(model, opt, x, y, bf16)  # makes backward write the grads in the graph's pool
 
 
-def time_steps(model, opt, x, y, steps: int, bf16: bool, device, average: WeightAverage | None = None) -> float:
+def time_steps(model, opt, x, y, steps: int, bf16: bool, device, average: WeightAverage | None = None,
+               faults: list | None = None) -> float:
+    """Seconds per step over ``steps`` steps; the minor page faults per step appended to ``faults``."""
     sync(device)
-    t0 = time.perf_counter()
+    f0, t0 = minor_faults(), time.perf_counter()
     for _ in range(steps):
         train_step(model, opt, x, y, bf16)
         if average is not None:  # as the engine does after each optimiser step (train.ema_decay)
             average.update()
     sync(device)
-    return (time.perf_counter() - t0) / steps
+    t1 = time.perf_counter()
+    if faults is not None:
+        faults.append((minor_faults() - f0) / steps)
+    return (t1 - t0) / steps
 
 
 def settings(args) -> dict:
@@ -200,7 +214,10 @@ def write(name: str, payload: dict, table: list[str], notes: list[str], quiet: b
     head = [f"# {name}", "", f"- command: `{m['command']}`", f"- date: {m['date']}",
             f"- machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPU cores, torch {m['torch']} "
             f"({m['torch_threads']} threads), Python {m['python']}, device `{m['device']}`",
-            f"- git: {m.get('git_commit')}", ""]
+            f"- git: {m.get('git_commit')}"]
+    if m.get("keeps_freed_memory"):
+        head.append("- glibc keeps freed memory for reuse (`--keep-freed-memory`, as `ftprop train` on CPU)")
+    head.append("")
     write_result(RESULTS / name, payload, "\n".join(head + table + [""] + notes))
     if not quiet:
         print("\n".join(table + [""] + notes))
@@ -267,10 +284,11 @@ def cmd_step_time(args) -> None:
         cuda_kernels.use_fused_kernels(False)
         steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
         per_round: dict[str, list[float]] = {label: [] for label, *_ in built}
+        faults: dict[str, list[float]] = {label: [] for label, *_ in built}
         for r in range(args.rounds):
             for label, m, opt, avg, fused in rotated(built, r, args.rounds):
                 cuda_kernels.use_fused_kernels(fused)
-                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg))
+                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg, faults[label]))
         cuda_kernels.use_fused_kernels(False)
         base = per_round["relu"]
         for label in per_round:
@@ -278,26 +296,28 @@ def cmd_step_time(args) -> None:
             rows.append({"model": model, "variant": label, "batch": args.batch, "steps_per_window": steps,
                          "median_ms": 1e3 * statistics.median(per_round[label]),
                          "ratio_to_relu": statistics.median(ratios), "ratios": ratios,
-                         "ratio_of_fastest": min(per_round[label]) / min(base)})
+                         "ratio_of_fastest": min(per_round[label]) / min(base),
+                         "faults_per_step": statistics.median(faults[label])})
             print(f"{model:15s} {label:34s} {rows[-1]['median_ms']:9.2f} ms  x{rows[-1]['ratio_to_relu']:.3f}",
                   flush=True)
         del built
     target = args.target
     table = ["| model | activation / layer loss | step (ms) | / ReLU step | middle half of rounds | "
-             f"fastest / fastest ReLU | target <= {target} |",
-             "|---|---|---|---|---|---|---|"]
+             f"fastest / fastest ReLU | target <= {target} | page faults / step |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ok = ("base" if r["variant"] == "relu" else "-" if " + twin" in r["variant"]  # two networks' steps
               else "yes" if r["ratio_to_relu"] <= target else "**no**")
         table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.2f} | {r['ratio_to_relu']:.3f} | "
-                     f"{quartiles(r['ratios'])} | {r['ratio_of_fastest']:.3f} | {ok} |")
+                     f"{quartiles(r['ratios'])} | {r['ratio_of_fastest']:.3f} | {ok} | {r['faults_per_step']:.0f} |")
     notes = [f"Batch {args.batch}, Adam, {args.rounds} rounds per variant of at least {args.steps} steps and "
              f"{args.min_window:g} s each (steps per model in the JSON), variants interleaved and rotated every round; "
              f"ratio = median over rounds of (variant step / ReLU step of the same round); the middle half of "
              f"the rounds' ratios (first to third quartile) says how much one round moves. On a shared machine "
              f"other work only ever adds time, so the ratio of each variant's fastest round to ReLU's fastest is a "
              f"second, less disturbed reading. saturated_relu (no ftprop "
-             f"code) shows the noise floor. "
+             f"code) shows the noise floor. Page faults: the process's minor page faults per step (median over "
+             f"rounds), fresh memory the step touched. "
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
              + (f"'+ average': the same step followed by the engine's weight-average update "
                 f"(train.ema_decay = {args.with_average:g}); " if args.with_average else "")
@@ -307,16 +327,73 @@ def cmd_step_time(args) -> None:
                 f"the same variant's plain step: the quotient of the two rows' ratios); " if args.with_twin else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
-    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args)},
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if resource is not None else None  # KiB on Linux
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args), "peak_rss_mib": peak},
+          table, notes)
+
+
+# ---- allocator -------------------------------------------------------------------------
+
+def cmd_allocator(args) -> None:
+    """Step time with glibc keeping freed memory (ftprop.allocator, what ``ftprop train`` does on
+    CPU) against glibc's default. The setting cannot be undone within a process, so this runs
+    ``--pairs`` pairs of step-time processes, one each way, the order alternating from pair to pair."""
+    if args.device != "cpu":
+        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
+    if "relu" not in args.variants.split(","):
+        raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
+    pick_variants(args.variants)  # unknown labels are refused before anything runs
+    if allocator._glibc() is None:
+        raise SystemExit("the allocator comparison needs glibc's malloc; this C library is not glibc")
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.pairs):
+            for keep in (False, True) if k % 2 == 0 else (True, False):
+                name = f"{'kept' if keep else 'default'}_{k}"
+                cmd = [sys.executable, str(Path(__file__).resolve()), "step-time", "--models", args.models,
+                       "--variants", args.variants, "--rounds", str(args.rounds), "--steps", str(args.steps),
+                       "--batch", str(args.batch), "--min-window", str(args.min_window), "--device", "cpu",
+                       "--name", name]
+                print(f"pair {k + 1}/{args.pairs}, {'freed memory kept' if keep else 'glibc default'}", flush=True)
+                subprocess.run(cmd + (["--keep-freed-memory"] if keep else []), check=True,
+                               env={**os.environ, "FTPROP_RESULTS": tmp}, stdout=subprocess.DEVNULL)
+                runs[keep].append(json.loads((Path(tmp) / f"{name}.json").read_text()))
+    rows = []
+    for i, row in enumerate(runs[False][0]["rows"]):
+        per = {keep: [run["rows"][i] for run in runs[keep]] for keep in (False, True)}
+        ms = {keep: [r["median_ms"] for r in per[keep]] for keep in per}
+        rows.append({"model": row["model"], "variant": row["variant"],
+                     "median_ms": {str(keep).lower(): statistics.median(ms[keep]) for keep in ms},
+                     "kept_over_default": statistics.median(a / b for a, b in zip(ms[True], ms[False])),
+                     "ratio_to_relu": {str(keep).lower(): statistics.median(x for r in per[keep] for x in r["ratios"])
+                                       for keep in per},
+                     "faults_per_step": {str(keep).lower(): statistics.median(r["faults_per_step"] for r in per[keep])
+                                         for keep in per}})
+    peak = {str(keep).lower(): statistics.median(run["peak_rss_mib"] for run in runs[keep]) for keep in runs}
+    table = ["| model | activation / layer loss | step (ms), default | step (ms), kept | kept / default | "
+             "/ ReLU step, default | / ReLU step, kept | page faults / step, default / kept |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['model']} | {r['variant']} | {r['median_ms']['false']:.2f} | "
+                     f"{r['median_ms']['true']:.2f} | "
+                     f"{r['kept_over_default']:.3f} | {r['ratio_to_relu']['false']:.3f} | "
+                     f"{r['ratio_to_relu']['true']:.3f} | {r['faults_per_step']['false']:.0f} / "
+                     f"{r['faults_per_step']['true']:.0f} |")
+    notes = [f"{args.pairs} pairs of `perf.py step-time` processes (batch {args.batch}, {args.rounds} rounds of at "
+             f"least {args.steps} steps per variant each), one with glibc's default malloc and one with "
+             f"`--keep-freed-memory` (ftprop.allocator: M_MMAP_MAX = 0, M_TRIM_THRESHOLD = -1, what `ftprop train` "
+             f"does on CPU), the pair's order alternating. Step: median over the processes of each one's median; "
+             f"kept / default: median over the pairs of the ratio of the two processes' steps (absolute times, "
+             f"so the machine's drift between processes is in it); / ReLU step: median of the per-round ratios "
+             f"of all processes of that kind (one process each: drift-free); page faults: minor faults per step. "
+             f"Peak resident memory of a process (median): {peak['false']:.0f} MiB default, "
+             f"{peak['true']:.0f} MiB kept."]
+    write(args.name, {"machine": machine(torch.device("cpu")), "rows": rows, "peak_rss_mib": peak,
+                      "processes": {str(keep).lower(): runs[keep] for keep in runs}, "args": settings(args)},
           table, notes)
 
 
 # ---- unit time -------------------------------------------------------------------------
-
-def minor_faults() -> int:
-    """The process's minor page faults so far (0 where the resource module is missing: Windows)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
-
 
 def cmd_unit_time(args) -> None:
     """Forward and backward time of one activation module on one tensor, against ReLU's."""
@@ -648,6 +725,8 @@ def report(args, device, rows: list[dict], final: bool) -> None:
             (RESULTS / f"{partial}{suffix}").unlink(missing_ok=True)
 
 
+KEEP_HELP = ("glibc keeps freed memory for reuse (ftprop.allocator; what ftprop train does on CPU), "
+             "instead of returning it and page-faulting it in again at the next step")
 FUSED_HELP = ("also time each hard-threshold variant with the fused CUDA kernels (ftprop.cuda_kernels; they "
               "serve float32 CUDA tensors only, so on a CPU both rows run the same code)")
 SHARED_HELP = {"models": "comma-separated model names", "batch": "batch size", "rounds": "interleaved rounds",
@@ -684,10 +763,18 @@ def main() -> None:
     s.add_argument("--with-twin", metavar="UNITS",
                    help="also time each variant's step with a twin of these units trained alongside (train.twin)")
     s.add_argument("--fused", action="store_true", help=FUSED_HELP)
+    s.add_argument("--keep-freed-memory", action="store_true", help=KEEP_HELP)
     s = command("unit-time", cmd_unit_time, rounds=30, device="cpu", name=None)
     s.add_argument("--shape", default="128x64x32x32", help="e.g. 128x64x32x32 (resnet18_cifar's first stage)")
     s.add_argument("--variants", default="all", choices=["all", "quick"])
     s.add_argument("--fused", action="store_true", help=FUSED_HELP)
+    s.add_argument("--keep-freed-memory", action="store_true", help=KEEP_HELP)
+    s = command("allocator", cmd_allocator, models="convnet8,resnet18_cifar", batch=128, rounds=3, steps=2,
+                device="cpu", name=None)
+    s.add_argument("--variants", default="relu,saturated_relu,sign soft_hinge,staircase3 per_step soft_hinge",
+                   help="a comma list of step-time variant labels, relu among them")
+    s.add_argument("--pairs", type=int, default=3, help="pairs of step-time processes, one each way")
+    s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
     s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
     command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, name="memory")
@@ -700,13 +787,15 @@ def main() -> None:
                    help="torch.compile mode; reduce-overhead replays CUDA graphs")
     args = p.parse_args()
     check_args(p, args)
+    if getattr(args, "keep_freed_memory", False) and not allocator.keep_freed_memory():
+        p.error("--keep-freed-memory tells glibc's malloc to keep freed memory; this C library is not glibc")
     args.func(args)
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Bad counts and names are refused before anything runs, and so is a --name whose result files
     exist (without --force): a smoke test must not replace a committed measurement."""
-    for opt in ("rounds", "steps", "batch"):
+    for opt in ("rounds", "steps", "batch", "pairs"):
         if getattr(args, opt, 1) < 1:
             p.error(f"--{opt} must be >= 1")
     for opt in ("models", "speed_models"):

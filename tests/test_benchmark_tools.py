@@ -217,6 +217,8 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["step-time", "--models", "mlp,", "--name", "t6"], "--models 'mlp,': an empty name"),
     ("perf.py", ["step-time", "--variants", "sign hinge", "--name", "t7"], "must include relu"),
     ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant"),
+    ("perf.py", ["allocator", "--variants", "sign hinge", "--name", "t12"], "must include relu"),
+    ("perf.py", ["allocator", "--pairs", "0", "--name", "t13"], "--pairs must be >= 1"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
@@ -257,6 +259,38 @@ def test_step_time_takes_a_list_of_variants(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads((results / "some.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["relu", "sign hinge", "staircase3 perceptron"]
+
+
+def test_step_time_counts_page_faults_and_peak_memory(tmp_path):
+    results = tmp_path / "results"
+    out = _run("perf.py", "step-time", "--models", "mlp", "--variants", "relu,sign soft_hinge", "--batch", "8",
+               "--rounds", "2", "--steps", "1", "--min-window", "0", "--name", "f", results=results)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads((results / "f.json").read_text())
+    assert all(r["faults_per_step"] >= 0 for r in payload["rows"])
+    assert payload["peak_rss_mib"] > 0 and payload["machine"]["keeps_freed_memory"] is False
+    assert "page faults / step" in (results / "f.md").read_text()
+
+
+def test_allocator_runs_step_time_processes_both_ways(tmp_path):
+    """perf.py allocator: pairs of step-time processes, one with glibc keeping freed memory, one without."""
+    from ftprop import allocator
+
+    if allocator._glibc() is None:
+        pytest.skip("the setting is glibc's malloc's")
+    results = tmp_path / "results"
+    out = _run("perf.py", "allocator", "--models", "mlp", "--variants", "relu,sign soft_hinge", "--batch", "8",
+               "--rounds", "2", "--steps", "1", "--min-window", "0", "--pairs", "1", "--name", "a", results=results)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads((results / "a.json").read_text())
+    assert [r["variant"] for r in payload["rows"]] == ["relu", "sign soft_hinge"]
+    for keep in ("false", "true"):
+        runs = payload["processes"][keep]
+        assert [run["machine"]["keeps_freed_memory"] for run in runs] == [keep == "true"]
+        assert all(len(r["ratios"]) == 2 for r in runs[0]["rows"])
+    assert all(r["kept_over_default"] > 0 for r in payload["rows"])
+    assert "kept / default" in (results / "a.md").read_text()
+    assert sorted(p.name for p in results.iterdir()) == ["a.json", "a.md"]  # the processes' files stay out
 
 
 def test_unit_time_counts_page_faults(tmp_path):

@@ -91,6 +91,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False  # bf16 autocast (CUDA; allowed on CPU)
     channels_last: bool = False
+    keep_freed_memory: bool = True  # on CPU: glibc keeps freed memory for the next step (ftprop.allocator)
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode (with compile = true); see COMPILE_MODES
     eval_train: bool = False  # also evaluate the training set in eval mode every epoch (exact gap)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .allocator import keep_freed_memory
 from .config import DEVICES, Config, ConfigError, load_config, validate
 from .data import check_dataset, load_dataset
 from .models import build_model, check_model
@@ -530,6 +531,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         what = "optim.sam_rho > 0" if cfg.optim.sam_rho > 0 else "train.twin"
         raise ConfigError(f"{what} runs two passes per step, which train.compile_mode = "
                           f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
+    if device.type == "cpu" and cfg.train.keep_freed_memory:
+        keep_freed_memory()  # each step reuses the last one's memory instead of page-faulting it in again
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
     late = [e for e in cfg.schedule.milestones if e > cfg.train.epochs] if cfg.schedule.name == "multistep" else []

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from . import allocator
 from .config import Config, ConfigError, _utf8, config_from_dict, config_to_dict, load_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -195,6 +196,7 @@ def environment(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "keeps_freed_memory": allocator.kept(),  # glibc told to reuse freed memory (ftprop.allocator)
         "argv": sys.argv,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

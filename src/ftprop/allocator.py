@@ -1,0 +1,67 @@
+"""Keeping freed memory in the process on CPU, so that each training step reuses it.
+
+PyTorch allocates a CPU tensor with the C library's ``malloc``. glibc serves blocks above its
+mmap threshold (128 KB, raised on its own up to at most 32 MB) with fresh pages from the kernel
+and gives them back when they are freed. A training step frees its activations and gradients at
+its end and allocates them again in the next step, so every step page-faults each large tensor
+in again, a page of 4 KB at a time, zeroed by the kernel: 8193 faults for one 128x64x32x32
+float32 tensor, which is 33.5 MB, above any threshold glibc would choose. On a small CPU machine
+this costs about as much as a few passes over the tensor (``benchmarks/perf.py unit-time``
+counts the faults), and a hard-threshold unit, which makes a fresh output where ReLU works in
+place, pays it more often than ReLU does.
+
+:func:`keep_freed_memory` tells glibc to serve every block from its heap (``M_MMAP_MAX = 0``) and
+never to return the heap's free top to the kernel (``M_TRIM_THRESHOLD = -1``): after the first
+step, the memory of the last one is reused. The process then holds on to its peak memory until
+it exits. ``ftprop train`` does this on CPU unless ``train.keep_freed_memory = false``
+(``benchmarks/perf.py allocator`` measures what it buys). It is process-wide and is not undone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+__all__ = ["keep_freed_memory", "kept"]
+
+# glibc's malloc.h
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_state = {"kept": False}
+
+
+def _glibc():
+    """The process's C library if it is glibc (whose mallopt takes these parameters), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        version = libc.gnu_get_libc_version  # glibc only (musl has none)
+        libc.mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    version.restype = ctypes.c_char_p
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    libc.mallopt.restype = ctypes.c_int
+    return libc
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (see the module's docstring); process-wide.
+
+    Returns whether it is now in effect: False where the C library is not glibc (macOS,
+    Windows, musl), which then allocates as before."""
+    if _state["kept"]:
+        return True
+    libc = _glibc()
+    if libc is None:
+        return False
+    # mallopt returns 1 on success; a trim threshold of -1 turns trimming off (mallopt(3))
+    _state["kept"] = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+    return _state["kept"]
+
+
+def kept() -> bool:
+    """Whether :func:`keep_freed_memory` has taken effect in this process."""
+    return _state["kept"]
