@@ -100,10 +100,10 @@ class ThresholdUnit:
         return self.kind, self.steps
 
     # ---- the layer loss in x-space ------------------------------------------------
-    def _over_steps(self, f, x: Tensor, mean: bool = True, f_=None) -> Tensor:
+    def _over_steps(self, f, x: Tensor, f_=None) -> Tensor:
         """f of the layer-loss argument(s) of x: z itself, 2z - 1 (one soft unit over the
-        staircase), or each step's z - theta_i, summed (and averaged when ``mean``). ``f_``, f
-        written into its argument, serves the arguments made here (never x itself)."""
+        staircase), or the mean of f over each step's z - theta_i. ``f_``, f written into its
+        argument, serves the arguments made here (never x itself)."""
         if self.kind != "staircase" or self.steps == 1:
             return f(x)
         f_ = f_ or f
@@ -112,7 +112,7 @@ class ThresholdUnit:
         out = f_(x - self.thresholds[0])
         for theta in self.thresholds[1:]:
             out = out + f_(x - theta)
-        return out / self.steps if mean else out
+        return out.div_(self.steps)  # a sum made here: divided in place
 
     def loss_grad(self, x: Tensor, t: Tensor) -> Tensor:
         """dL/dz of this unit's layer loss at pre-activation x and target t (the definition)."""
