@@ -14,7 +14,10 @@ place, pays it more often than ReLU does.
 never to return the heap's free top to the kernel (``M_TRIM_THRESHOLD = -1``): after the first
 step, the memory of the last one is reused. The process then holds on to its peak memory until
 it exits. ``ftprop train`` does this on CPU unless ``train.keep_freed_memory = false``
-(``benchmarks/perf.py allocator`` measures what it buys). It is process-wide and is not undone.
+(``benchmarks/perf.py allocator`` measures what it buys). It is process-wide and is not undone:
+a later run in the same process with the option off still has it, and forked data-loader workers
+inherit it (each keeps its own peak until it exits). Blocks above 64 MiB that a thread other than
+the main one allocates still come from mmap (glibc's per-thread arenas are at most that large).
 """
 
 from __future__ import annotations
@@ -32,16 +35,21 @@ _state = {"kept": False}
 
 
 def _glibc():
-    """The process's C library if it is glibc (whose mallopt takes these parameters), else None."""
+    """glibc, if it is the process's C library and its malloc the one the process uses (whose
+    mallopt takes these parameters); else None. An allocator put in front of it (LD_PRELOAD of
+    jemalloc or tcmalloc) has a malloc of its own, which glibc's mallopt does not reach."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None)
-        version = libc.gnu_get_libc_version  # glibc only (musl has none)
+        process = ctypes.CDLL(None)
+        process.gnu_get_libc_version  # noqa: B018 (glibc only: musl has none)
+        libc = ctypes.CDLL("libc.so.6")
         libc.mallopt  # noqa: B018
     except (OSError, AttributeError):
         return None
-    version.restype = ctypes.c_char_p
+    address = lambda lib: ctypes.cast(lib.malloc, ctypes.c_void_p).value  # noqa: E731
+    if address(process) != address(libc):  # malloc resolves to another library
+        return None
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     libc.mallopt.restype = ctypes.c_int
     return libc
@@ -57,8 +65,9 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    # mallopt returns 1 on success; a trim threshold of -1 turns trimming off (mallopt(3))
-    _state["kept"] = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+    # mallopt returns 1 on success; a trim threshold of -1 turns trimming off (mallopt(3)). Trimming
+    # goes first: if it could not be turned off, mmap stays on and nothing has changed.
+    _state["kept"] = libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1 and libc.mallopt(_M_MMAP_MAX, 0) == 1
     return _state["kept"]
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import allocator
 from .allocator import keep_freed_memory
 from .config import DEVICES, Config, ConfigError, load_config, validate
 from .data import check_dataset, load_dataset
@@ -531,8 +532,6 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         what = "optim.sam_rho > 0" if cfg.optim.sam_rho > 0 else "train.twin"
         raise ConfigError(f"{what} runs two passes per step, which train.compile_mode = "
                           f"{cfg.train.compile_mode!r} (CUDA graphs) cannot replay; use compile_mode = 'default'")
-    if device.type == "cpu" and cfg.train.keep_freed_memory:
-        keep_freed_memory()  # each step reuses the last one's memory instead of page-faulting it in again
     if cfg.train.bf16 and device.type == "cpu":
         log("note: bf16 autocast on the CPU is slow; it is meant for CUDA")
     late = [e for e in cfg.schedule.milestones if e > cfg.train.epochs] if cfg.schedule.name == "multistep" else []
@@ -603,6 +602,12 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             env = first
         atomic_write_text(env_path, json.dumps(env, indent=2) + "\n")
 
+    if device.type == "cpu":  # once the data and networks are in memory, before environment.json says so
+        if cfg.train.keep_freed_memory:
+            keep_freed_memory()  # each step reuses the last one's memory instead of page-faulting it in again
+        elif allocator.kept():
+            log("note: train.keep_freed_memory = false, but an earlier run in this process already made glibc "
+                "keep freed memory, which cannot be undone (ftprop.allocator)")
     described = False
     # A resume rewrites metrics.jsonl from its checkpoint's history at its first epoch's end, so
     # one that fails before keeps the epochs logged past the checkpoint.
