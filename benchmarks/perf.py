@@ -80,6 +80,13 @@ def pick_variants(labels: str) -> list[tuple[str, dict]]:
     return chosen
 
 
+def pick_ratio_variants(labels: str) -> list[tuple[str, dict]]:
+    """:func:`pick_variants` for a run whose ratios are to ReLU's step: relu must be among them."""
+    if "relu" not in labels.split(","):
+        raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
+    return pick_variants(labels)
+
+
 def has_units(kw: dict) -> bool:
     """Whether a variant has hard-threshold units (which the fused kernels could serve)."""
     return kw["activation"] not in ("relu", "saturated_relu")
@@ -237,9 +244,7 @@ def cmd_step_time(args) -> None:
     device = torch.device(args.device)
     listed = None  # --variants as a list of labels: checked before anything is built
     if args.variants not in ("auto", "all", "quick"):
-        if "relu" not in args.variants.split(","):
-            raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
-        listed = pick_variants(args.variants)
+        listed = pick_ratio_variants(args.variants)
     if args.cuda_graph and device.type != "cuda":
         raise SystemExit("--cuda-graph replays CUDA graphs: it needs --device cuda")
     if not 0.0 <= args.with_average < 1.0:
@@ -340,9 +345,7 @@ def cmd_allocator(args) -> None:
     ``--pairs`` pairs of step-time processes, one each way, the order alternating from pair to pair."""
     if args.device != "cpu":
         raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
-    if "relu" not in args.variants.split(","):
-        raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
-    pick_variants(args.variants)  # unknown labels are refused before anything runs
+    pick_ratio_variants(args.variants)  # refused before anything runs: no relu, or an unknown label
     if allocator._glibc() is None:
         raise SystemExit("the allocator comparison needs glibc's malloc; this C library is not glibc")
     runs: dict[bool, list[dict]] = {False: [], True: []}

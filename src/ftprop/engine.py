@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import allocator
-from .allocator import keep_freed_memory
 from .config import DEVICES, Config, ConfigError, load_config, validate
 from .data import check_dataset, load_dataset
 from .models import build_model, check_model
@@ -604,7 +603,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
 
     if device.type == "cpu":  # once the data and networks are in memory, before environment.json says so
         if cfg.train.keep_freed_memory:
-            keep_freed_memory()  # each step reuses the last one's memory instead of page-faulting it in again
+            allocator.keep_freed_memory()  # each step reuses the last one's memory instead of page-faulting it in again
         elif allocator.kept():
             log("note: train.keep_freed_memory = false, but an earlier run in this process already made glibc "
                 "keep freed memory, which cannot be undone (ftprop.allocator)")
