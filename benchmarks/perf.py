@@ -3,6 +3,12 @@
   step-time  training-step time of each activation / layer loss divided by the same network
              with ReLU; one process, variants interleaved round by round, median of the
              per-round ratios (robust to the machine's drift).
+  unit-time  forward + backward time of one activation module on one tensor, against ReLU's.
+  allocator  step time with glibc keeping freed memory (what ftprop train does on CPU) against
+             its default: pairs of step-time processes, one each way.
+  footprint  resident memory over a long run of steps, freed memory kept against glibc's
+             default: does the kept heap settle?
+  profile    where a step's time goes, per operator.
   memory     bytes saved for backward per element by each activation unit, and the whole
              network's saved bytes against the ReLU network's.
   compile    torch.compile of the model (forward + backward graphs) for every model x
@@ -339,6 +345,19 @@ def cmd_step_time(args) -> None:
 
 # ---- allocator -------------------------------------------------------------------------
 
+def child(tmp: str, name: str, keep: bool, argv: list[str]) -> dict:
+    """Run this script's subcommand ``argv`` in a fresh process (with ``--keep-freed-memory`` if
+    ``keep``), its result files going to ``tmp``; its JSON. A failed child stops the comparison
+    with the end of what it printed."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--name", name]
+    out = subprocess.run(cmd + (["--keep-freed-memory"] if keep else []), capture_output=True, text=True,
+                         env={**os.environ, "FTPROP_RESULTS": tmp})
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
+        raise SystemExit(f"a child process failed (exit {out.returncode}): {shlex.join(cmd)}\n{tail}")
+    return json.loads((Path(tmp) / f"{name}.json").read_text())
+
+
 def cmd_allocator(args) -> None:
     """Step time with glibc keeping freed memory (ftprop.allocator, what ``ftprop train`` does on
     CPU) against glibc's default. The setting cannot be undone within a process, so this runs
@@ -346,21 +365,17 @@ def cmd_allocator(args) -> None:
     if args.device != "cpu":
         raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
     pick_ratio_variants(args.variants)  # refused before anything runs: no relu, or an unknown label
-    if allocator._glibc() is None:
+    if not allocator.can_keep_freed_memory():
         raise SystemExit("the allocator comparison needs glibc's malloc; this C library is not glibc")
     runs: dict[bool, list[dict]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.pairs):
             for keep in (False, True) if k % 2 == 0 else (True, False):
-                name = f"{'kept' if keep else 'default'}_{k}"
-                cmd = [sys.executable, str(Path(__file__).resolve()), "step-time", "--models", args.models,
-                       "--variants", args.variants, "--rounds", str(args.rounds), "--steps", str(args.steps),
-                       "--batch", str(args.batch), "--min-window", str(args.min_window), "--device", "cpu",
-                       "--name", name]
                 print(f"pair {k + 1}/{args.pairs}, {'freed memory kept' if keep else 'glibc default'}", flush=True)
-                subprocess.run(cmd + (["--keep-freed-memory"] if keep else []), check=True,
-                               env={**os.environ, "FTPROP_RESULTS": tmp}, stdout=subprocess.DEVNULL)
-                runs[keep].append(json.loads((Path(tmp) / f"{name}.json").read_text()))
+                runs[keep].append(child(tmp, f"{'kept' if keep else 'default'}_{k}", keep, [
+                    "step-time", "--models", args.models, "--variants", args.variants, "--rounds", str(args.rounds),
+                    "--steps", str(args.steps), "--batch", str(args.batch), "--min-window", str(args.min_window),
+                    "--device", "cpu"]))
     rows = []
     for i, row in enumerate(runs[False][0]["rows"]):
         per = {keep: [run["rows"][i] for run in runs[keep]] for keep in (False, True)}
@@ -394,6 +409,107 @@ def cmd_allocator(args) -> None:
     write(args.name, {"machine": machine(torch.device("cpu")), "rows": rows, "peak_rss_mib": peak,
                       "processes": {str(keep).lower(): runs[keep] for keep in runs}, "args": settings(args)},
           table, notes)
+
+
+# ---- footprint -------------------------------------------------------------------------
+
+def resident_mib() -> float | None:
+    """The process's resident memory now, in MiB (None without /proc/self/statm: not Linux)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def footprint_one(args) -> None:
+    """One process of :func:`cmd_footprint`: one model and variant trained ``--steps`` Adam steps on
+    a fresh random batch each step (as from a data loader) and, every ``--eval-every`` steps, two
+    batches of 4 x batch evaluated without gradients (the engine's evaluation batch); resident
+    memory, time and page faults sampled every ``--every`` steps."""
+    (label, kw), = pick_variants(args.variants)
+    model, cpu = args.models, torch.device("cpu")
+    m = make(model, kw, 10, cpu, False)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(1)
+    samples = [{"step": 0, "rss_mib": resident_mib(), "seconds": 0.0, "faults": 0}]
+    f0, t0 = minor_faults(), time.perf_counter()
+    for step in range(1, args.steps + 1):
+        train_step(m, opt, torch.randn(args.batch, *INPUT[model], generator=g),
+                   torch.randint(0, 10, (args.batch,), generator=g), False)
+        if args.eval_every and step % args.eval_every == 0:
+            m.eval()
+            with torch.no_grad():
+                for _ in range(2):
+                    m(torch.randn(4 * args.batch, *INPUT[model], generator=g))
+            m.train()
+        if step % args.every == 0 or step == args.steps:
+            samples.append({"step": step, "rss_mib": resident_mib(), "seconds": time.perf_counter() - t0,
+                            "faults": minor_faults() - f0})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write(args.name, {"machine": machine(cpu), "model": model, "variant": label, "samples": samples,
+                      "peak_rss_mib": peak}, [], [], quiet=True)
+
+
+def footprint_row(run: dict) -> dict:
+    """What one process's samples say: memory after building, early, halfway and at the end, its
+    growth over the second half, time and page faults per step."""
+    samples = run["samples"]
+    end = samples[-1]
+    half = min(samples, key=lambda s: abs(s["step"] - end["step"] / 2))
+    per_step = lambda key, a, b: (b[key] - a[key]) / max(b["step"] - a["step"], 1)  # noqa: E731
+    return {"model": run["model"], "variant": run["variant"], "kept": run["machine"]["keeps_freed_memory"],
+            "built_mib": samples[0]["rss_mib"], "first_mib": samples[1]["rss_mib"], "first_step": samples[1]["step"],
+            "half_mib": half["rss_mib"], "half_step": half["step"], "end_mib": end["rss_mib"],
+            "end_step": end["step"], "most_sampled_mib": max(s["rss_mib"] for s in samples),
+            "peak_rss_mib": run["peak_rss_mib"], "second_half_growth_mib": end["rss_mib"] - half["rss_mib"],
+            "ms_per_step": 1000 * per_step("seconds", samples[0], end),
+            "faults_per_step_second_half": per_step("faults", half, end)}
+
+
+def cmd_footprint(args) -> None:
+    """Resident memory over a long run of training steps with glibc keeping freed memory against
+    its default: a fresh process each way for every model and variant (the setting cannot be
+    undone), the order alternating. Does the kept heap settle, or keep growing?"""
+    if args.one:
+        if "," in args.models or "," in args.variants:
+            raise SystemExit("--one runs one model and one variant")
+        return footprint_one(args)
+    if args.device != "cpu":
+        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
+    if args.eval_every < 0:
+        raise SystemExit(f"--eval-every must be >= 0 (0: no evaluation), got {args.eval_every}")
+    if not allocator.can_keep_freed_memory() or resident_mib() is None:
+        raise SystemExit("the footprint comparison needs glibc's malloc and /proc (Linux with glibc)")
+    chosen = [label for label, _ in pick_variants(args.variants)]
+    rows, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (model, label) in enumerate((m, v) for m in args.models.split(",") for v in chosen):
+            for keep in (False, True) if i % 2 == 0 else (True, False):
+                print(f"{model}, {label}: {'freed memory kept' if keep else 'glibc default'}", flush=True)
+                runs.append(child(tmp, f"{'kept' if keep else 'default'}_{i}", keep, [
+                    "footprint", "--one", "--models", model, "--variants", label, "--steps", str(args.steps),
+                    "--every", str(args.every), "--eval-every", str(args.eval_every), "--batch", str(args.batch)]))
+                rows.append(footprint_row(runs[-1]))
+    table = ["| model | activation / layer loss | malloc | MiB built | early | halfway | end | most sampled "
+             "| peak | growth, second half | ms / step | page faults / step, second half |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['model']} | {r['variant']} | {'kept' if r['kept'] else 'default'} | "
+                     f"{r['built_mib']:.0f} | {r['first_mib']:.0f} (step {r['first_step']}) | "
+                     f"{r['half_mib']:.0f} (step {r['half_step']}) | {r['end_mib']:.0f} (step {r['end_step']}) | "
+                     f"{r['most_sampled_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['second_half_growth_mib']:+.0f} | "
+                     f"{r['ms_per_step']:.1f} | {r['faults_per_step_second_half']:.0f} |")
+    notes = [f"One fresh process per row: {args.steps} Adam steps at batch {args.batch} on a new random batch "
+             f"each step" + (f", and every {args.eval_every} steps two batches of {4 * args.batch} evaluated "
+                             f"without gradients (the engine's evaluation batch)" if args.eval_every else "")
+             + f"; resident memory (/proc/self/statm) sampled every {args.every} steps. kept: glibc keeps freed "
+             f"memory (`--keep-freed-memory`, ftprop.allocator, what `ftprop train` does on CPU); default: glibc's "
+             f"own policy. Peak: the process's maximum resident memory (getrusage). ms / step includes the "
+             f"evaluations and the batches' making; the two processes of a pair ran one after the other, so "
+             f"their times differ by the machine's drift too."]
+    write(args.name, {"machine": machine(torch.device("cpu")), "rows": rows, "processes": runs,
+                      "args": settings(args)}, table, notes)
 
 
 # ---- unit time -------------------------------------------------------------------------
@@ -734,7 +850,8 @@ FUSED_HELP = ("also time each hard-threshold variant with the fused CUDA kernels
               "serve float32 CUDA tensors only, so on a CPU both rows run the same code)")
 SHARED_HELP = {"models": "comma-separated model names", "batch": "batch size", "rounds": "interleaved rounds",
                "steps": "at least this many steps per timing window", "device": "cpu or cuda",
-               "name": "result file name, without extension (default: the subcommand and device)"}
+               "name": "result file name, without extension (default: the subcommand and device)",
+               "min_window": "seconds; more steps for fast models"}
 
 
 def main() -> None:
@@ -745,18 +862,17 @@ def main() -> None:
         """A subcommand with the options several share (SHARED_HELP), each with this one's default."""
         s = sub.add_parser(cmd)
         for opt, default in shared.items():
-            s.add_argument(f"--{opt}", type=None if default is None else type(default), default=default,
-                           help=SHARED_HELP[opt])
+            s.add_argument(f"--{opt.replace('_', '-')}", type=None if default is None else type(default),
+                           default=default, help=SHARED_HELP[opt])
         s.add_argument("--force", action="store_true", help="replace the result files of an existing --name")
         s.set_defaults(func=func, default_name=cmd.replace("-", "_"))
         return s
 
     s = command("step-time", cmd_step_time, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, rounds=7,
-                steps=3, device="cpu", name=None)
+                steps=3, min_window=0.25, device="cpu", name=None)
     s.add_argument("--variants", default="auto",
                    help="auto: all for mlp and convnet4, quick (6) for the larger models; all; quick; or a comma "
                         "list of variant labels, relu among them (the ratios' base)")
-    s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--target", type=float, default=1.10)
@@ -773,11 +889,17 @@ def main() -> None:
     s.add_argument("--fused", action="store_true", help=FUSED_HELP)
     s.add_argument("--keep-freed-memory", action="store_true", help=KEEP_HELP)
     s = command("allocator", cmd_allocator, models="convnet8,resnet18_cifar", batch=128, rounds=3, steps=2,
-                device="cpu", name=None)
+                min_window=0.25, device="cpu", name=None)
     s.add_argument("--variants", default="relu,saturated_relu,sign soft_hinge,staircase3 per_step soft_hinge",
                    help="a comma list of step-time variant labels, relu among them")
     s.add_argument("--pairs", type=int, default=3, help="pairs of step-time processes, one each way")
-    s.add_argument("--min-window", type=float, default=0.25, help="seconds; more steps for fast models")
+    s = command("footprint", cmd_footprint, models="convnet4", batch=128, steps=800, device="cpu", name=None)
+    s.add_argument("--variants", default="relu,sign soft_hinge", help="a comma list of step-time variant labels")
+    s.add_argument("--every", type=int, default=20, help="sample resident memory every this many steps")
+    s.add_argument("--eval-every", type=int, default=391,
+                   help="evaluate every this many steps (391: an epoch of CIFAR-10 at batch 128; 0: never)")
+    s.add_argument("--keep-freed-memory", action="store_true", help=KEEP_HELP)
+    s.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child process: one model, one variant
     s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
     command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, name="memory")
@@ -798,7 +920,7 @@ def main() -> None:
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Bad counts and names are refused before anything runs, and so is a --name whose result files
     exist (without --force): a smoke test must not replace a committed measurement."""
-    for opt in ("rounds", "steps", "batch", "pairs"):
+    for opt in ("rounds", "steps", "batch", "pairs", "every"):
         if getattr(args, opt, 1) < 1:
             p.error(f"--{opt} must be >= 1")
     for opt in ("models", "speed_models"):

@@ -32,7 +32,7 @@ for _ in range(12):
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-glibc_only = pytest.mark.skipif(allocator._glibc() is None, reason="the setting is glibc's malloc's")
+glibc_only = pytest.mark.skipif(not allocator.can_keep_freed_memory(), reason="the setting is glibc's malloc's")
 
 
 def _faults(mode: str) -> list[int]:
@@ -75,9 +75,10 @@ def test_an_allocator_in_front_of_glibc_is_left_alone(tmp_path):
     (tmp_path / "shim.c").write_text("#include <stddef.h>\nextern void *__libc_malloc(size_t);\n"
                                      "void *malloc(size_t n) { return __libc_malloc(n); }\n")
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(tmp_path / "shim.so"), str(tmp_path / "shim.c")], check=True)
-    code = "from ftprop import allocator\nprint(allocator.keep_freed_memory(), allocator.kept())"
-    assert _python(code, LD_PRELOAD=str(tmp_path / "shim.so")).stdout.split() == ["False", "False"]
-    assert _python(code).stdout.split() == ["True", "True"]
+    code = ("from ftprop import allocator\n"
+            "print(allocator.can_keep_freed_memory(), allocator.keep_freed_memory(), allocator.kept())")
+    assert _python(code, LD_PRELOAD=str(tmp_path / "shim.so")).stdout.split() == ["False"] * 3
+    assert _python(code).stdout.split() == ["True"] * 3
 
 
 def test_training_on_cpu_keeps_freed_memory_unless_told_not_to(tmp_path):
@@ -93,6 +94,6 @@ def test_training_on_cpu_keeps_freed_memory_unless_told_not_to(tmp_path):
             "    train(cfg, sys.argv[1] + f'/{i}', log=print)")
     out = _python(code, str(tmp_path))
     kept = [json.loads((tmp_path / str(i) / "environment.json").read_text())["keeps_freed_memory"] for i in range(3)]
-    glibc = allocator._glibc() is not None
+    glibc = allocator.can_keep_freed_memory()
     assert kept == [False, glibc, glibc]
     assert ("already made glibc keep freed memory" in out.stdout) is glibc

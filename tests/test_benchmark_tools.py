@@ -219,6 +219,9 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant"),
     ("perf.py", ["allocator", "--variants", "sign hinge", "--name", "t12"], "must include relu"),
     ("perf.py", ["allocator", "--pairs", "0", "--name", "t13"], "--pairs must be >= 1"),
+    ("perf.py", ["footprint", "--every", "0", "--name", "t14"], "--every must be >= 1"),
+    ("perf.py", ["footprint", "--eval-every", "-1", "--name", "t15"], "--eval-every must be >= 0"),
+    ("perf.py", ["footprint", "--variants", "relu,sign hnige", "--name", "t16"], "unknown variant"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
@@ -276,7 +279,7 @@ def test_allocator_runs_step_time_processes_both_ways(tmp_path):
     """perf.py allocator: pairs of step-time processes, one with glibc keeping freed memory, one without."""
     from ftprop import allocator
 
-    if allocator._glibc() is None:
+    if not allocator.can_keep_freed_memory():
         pytest.skip("the setting is glibc's malloc's")
     results = tmp_path / "results"
     out = _run("perf.py", "allocator", "--models", "mlp", "--variants", "relu,sign soft_hinge", "--batch", "8",
@@ -291,6 +294,35 @@ def test_allocator_runs_step_time_processes_both_ways(tmp_path):
     assert all(r["kept_over_default"] > 0 for r in payload["rows"])
     assert "kept / default" in (results / "a.md").read_text()
     assert sorted(p.name for p in results.iterdir()) == ["a.json", "a.md"]  # the processes' files stay out
+
+
+def test_footprint_samples_memory_over_a_run_both_ways(tmp_path):
+    """perf.py footprint: a fresh process each way per model and variant, the order alternating,
+    memory sampled every --every steps and at the end."""
+    from ftprop import allocator
+
+    if not allocator.can_keep_freed_memory():
+        pytest.skip("the setting is glibc's malloc's")
+    results = tmp_path / "results"
+    out = _run("perf.py", "footprint", "--models", "mlp", "--variants", "relu,sign soft_hinge", "--batch", "8",
+               "--steps", "5", "--every", "2", "--eval-every", "3", "--name", "fp", results=results)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads((results / "fp.json").read_text())
+    assert [(r["variant"], r["kept"]) for r in payload["rows"]] == [
+        ("relu", False), ("relu", True), ("sign soft_hinge", True), ("sign soft_hinge", False)]
+    for run in payload["processes"]:
+        assert [s["step"] for s in run["samples"]] == [0, 2, 4, 5]
+        assert all(s["rss_mib"] > 0 for s in run["samples"]) and run["peak_rss_mib"] > 0
+    assert all(r["half_step"] == 2 and r["end_step"] == 5 and r["ms_per_step"] > 0 for r in payload["rows"])
+    assert "growth, second half" in (results / "fp.md").read_text()
+    assert sorted(p.name for p in results.iterdir()) == ["fp.json", "fp.md"]  # the processes' files stay out
+
+
+def test_a_failed_child_process_stops_a_comparison_with_what_it_said(tmp_path):
+    import perf
+
+    with pytest.raises(SystemExit, match=r"(?s)a child process failed \(exit 2\).*--batch must be >= 1"):
+        perf.child(str(tmp_path), "c", False, ["step-time", "--models", "mlp", "--batch", "0"])
 
 
 def test_unit_time_counts_page_faults(tmp_path):

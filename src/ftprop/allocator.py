@@ -25,7 +25,7 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["keep_freed_memory", "kept"]
+__all__ = ["can_keep_freed_memory", "keep_freed_memory", "kept"]
 
 # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
@@ -53,6 +53,12 @@ def _glibc():
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     libc.mallopt.restype = ctypes.c_int
     return libc
+
+
+def can_keep_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` can take effect here: the process allocates with glibc's
+    malloc (not with macOS's, Windows', musl's or a preloaded jemalloc / tcmalloc)."""
+    return _glibc() is not None
 
 
 def keep_freed_memory() -> bool:
