@@ -349,13 +349,16 @@ def child(tmp: str, name: str, keep: bool, argv: list[str]) -> dict:
     """Run this script's subcommand ``argv`` in a fresh process (with ``--keep-freed-memory`` if
     ``keep``), its result files going to ``tmp``; its JSON. A failed child stops the comparison
     with the end of what it printed."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--name", name]
-    out = subprocess.run(cmd + (["--keep-freed-memory"] if keep else []), capture_output=True, text=True,
-                         env={**os.environ, "FTPROP_RESULTS": tmp})
-    if out.returncode != 0:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--name", name] + (
+        ["--keep-freed-memory"] if keep else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "FTPROP_RESULTS": tmp})
+    result = Path(tmp) / f"{name}.json"
+    if out.returncode != 0 or not result.exists():
         tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
-        raise SystemExit(f"a child process failed (exit {out.returncode}): {shlex.join(cmd)}\n{tail}")
-    return json.loads((Path(tmp) / f"{name}.json").read_text())
+        raise SystemExit(f"a child process failed (exit {out.returncode}"
+                         f"{'' if out.returncode else ', no result file'}): "
+                         f"FTPROP_RESULTS={tmp} {shlex.join(cmd)}\n{tail}")
+    return json.loads(result.read_text())
 
 
 def cmd_allocator(args) -> None:
@@ -471,17 +474,22 @@ def cmd_footprint(args) -> None:
     """Resident memory over a long run of training steps with glibc keeping freed memory against
     its default: a fresh process each way for every model and variant (the setting cannot be
     undone), the order alternating. Does the kept heap settle, or keep growing?"""
-    if args.one:
-        if "," in args.models or "," in args.variants:
-            raise SystemExit("--one runs one model and one variant")
-        return footprint_one(args)
-    if args.device != "cpu":
-        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
     if args.eval_every < 0:
         raise SystemExit(f"--eval-every must be >= 0 (0: no evaluation), got {args.eval_every}")
+    if args.steps < 2 * args.every:
+        raise SystemExit(f"--steps {args.steps} gives fewer than three samples at --every {args.every}: "
+                         f"give --steps at least twice --every")
+    chosen = [label for label, _ in pick_variants(args.variants)]
+    if args.device != "cpu":
+        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
     if not allocator.can_keep_freed_memory() or resident_mib() is None:
         raise SystemExit("the footprint comparison needs glibc's malloc and /proc (Linux with glibc)")
-    chosen = [label for label, _ in pick_variants(args.variants)]
+    if args.one:
+        if "," in args.models or len(chosen) != 1:
+            raise SystemExit("--one runs one model and one variant")
+        return footprint_one(args)
+    if args.keep_freed_memory:
+        raise SystemExit("--keep-freed-memory: footprint runs one process each way itself; leave it out")
     rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (model, label) in enumerate((m, v) for m in args.models.split(",") for v in chosen):
@@ -502,7 +510,8 @@ def cmd_footprint(args) -> None:
                      f"{r['ms_per_step']:.1f} | {r['faults_per_step_second_half']:.0f} |")
     notes = [f"One fresh process per row: {args.steps} Adam steps at batch {args.batch} on a new random batch "
              f"each step" + (f", and every {args.eval_every} steps two batches of {4 * args.batch} evaluated "
-                             f"without gradients (the engine's evaluation batch)" if args.eval_every else "")
+                             f"without gradients (the engine's evaluation batch)"
+                             if 0 < args.eval_every <= args.steps else "")
              + f"; resident memory (/proc/self/statm) sampled every {args.every} steps. kept: glibc keeps freed "
              f"memory (`--keep-freed-memory`, ftprop.allocator, what `ftprop train` does on CPU); default: glibc's "
              f"own policy. Peak: the process's maximum resident memory (getrusage). ms / step includes the "
@@ -898,8 +907,9 @@ def main() -> None:
     s.add_argument("--every", type=int, default=20, help="sample resident memory every this many steps")
     s.add_argument("--eval-every", type=int, default=391,
                    help="evaluate every this many steps (391: an epoch of CIFAR-10 at batch 128; 0: never)")
-    s.add_argument("--keep-freed-memory", action="store_true", help=KEEP_HELP)
-    s.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child process: one model, one variant
+    # a child process: one model, one variant, the allocator setting given or not
+    s.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     s = command("profile", cmd_profile, models="convnet8", batch=256, steps=10, device="cpu", name=None)
     s.add_argument("--variants", default="relu,sign linear,sign soft_hinge,sign hinge")
     command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, name="memory")

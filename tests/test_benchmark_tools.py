@@ -222,6 +222,8 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["footprint", "--every", "0", "--name", "t14"], "--every must be >= 1"),
     ("perf.py", ["footprint", "--eval-every", "-1", "--name", "t15"], "--eval-every must be >= 0"),
     ("perf.py", ["footprint", "--variants", "relu,sign hnige", "--name", "t16"], "unknown variant"),
+    ("perf.py", ["footprint", "--steps", "10", "--every", "6", "--name", "t17"], "fewer than three samples"),
+    ("perf.py", ["footprint", "--keep-freed-memory", "--name", "t18"], "runs one process each way itself"),
     ("exact_scaling.py", ["--families", "parity,foo", "--quick"], "--families: unknown 'foo'"),
     ("exact_scaling.py", ["--budget", "0", "--quick"], "--budget must be a positive number"),
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
