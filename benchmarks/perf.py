@@ -361,24 +361,38 @@ def child(tmp: str, name: str, keep: bool, argv: list[str]) -> dict:
     return json.loads(result.read_text())
 
 
+def both_ways(tmp: str, k: int, argv: list[str], what: str) -> list[tuple[bool, dict]]:
+    """The ``k``-th pair of :func:`child` processes running ``argv``, one with glibc's default
+    malloc and one keeping freed memory, the order alternating with ``k``: (keep, JSON) as run."""
+    out = []
+    for keep in (False, True) if k % 2 == 0 else (True, False):
+        print(f"{what}: {'freed memory kept' if keep else 'glibc default'}", flush=True)
+        out.append((keep, child(tmp, f"{'kept' if keep else 'default'}_{k}", keep, argv)))
+    return out
+
+
+def refuse_unless_glibc_cpu(device: str, what: str) -> None:
+    """An allocator comparison needs CPU tensors and glibc's malloc (the setting is its)."""
+    if device != "cpu":
+        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
+    if not allocator.can_keep_freed_memory():
+        raise SystemExit(f"the {what} comparison needs glibc's malloc; this C library is not glibc")
+
+
 def cmd_allocator(args) -> None:
     """Step time with glibc keeping freed memory (ftprop.allocator, what ``ftprop train`` does on
     CPU) against glibc's default. The setting cannot be undone within a process, so this runs
     ``--pairs`` pairs of step-time processes, one each way, the order alternating from pair to pair."""
-    if args.device != "cpu":
-        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
     pick_ratio_variants(args.variants)  # refused before anything runs: no relu, or an unknown label
-    if not allocator.can_keep_freed_memory():
-        raise SystemExit("the allocator comparison needs glibc's malloc; this C library is not glibc")
+    refuse_unless_glibc_cpu(args.device, "allocator")
     runs: dict[bool, list[dict]] = {False: [], True: []}
+    argv = ["step-time", "--models", args.models, "--variants", args.variants, "--rounds", str(args.rounds),
+            "--steps", str(args.steps), "--batch", str(args.batch), "--min-window", str(args.min_window),
+            "--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.pairs):
-            for keep in (False, True) if k % 2 == 0 else (True, False):
-                print(f"pair {k + 1}/{args.pairs}, {'freed memory kept' if keep else 'glibc default'}", flush=True)
-                runs[keep].append(child(tmp, f"{'kept' if keep else 'default'}_{k}", keep, [
-                    "step-time", "--models", args.models, "--variants", args.variants, "--rounds", str(args.rounds),
-                    "--steps", str(args.steps), "--batch", str(args.batch), "--min-window", str(args.min_window),
-                    "--device", "cpu"]))
+            for keep, run in both_ways(tmp, k, argv, f"pair {k + 1}/{args.pairs}"):
+                runs[keep].append(run)
     rows = []
     for i, row in enumerate(runs[False][0]["rows"]):
         per = {keep: [run["rows"][i] for run in runs[keep]] for keep in (False, True)}
@@ -480,10 +494,9 @@ def cmd_footprint(args) -> None:
         raise SystemExit(f"--steps {args.steps} gives fewer than three samples at --every {args.every}: "
                          f"give --steps at least twice --every")
     chosen = [label for label, _ in pick_variants(args.variants)]
-    if args.device != "cpu":
-        raise SystemExit("--device: the allocator setting is glibc's malloc, for CPU tensors: use --device cpu")
-    if not allocator.can_keep_freed_memory() or resident_mib() is None:
-        raise SystemExit("the footprint comparison needs glibc's malloc and /proc (Linux with glibc)")
+    refuse_unless_glibc_cpu(args.device, "footprint")
+    if resident_mib() is None:
+        raise SystemExit("the footprint comparison reads /proc/self/statm, which this system does not have")
     if args.one:
         if "," in args.models or len(chosen) != 1:
             raise SystemExit("--one runs one model and one variant")
@@ -493,12 +506,11 @@ def cmd_footprint(args) -> None:
     rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (model, label) in enumerate((m, v) for m in args.models.split(",") for v in chosen):
-            for keep in (False, True) if i % 2 == 0 else (True, False):
-                print(f"{model}, {label}: {'freed memory kept' if keep else 'glibc default'}", flush=True)
-                runs.append(child(tmp, f"{'kept' if keep else 'default'}_{i}", keep, [
-                    "footprint", "--one", "--models", model, "--variants", label, "--steps", str(args.steps),
-                    "--every", str(args.every), "--eval-every", str(args.eval_every), "--batch", str(args.batch)]))
-                rows.append(footprint_row(runs[-1]))
+            argv = ["footprint", "--one", "--models", model, "--variants", label, "--steps", str(args.steps),
+                    "--every", str(args.every), "--eval-every", str(args.eval_every), "--batch", str(args.batch)]
+            for _, run in both_ways(tmp, i, argv, f"{model}, {label}"):
+                runs.append(run)
+                rows.append(footprint_row(run))
     table = ["| model | activation / layer loss | malloc | MiB built | early | halfway | end | most sampled "
              "| peak | growth, second half | ms / step | page faults / step, second half |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
