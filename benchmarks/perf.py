@@ -449,8 +449,8 @@ def footprint_one(args) -> None:
     m = make(model, kw, 10, cpu, False)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     g = torch.Generator().manual_seed(1)
-    samples = [{"step": 0, "rss_mib": resident_mib(), "seconds": 0.0, "faults": 0}]
-    f0, t0 = minor_faults(), time.perf_counter()
+    samples = [{"step": 0, "rss_mib": resident_mib(), "seconds": 0.0, "faults": 0, "evaluations": 0}]
+    f0, t0, evaluations = minor_faults(), time.perf_counter(), 0
     for step in range(1, args.steps + 1):
         train_step(m, opt, torch.randn(args.batch, *INPUT[model], generator=g),
                    torch.randint(0, 10, (args.batch,), generator=g), False)
@@ -460,9 +460,10 @@ def footprint_one(args) -> None:
                 for _ in range(2):
                     m(torch.randn(4 * args.batch, *INPUT[model], generator=g))
             m.train()
+            evaluations += 1
         if step % args.every == 0 or step == args.steps:
             samples.append({"step": step, "rss_mib": resident_mib(), "seconds": time.perf_counter() - t0,
-                            "faults": minor_faults() - f0})
+                            "faults": minor_faults() - f0, "evaluations": evaluations})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write(args.name, {"machine": machine(cpu), "model": model, "variant": label, "samples": samples,
                       "peak_rss_mib": peak}, [], [], quiet=True)
@@ -478,7 +479,7 @@ def footprint_row(run: dict) -> dict:
     return {"model": run["model"], "variant": run["variant"], "kept": run["machine"]["keeps_freed_memory"],
             "built_mib": samples[0]["rss_mib"], "first_mib": samples[1]["rss_mib"], "first_step": samples[1]["step"],
             "half_mib": half["rss_mib"], "half_step": half["step"], "end_mib": end["rss_mib"],
-            "end_step": end["step"], "most_sampled_mib": max(s["rss_mib"] for s in samples),
+            "end_step": end["step"], "evaluations": end["evaluations"], "most_sampled_mib": max(s["rss_mib"] for s in samples),
             "peak_rss_mib": run["peak_rss_mib"], "second_half_growth_mib": end["rss_mib"] - half["rss_mib"],
             "ms_per_step": 1000 * per_step("seconds", samples[0], end),
             "faults_per_step_second_half": per_step("faults", half, end)}

@@ -314,8 +314,10 @@ def test_footprint_samples_memory_over_a_run_both_ways(tmp_path):
         ("relu", False), ("relu", True), ("sign soft_hinge", True), ("sign soft_hinge", False)]
     for run in payload["processes"]:
         assert [s["step"] for s in run["samples"]] == [0, 2, 4, 5]
+        assert [s["evaluations"] for s in run["samples"]] == [0, 0, 1, 1]  # one at step 3
         assert all(s["rss_mib"] > 0 for s in run["samples"]) and run["peak_rss_mib"] > 0
-    assert all(r["half_step"] == 2 and r["end_step"] == 5 and r["ms_per_step"] > 0 for r in payload["rows"])
+    assert all(r["half_step"] == 2 and r["end_step"] == 5 and r["evaluations"] == 1 and r["ms_per_step"] > 0
+               for r in payload["rows"])
     assert "growth, second half" in (results / "fp.md").read_text()
     assert sorted(p.name for p in results.iterdir()) == ["fp.json", "fp.md"]  # the processes' files stay out
 
