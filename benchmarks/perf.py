@@ -479,7 +479,8 @@ def footprint_row(run: dict) -> dict:
     return {"model": run["model"], "variant": run["variant"], "kept": run["machine"]["keeps_freed_memory"],
             "built_mib": samples[0]["rss_mib"], "first_mib": samples[1]["rss_mib"], "first_step": samples[1]["step"],
             "half_mib": half["rss_mib"], "half_step": half["step"], "end_mib": end["rss_mib"],
-            "end_step": end["step"], "evaluations": end["evaluations"], "most_sampled_mib": max(s["rss_mib"] for s in samples),
+            "end_step": end["step"], "evaluations": end["evaluations"],
+            "most_sampled_mib": max(s["rss_mib"] for s in samples),
             "peak_rss_mib": run["peak_rss_mib"], "second_half_growth_mib": end["rss_mib"] - half["rss_mib"],
             "ms_per_step": 1000 * per_step("seconds", samples[0], end),
             "faults_per_step_second_half": per_step("faults", half, end)}

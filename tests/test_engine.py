@@ -589,6 +589,40 @@ def test_a_failed_resume_keeps_the_epochs_logged_past_its_checkpoint(tmp_path):
     assert [r["epoch"] for r in done.history] == [1, 2, 3, 4]
 
 
+class InterruptedFirstEpoch(EventAtBatch):
+    """Sends this process SIGINT at batch 2 of the first epoch it trains."""
+
+    calls, epoch, batch = 0, 1, 2
+
+    def event(self, x):
+        os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+
+def test_a_resume_stopped_in_its_first_epoch_leaves_metrics_and_summary_agreeing_with_its_checkpoint(tmp_path):
+    """Stopped inside its first epoch, a resume saves a checkpoint of the epochs before: the epochs
+    logged past the old checkpoint can no longer be resumed, so metrics.jsonl and summary.json both
+    say what the new checkpoint holds."""
+    from ftprop.engine import TrainingStopped
+    from ftprop.runs import save_checkpoint
+
+    cfg = small_config("train.checkpoint_every=5", "train.batch_size=16", epochs=3)
+    train(cfg, tmp_path / "r", data=_tiny_data(), log=None)
+    state = load_checkpoint(tmp_path / "r")  # as a kill after epoch 3 of a run saved at epoch 2 leaves it
+    save_checkpoint(tmp_path / "r", {**state, "epoch": 2, "history": state["history"][:2]})
+    InterruptedFirstEpoch.calls = 0
+    with pytest.raises(TrainingStopped):
+        train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True,
+              data=_tiny_data(InterruptedFirstEpoch), log=None)
+    ck = load_checkpoint(tmp_path / "r")
+    assert (ck["epoch"], ck["step"]) == (2, 3)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (summary["epochs"], summary["status"]) == (2, "stopped")
+    train(apply_overrides(cfg, ["train.epochs=4"]), tmp_path / "r", resume=True, data=_tiny_data(), log=None)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("text", ['{"torch": "2', "[]", '{"resumed": 3}'])
 def test_a_resume_refuses_an_unreadable_environment_file_before_training(tmp_path, text):
     cfg = small_config(epochs=1)
@@ -625,7 +659,9 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
              (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
              (["train", "--teacher", str(tmp_path / "notes"), "--out", str(tmp_path / "s")],
               "notes is not an ftprop run directory"),
-             (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory")]
+             (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "Not a directory"),
+             (["train", "--resume", str(tmp_path / "run"), "--force"], "--force would replace it: give one of them"),
+             (["evaluate", str(tmp_path / "broken")], "the run has not saved one yet")]
     if not torch.cuda.is_available():
         cases.append((["evaluate", str(tmp_path / "run"), "--device", "cuda"], "--device = 'cuda' but no CUDA"))
     for argv, message in cases:
@@ -634,6 +670,9 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--schedule", "multistep", "--milestones", "a,b"])
     assert "'a,b': a comma-separated list of epoch numbers, e.g. 200,250" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "run"), "--batch-size", "0"])
+    assert "argument --batch-size: '0': a whole number, at least 1" in capsys.readouterr().err
     # an unknown option is said by the command's own parser, with the option meant
     for argv, said in [(["train", "--modle", "mlp"],
                         "ftprop train: error: unrecognized arguments: --modle mlp (--modle: did you mean --model?)"),
@@ -1110,6 +1149,26 @@ def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
     assert [p.name for p in tmp_path.iterdir()].count("atomic") == 1 and len(list(tmp_path.iterdir())) == 2
 
 
+def test_evaluate_on_a_folder_of_other_classes_says_what_does_not_fit(tmp_path, capsys):
+    """An image-folder run evaluated with --data-root on a folder of 2 classes, not its 3: a message
+    naming the run and both sizes, not load_state_dict's traceback."""
+    from test_data import make_folder
+
+    from ftprop.cli import main
+
+    make_folder(tmp_path / "three", n_train=2, n_val=1)
+    make_folder(tmp_path / "two", n_train=2, n_val=1, classes=["cat", "dog"])
+    cfg = small_config("data.name=imagefolder", f"data.root='{tmp_path / 'three'}'", "data.options.resize=10",
+                       "data.options.crop=8", "data.options.workers=0", epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r"), "--data-root", str(tmp_path / "two")]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "does not fit the data (2 classes, input (3, 8, 8)): size mismatch for" in err
+    assert str(tmp_path / "r") in err and ".." not in err
+    assert "Traceback" not in err and "--data-root" in err
+
+
 def test_evaluate_refuses_an_empty_dataset_and_a_model_for_other_classes():
     data = _tiny_data()["test"]  # 3 classes, 16 inputs
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
@@ -1373,7 +1432,10 @@ def test_layer_rms_step_moves_each_layer_by_its_scaled_rate_and_survives_a_resum
 
     saved = load_checkpoint(tmp_path / "r")["optimizer"]["param_groups"]
     assert [grp["lr"] for grp in saved] == pytest.approx([lr * grp["lr_scale"] for grp in saved])
-    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)
+    # At an epoch's end the seed may change; the scales stay the first run's (its initial weights').
+    train(apply_overrides(cfg, ["train.epochs=2", "train.seed=1"]), tmp_path / "r", resume=True, log=None)
+    resumed = load_checkpoint(tmp_path / "r")["optimizer"]["param_groups"]
+    assert [grp["lr_scale"] for grp in resumed] == [grp["lr_scale"] for grp in saved]
     with pytest.raises(RunDirError, match="optim.lr_scaling: 'layer_rms' != 'none'"):
         train(apply_overrides(cfg, ["train.epochs=3", "optim.lr_scaling=none"]), tmp_path / "r", resume=True,
               log=None)
@@ -1474,7 +1536,7 @@ def test_distillation_settings_and_teachers_that_cannot_work_are_refused(digits_
             small_config(*bad.split(" "))
     with pytest.raises(RunDirError, match="no run at"):
         train(small_config(f"train.teacher='{tmp_path / 'missing'}'", epochs=1), tmp_path / "r", log=None)
-    with pytest.raises(ConfigError, match=r"does not fit this run's data \(3 classes"):
+    with pytest.raises(ConfigError, match=r"train.teacher = .* does not fit the data \(3 classes"):
         train(small_config(f"train.teacher='{path}'", epochs=1), tmp_path / "r", data=_tiny_data(), log=None)
     assert not (tmp_path / "r").exists()  # refused before the run directory is made
 

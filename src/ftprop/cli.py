@@ -55,6 +55,16 @@ def _epoch_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of epoch numbers, e.g. 200,250") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number, at least 1")
+    return value
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file (configs/ has the paper's recipes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -110,6 +120,8 @@ def resolve_train_config(args: argparse.Namespace):
             raise ValueError("--resume continues a run with its own config; pass changes with flags or --set")
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
             raise ValueError("--resume continues the run in its own directory: drop --out")
+        if args.force:
+            raise ValueError("--resume continues the run in RUN_DIR and --force would replace it: give one of them")
         if not run_cfg.is_file():
             raise ValueError(f"cannot resume {args.resume}: it holds no run (no config.toml)")
         cfg = load_config(run_cfg)
@@ -144,8 +156,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---- evaluate -------------------------------------------------------------------------
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
+    from .config import ConfigError
     from .data import load_dataset
     from .engine import checkpoint_model, evaluate, resolve_device
     from .runs import config_from_checkpoint, load_checkpoint
@@ -170,10 +181,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tta == "flip" and d.name.lower() in ("digits", "mnist"):
         print(f"note: {d.name} images are not mirror-symmetric, so the mirrored view is not an example of the "
               f"data; --tta flip is meant for natural images (CIFAR-10, image folders)", file=sys.stderr)
-    model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
-    with torch.no_grad():
-        result = evaluate(model, dataset, args.batch_size, bf16=bf16, channels_last=cfg.train.channels_last,
-                          tta=args.tta)
+    try:
+        model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
+    except ConfigError as err:
+        raise ConfigError(f"{target}: {err}. Evaluate it on the dataset it was trained on "
+                          f"(--data-root: a folder with the same classes)") from None
+    result = evaluate(model, dataset, args.batch_size, bf16=bf16, channels_last=cfg.train.channels_last,
+                      tta=args.tta)
     result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),
               "weights": weights, "tta": args.tta, "bf16": bf16, **result}
     print(json.dumps(result, indent=2))
@@ -249,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="FTP-SH vs SSTE vs ReLU on the digits shipped with scikit-learn (no download)")
     p.add_argument("--out", default="demo_runs", help="where the runs and curves.png go (default: demo_runs)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=_positive, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
@@ -268,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="download the dataset if missing (default: as the run was trained)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--live", action="store_true",
                    help="evaluate the optimiser's weights, not the run's weight average (train.ema_decay > 0)")
     p.add_argument("--tta", choices=["flip"], default=None,
@@ -281,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="FILE",
                    help="an image file (PNG, JPEG, ...: resized to the network's input as its dataset's test "
                         "images are) or a .npy array of stored pixel values, one input or a batch")
-    p.add_argument("--top", type=int, default=3, help="how many classes to list per input (default: 3)")
+    p.add_argument("--top", type=_positive, default=3, help="how many classes to list per input (default: 3)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--live", action="store_true",
                    help="use the optimiser's weights, not the run's weight average (train.ema_decay > 0)")
@@ -292,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["table1"])
     p.add_argument("--rows", help="comma list of convnet4, convnet8, alexnet, resnet18 (default: all)")
     p.add_argument("--cols", help="comma list of sign_sste, sign_ftpsh, qrelu_sste, qrelu_ftpsh, relu, satrelu")
-    p.add_argument("--epochs", type=int, help="override the paper's epochs (e.g. for a quick look)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per cell (seed, seed+1, ...)")
+    p.add_argument("--epochs", type=_positive, help="override the paper's epochs (e.g. for a quick look)")
+    p.add_argument("--seeds", type=_positive, default=1, help="seeds per cell (seed, seed+1, ...)")
     p.add_argument("--data-root", help="CIFAR-10 root (holding cifar-10-batches-py/)")
     p.add_argument("--imagenet-root", help="ImageNet root (train/<class>/..., val/<class>/...)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")

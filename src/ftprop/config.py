@@ -116,7 +116,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
 _SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
                   "train": TrainConfig}
 
@@ -173,9 +172,9 @@ def config_from_dict(data: dict, base: Config | None = None, replace: frozenset[
         if key == "name":
             cfg["name"] = _coerce("name", value, str)
             continue
-        if key not in _SECTIONS:
-            raise ConfigError(f"unknown config section {key!r}.{_closest(key, list(_SECTIONS))} "
-                              f"Valid: name, {', '.join(_SECTIONS)}.")
+        if key not in _SECTION_TYPES:
+            raise ConfigError(f"unknown config section {key!r}.{_closest(key, list(_SECTION_TYPES))} "
+                              f"Valid: name, {', '.join(_SECTION_TYPES)}.")
         if not isinstance(value, dict):
             raise ConfigError(f"[{key}] must be a table of settings, got {value!r}")
         cls = _SECTION_TYPES[key]
@@ -189,7 +188,7 @@ def config_from_dict(data: dict, base: Config | None = None, replace: frozenset[
                 cfg[key][sub] = {**cfg[key][sub], **v}
             else:
                 cfg[key][sub] = _coerce(f"{key}.{sub}", v, hints[sub])
-    out = Config(name=cfg["name"], **{k: _SECTION_TYPES[k](**cfg[k]) for k in _SECTIONS})
+    out = Config(name=cfg["name"], **{k: _SECTION_TYPES[k](**cfg[k]) for k in _SECTION_TYPES})
     validate(out)
     return out
 
@@ -240,7 +239,7 @@ def apply_overrides(cfg: Config, overrides: list[str], patch: dict | None = None
             patch["name"] = value if isinstance(value, str) else text.strip()  # name=2024 is a name
             continue
         if len(parts) < 2:
-            raise ConfigError(f"--set key {key!r} needs a section: one of {', '.join(_SECTIONS)} "
+            raise ConfigError(f"--set key {key!r} needs a section: one of {', '.join(_SECTION_TYPES)} "
                               f"(e.g. optim.lr=1e-3)")
         if len(parts) > 2 and parts[1] != "options":
             raise ConfigError(f"--set key {key!r}: only the options tables take deeper keys")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import allocator
-from .config import DEVICES, Config, ConfigError, load_config, validate
+from .config import DEVICES, Config, ConfigError, config_to_dict, load_config, validate
 from .data import check_dataset, load_dataset
 from .models import build_model, check_model
 from .runs import (
@@ -145,18 +145,22 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     saving run stepped. The settings of each group come from this run's config, not from the
     checkpoint: a resume with another weight decay or betas uses them, and Adam's ``capturable``
     is what this run needs (a compiled run on a GPU saves True). The learning rate comes back as
-    the config's float (a compiled run saves a tensor); the schedule sets it at every step."""
+    the config's float (a compiled run saves a tensor); the schedule sets it at every step. Each
+    group's ``lr_scale`` stays the saved one: it measures the first run's initial weights, which a
+    resume with another seed would otherwise measure afresh."""
     # The groups are replaced before loading: load_state_dict reads capturable and fused from
     # them to decide where each state's step count lives.
-    groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"]}
+    groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"],
+               **{k: old[k] for k in ("lr_scale",) if k in old}}
               for mine, old in zip(optimizer.param_groups, saved["param_groups"])]
     optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 def _last_line(err: BaseException) -> str:
-    """The last line of an error's message (load_state_dict lists every mismatch, the gist last)."""
+    """The last line of an error's message (load_state_dict lists every mismatch, the gist last),
+    without its indent or final full stop, to be quoted inside a sentence."""
     lines = str(err).strip().splitlines()
-    return lines[-1] if lines else type(err).__name__
+    return lines[-1].strip().rstrip(".") if lines else type(err).__name__
 
 
 @contextmanager
@@ -278,10 +282,16 @@ def build_from_config(cfg: Config, num_classes: int, input_shape: tuple[int, ...
 
 def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -> tuple[nn.Module, str]:
     """A checkpoint's model for ``dataset``, on the dataset's device, and which weights it holds:
-    ``"average"`` (train.ema_decay > 0 kept one) unless ``live``, else ``"live"``."""
-    model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
+    ``"average"`` (train.ema_decay > 0 kept one) unless ``live``, else ``"live"``. A ConfigError if
+    the weights do not fit ``dataset`` (another number of classes or input size)."""
     averaged = state.get("ema") is not None and not live
-    model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
+    try:
+        model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
+        model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
+    except RuntimeError as err:  # load_state_dict lists every mismatch, the gist last
+        raise ConfigError(f"its network ({cfg.model.name}, trained on {cfg.data.name}) does not fit the data "
+                          f"({dataset.num_classes} classes, input {tuple(dataset.input_shape)}): "
+                          f"{_last_line(err)}") from None
     return model.to(dataset.device), "average" if averaged else "live"
 
 
@@ -337,11 +347,8 @@ def load_teacher(path: str, dataset, log) -> nn.Module:
     tcfg = config_from_checkpoint(state)
     try:
         teacher, weights = checkpoint_model(state, tcfg, dataset)
-    except RuntimeError as err:  # load_state_dict: another number of classes or input size
-        raise ConfigError(f"train.teacher = {path}: its network ({tcfg.model.name}, trained on {tcfg.data.name}) "
-                          f"does not fit this run's data ({dataset.num_classes} classes, input "
-                          f"{tuple(dataset.input_shape)}): {_last_line(err)}. Distil from a run "
-                          f"trained on the same dataset") from None
+    except ConfigError as err:
+        raise ConfigError(f"train.teacher = {path}: {err}. Distil from a run trained on the same dataset") from None
     last = state["history"][-1] if state.get("history") else {}
     log(f"distilling from {path}: {tcfg.model.name} {tcfg.model.activation}, {weights} weights of epoch "
         f"{state['epoch']}" + (f", test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""))
@@ -611,12 +618,18 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
     # A resume rewrites metrics.jsonl from its checkpoint's history at its first epoch's end, so
     # one that fails before keeps the epochs logged past the checkpoint.
     metrics_synced = state is None
+
+    def sync_metrics() -> None:
+        nonlocal metrics_synced
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        metrics_synced = True
+
     if run_dir is not None:
         if not resume:
             describe_run()
             described = True
         if metrics_synced:
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            sync_metrics()
     tb = _tensorboard(run_dir, start_epoch) if run_dir is not None and cfg.train.tensorboard else None
 
     step_model, optimizer_step = model, optimizer.step
@@ -649,16 +662,17 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         nonlocal saved, described
         if run_dir is not None:
             saved = (epoch, step)
-            save_checkpoint(run_dir, {"config": _cfg_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
+            if not described:  # config.toml before the checkpoint: a kill between the two leaves a plain
+                # --resume the new settings beside the old checkpoint, not the old ones beside the new
+                describe_run()
+                described = True
+            save_checkpoint(run_dir, {"config": config_to_dict(cfg), "epoch": epoch, "step": step, "partial": partial,
                                       "data": data_record,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "twin": twin.state_dict() if twin is not None else None,
                                       "twin_optimizer": twin_optimizer.state_dict() if twin is not None else None,
                                       "history": history, "elapsed": elapsed})
-            if not described:
-                describe_run()
-                described = True
             shutil.rmtree(run_dir / ASIDE, ignore_errors=True)  # --force: the new run has replaced the old
 
     def write_summary(status: str) -> dict:
@@ -812,8 +826,7 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                     with open(run_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
                 else:
-                    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-                    metrics_synced = True
+                    sync_metrics()
                 write_summary("running")  # the state a kill leaves agrees with metrics.jsonl
             if tb is not None:
                 for k, v in row.items():
@@ -829,6 +842,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 break
     if tb is not None:
         tb.close()
+    if run_dir is not None and not metrics_synced:  # stopped in a resume's first epoch: its checkpoint's history
+        sync_metrics()                               # is now the run's, the epochs logged past it gone
     summary = write_summary(status)
     if run_dir is not None and history:
         from .report import plot_runs
@@ -840,14 +855,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
                 f"{status} and its files are complete. Try `ftprop report {run_dir}`")
     result = RunResult(run_dir, history, model, status, summary, ema.model if ema is not None else None)
     if status == "stopped":
-        raise TrainingStopped(f"training stopped by signal {stopper.signal}; state saved in {run_dir}")
+        raise TrainingStopped(f"training stopped by signal {stopper.signal}; "
+                              + (f"state saved in {run_dir}" if run_dir is not None else "nothing saved (save=False)"))
     return result
-
-
-def _cfg_dict(cfg: Config) -> dict:
-    from .config import config_to_dict
-
-    return config_to_dict(cfg)
 
 
 def _check_finite(bad_step: torch.Tensor, epoch: int, run_dir: Path | None, saved: tuple[int, int] | None,

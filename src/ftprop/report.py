@@ -47,7 +47,8 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
 # changes what the gap is measured on; train.epochs stays: it sets the schedule's every step.) Runs
 # still training, or stopped early, share the recipe of the runs they would become.
 _NOT_THE_RECIPE = RESUME_FREE | {f"train.{k}" for k in ("seed", "device", "eval_batch_size", "checkpoint_every",
-                                                        "tensorboard", "compile", "compile_mode", "channels_last")}
+                                                        "tensorboard", "compile", "compile_mode", "channels_last",
+                                                        "keep_freed_memory")}
 
 
 def _recipe(run: Run) -> dict:

@@ -78,7 +78,8 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     elif not path.exists():
         raise RunDirError(f"no checkpoint file {path}")
     if not path.is_file():
-        raise RunDirError(f"no checkpoint at {path}: the run has not completed an epoch yet")
+        raise RunDirError(f"no checkpoint at {path}: the run has not saved one yet (it saves every "
+                          f"train.checkpoint_every epochs, at its end and when stopped)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
     except pickle.UnpicklingError as err:
