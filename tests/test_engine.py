@@ -501,6 +501,15 @@ def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
     set_aside(tmp_path / "r")  # a --force run killed in its first epoch: the first run aside, its own files
     (tmp_path / "r" / "config.toml").write_text(config_to_toml(apply_overrides(cfg, ["optim.lr=0.5"])))
     (tmp_path / "r" / "metrics.jsonl").write_text("")
+    half = {p.name for p in (tmp_path / "r").iterdir()}
+    # a resume would train the killed run from scratch and drop the one set aside at its first checkpoint
+    with pytest.raises(RunDirError, match=r"cannot resume .*stopped before its first checkpoint.*\.replaced-run"):
+        train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "r", resume=True, log=None)
+    with pytest.raises(RunDirError, match=r"holds a --force run that stopped before its first checkpoint"):
+        train(cfg, tmp_path / "r", log=None)  # not "use --resume"
+    with pytest.raises(RunDirError, match=r"has not saved one yet .*it was replacing \(--force\) waits in"):
+        load_checkpoint(tmp_path / "r")
+    assert {p.name for p in (tmp_path / "r").iterdir()} == half
     with pytest.raises(NonFiniteLossError):  # a second --force that fails before its first checkpoint
         train(apply_overrides(cfg, ["optim.lr=1e38"]), tmp_path / "r", force=True, log=None)
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before

@@ -78,8 +78,10 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     elif not path.exists():
         raise RunDirError(f"no checkpoint file {path}")
     if not path.is_file():
+        aside = (f"; the run it was replacing (--force) waits in {path.parent / ASIDE}"
+                 if half_replaced(path.parent) else "")
         raise RunDirError(f"no checkpoint at {path}: the run has not saved one yet (it saves every "
-                          f"train.checkpoint_every epochs, at its end and when stopped)")
+                          f"train.checkpoint_every epochs, at its end and when stopped){aside}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
     except pickle.UnpicklingError as err:
@@ -386,6 +388,10 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
     out = Path(out)
     cfg_file = out / "config.toml"
     if resume:
+        if half_replaced(out):
+            raise RunDirError(f"cannot resume {out}: a --force run replacing the run there stopped before its first "
+                              f"checkpoint, and the run it replaces waits in {out / ASIDE}. Start the new run again "
+                              f"with --force, or move the files of {out / ASIDE} back into {out} to keep the old one")
         if not cfg_file.is_file():
             raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
         run = read_run(out)
@@ -412,6 +418,10 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
         return out, state
     if out.exists() and any(out.iterdir()):
         if not force:
+            if half_replaced(out):
+                raise RunDirError(f"{out} holds a --force run that stopped before its first checkpoint, and the "
+                                  f"run it replaces waits in {out / ASIDE}; --force to start the new run again "
+                                  f"(the old one still waits), or move those files back into {out}")
             if cfg_file.is_file():
                 raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
                                   f"or --force to replace it")
@@ -458,13 +468,19 @@ def remove_run_files(out: Path) -> None:
             (out / name).unlink(missing_ok=True)
 
 
+def half_replaced(out: Path) -> bool:
+    """``out`` holds a run set aside by --force (``ASIDE``) and no checkpoint: the run replacing it
+    was stopped (killed) before its first checkpoint."""
+    return (out / ASIDE).is_dir() and not (out / CHECKPOINT).is_file()
+
+
 def set_aside(out: Path) -> None:
     """Move the run files of ``out`` into ``out/ASIDE``: --force replaces a run only once the new one
     has written a checkpoint, so a new run that fails first gives it back. An ASIDE already there
     with no checkpoint in ``out`` is a run that a killed --force was replacing: it stays, and what
     the killed run left is dropped (with a checkpoint, the killed run had replaced it)."""
     aside = out / ASIDE
-    if aside.is_dir() and not (out / CHECKPOINT).is_file():
+    if half_replaced(out):
         remove_run_files(out)
         return
     shutil.rmtree(aside, ignore_errors=True)
