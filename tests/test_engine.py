@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -776,6 +777,18 @@ def test_resume_compares_models_not_spellings():
         assert resume_differences(stair3, apply_overrides(stair3, change), mid_epoch=True) == [], change
     assert resume_differences(stair3, apply_overrides(cfg, ["model.activation='staircase'", "model.steps=5"]),
                               mid_epoch=False) == ["model.steps: 3 != 5"]
+    # options at their defaults, written out or not, and a tuple for the list a TOML file gives
+    for change in (["model.options.batch_norm=true", "model.options.dropout=0"], ["model.options.hidden=[32]"]):
+        assert resume_differences(cfg, apply_overrides(cfg, change), mid_epoch=True) == [], change
+    tupled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options={"hidden": (32,)}))
+    assert resume_differences(cfg, tupled, mid_epoch=True) == []
+    assert resume_differences(cfg, apply_overrides(cfg, ["model.options.dropout=0.1"]), mid_epoch=False) == [
+        "model.options.dropout: 0.0 != 0.1"]
+    cifar = apply_overrides(cfg, ["data.name='cifar10'", "model.name='convnet4'", "model.options={}"])
+    assert resume_differences(cifar, apply_overrides(cifar, ["data.options.crop_pad=4",
+                                                             "model.options.batch_norm=false"]), mid_epoch=True) == []
+    assert resume_differences(cifar, apply_overrides(cifar, ["data.options.crop_pad=2"]), mid_epoch=False) == [
+        "data.options.crop_pad: 4 != 2"]
     twin = apply_overrides(cfg, ["train.twin='relu'"])
     assert resume_differences(twin, apply_overrides(cfg, ["train.twin=' ReLU'"]), mid_epoch=True) == []
     assert resume_differences(twin, apply_overrides(cfg, ["train.twin='saturated_relu'"]), mid_epoch=False) == [

@@ -58,7 +58,8 @@ def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the
     _, rows = runs_table([run(0), run(1, "train.device=cuda", "data.root='/elsewhere'", "train.checkpoint_every=5"),
                           run(2, "train.compile=true", "data.options.workers=4", "train.tensorboard=true",
                               "train.keep_freed_memory=false"),
-                          run(3, "optim.lr=0.01"), run(4, "optim.lr=0.01", "train.eval_batch_size=7")])
+                          run(3, "optim.lr=0.01"), run(4, "optim.lr=0.01", "train.eval_batch_size=7",
+                                                       "model.options.batch_norm=true")])  # mlp's default
     assert [r["runs"] for r in rows] == [3, 2]  # where and how fast a run went is not its recipe
     assert [r["seeds"] for r in rows] == [[0, 1, 2], [3, 4]]
     method = "mlp sign soft_hinge"

@@ -141,6 +141,26 @@ def test_table_cell_lists_the_runs_it_averages_and_epochs_in_order(tmp_path):
     assert len(cell["runs"]) == len(cell["ours_best"])
 
 
+def test_a_run_trained_with_settings_the_cells_config_no_longer_gives_is_a_note_not_the_cell(tmp_path):
+    from ftprop.reproduce import _other_settings
+
+    out = tmp_path / "t1"
+    _fake_run(out / "convnet4-relu" / "seed0", "convnet4", "relu", 2, acc=0.75)
+    _fake_run(out / "convnet4-sign_sste" / "seed0", "convnet4", "sign_sste", 2)
+    cfg = cell_config("convnet4", "relu")
+    edited = replace(cfg, optim=replace(cfg.optim, lr=cfg.optim.lr * 2))  # the config file changed since
+    notes = []
+    text = run_table1(out, [("convnet4", "relu", 0, edited)], notes, log=lambda m: None).read_text()
+    assert len(notes) == 1 and "convnet4-relu/seed0" in notes[0] and "trained with other settings" in notes[0]
+    assert f"optim.lr: {cfg.optim.lr!r} != {cfg.optim.lr * 2!r}" in notes[0]
+    assert list(json.loads((out / "table1.json").read_text())["cells"]) == ["convnet4-sign_sste"]
+    assert "86.5" not in text and notes[0] in text
+    # where and how fast it ran, how many epochs, and defaults written out are not other settings
+    same = replace(cfg, train=replace(cfg.train, epochs=cfg.train.epochs + 1, device="cuda", compile=True),
+                   data=replace(cfg.data, root="/elsewhere", options={**cfg.data.options, "crop_pad": 4}))
+    assert _other_settings(cfg, same) == []
+
+
 def test_plan_takes_the_config_folder_as_a_string(tmp_path):
     from ftprop.reproduce import default_config_dir
 

@@ -16,17 +16,15 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .config import config_to_dict
 from .runs import (
-    RESUME_FREE,
+    HOW_IT_RAN,
     Run,
     RunDirError,
-    _flat,
-    _resolved,
     atomic_write,
     atomic_write_text,
     read_environment,
     read_run,
+    recipe,
     refuse_run_directory,
     train_test_gap,
 )
@@ -42,21 +40,9 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
-# Settings that say where or how fast a run went, not what it trained: runs differing only in
-# these (and the seed) are one group. (bf16 stays: it changes the arithmetic; eval_train stays: it
-# changes what the gap is measured on; train.epochs stays: it sets the schedule's every step.) Runs
-# still training, or stopped early, share the recipe of the runs they would become.
-_NOT_THE_RECIPE = RESUME_FREE | {f"train.{k}" for k in ("seed", "device", "eval_batch_size", "checkpoint_every",
-                                                        "tensorboard", "compile", "compile_mode", "channels_last",
-                                                        "keep_freed_memory")}
-
-
-def _recipe(run: Run) -> dict:
-    """The run's config as ``section.key`` (and ``section.options.key``): value, without
-    _NOT_THE_RECIPE, with the spellings of one model made one (an unset loss and soft_hinge, sste
-    and saturated_hinge, as a resume compares them)."""
-    flat = _flat(_resolved(config_to_dict(run.config)))
-    return {k: v for k, v in flat.items() if k != "name" and k not in _NOT_THE_RECIPE}
+# Runs differing only in the settings that say where or how fast they went, and in the seed, are
+# one group. Runs still training, or stopped early, share the recipe of the runs they would become.
+_NOT_THE_RECIPE = HOW_IT_RAN | {"train.seed"}
 
 
 def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:
@@ -65,7 +51,7 @@ def group_runs(runs: Iterable[Run]) -> OrderedDict[str, list[Run]]:
     group, in first-seen order."""
     groups: OrderedDict[str, list[Run]] = OrderedDict()
     for run in runs:
-        groups.setdefault(json.dumps(_recipe(run), sort_keys=True, default=str), []).append(run)
+        groups.setdefault(json.dumps(recipe(run.config, _NOT_THE_RECIPE), sort_keys=True, default=str), []).append(run)
     return groups
 
 
@@ -76,7 +62,7 @@ def _labels(groups: Sequence[list[Run]]) -> list[str]:
         same = [i for i, lab in enumerate(labels) if lab == label]
         if len(same) < 2:
             continue
-        recipes = [_recipe(groups[i][0]) for i in same]
+        recipes = [recipe(groups[i][0].config, _NOT_THE_RECIPE) for i in same]
         keys = sorted({k for r in recipes for k in r if any(r.get(k) != o.get(k) for o in recipes)})
         for i, r in zip(same, recipes):
             labels[i] = f"{label} ({', '.join(f'{k}={r.get(k)}' for k in keys)})"

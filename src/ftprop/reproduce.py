@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import Config, load_config, validate
 from .data import DatasetError
 from .report import mean_std
-from .runs import RunDirError, atomic_write_text, read_run
+from .runs import HOW_IT_RAN, RunDirError, atomic_write_text, read_run, recipe
 
 ROWS = ("convnet4", "convnet8", "alexnet", "resnet18")
 COLS = ("sign_sste", "sign_ftpsh", "qrelu_sste", "qrelu_ftpsh", "relu", "satrelu")
@@ -99,6 +99,14 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
     return runs, notes
 
 
+def _other_settings(previous: Config, cfg: Config) -> list[str]:
+    """``key: previous != planned`` for each setting of what is trained that differs (not where or
+    how fast it ran, nor how many epochs: a run continues to more)."""
+    leave_out = HOW_IT_RAN | {"train.epochs"}
+    a, b = recipe(previous, leave_out), recipe(cfg, leave_out)
+    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str], None] = print) -> Path:
     """Train (or resume, or reuse) every planned cell, then write ``out/table1.md`` of every run
     in ``out``, those of earlier calls included."""
@@ -108,11 +116,20 @@ def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str
     for note in notes:
         log(note)
     done: dict[tuple[str, str], list[Path]] = {}
+    other_settings: set[Path] = set()  # runs of an earlier call that the cell's config no longer gives
     for row, col, k, cfg in runs:
         run_dir = out / f"{row}-{col}" / f"seed{k}"
         log(f"== {row} {col} seed {cfg.train.seed} ({cfg.train.epochs} epochs) -> {run_dir}")
         try:
-            train(cfg, run_dir, resume=(run_dir / "config.toml").is_file(), log=log)
+            resume = (run_dir / "config.toml").is_file()
+            if resume:
+                differences = _other_settings(read_run(run_dir).config, cfg)
+                if differences:
+                    other_settings.add(run_dir)
+                    raise RunDirError(f"trained with other settings than the cell's config gives now ("
+                                      f"{'; '.join(differences)}), so left out of the table; move it away, or "
+                                      f"give another --out, to train the cell anew")
+            train(cfg, run_dir, resume=resume, log=log)
         except DatasetError as err:
             notes.append(f"skipped {row}-{col}: {err}")
             log(notes[-1])
@@ -125,7 +142,8 @@ def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str
     # The table covers every run in ``out``: cells (and seeds) of earlier calls stay in it.
     for row in ROWS:
         for col in COLS:
-            found = sorted(p.parent for p in (out / f"{row}-{col}").glob("seed*/config.toml"))
+            found = sorted(p.parent for p in (out / f"{row}-{col}").glob("seed*/config.toml")
+                           if p.parent not in other_settings)
             if found:  # (every run trained above is among them: train writes config.toml first)
                 done[(row, col)] = found
     return write_table1(out, done, notes)

@@ -339,13 +339,21 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _as_lists(value: Any) -> Any:
+    """Tuples as lists, as a TOML config writes them: (256, 256) and [256, 256] are one option."""
+    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
     (loss None = soft_hinge, an alias = its loss, an activation alias = its activation and the steps
     it fixes, weighted None = True, staircase steps None = 3 and surrogate None = "single", dataset
-    names in any case, the twin's units as their activation), so that a resume compares models."""
+    names in any case, the twin's units as their activation, model and data options at their
+    defaults), so that a resume compares models."""
     from .activations import canonical_activation, implied_steps
+    from .data import option_defaults as data_options
     from .losses import get_loss
+    from .models import option_defaults as model_options
 
     def canonical(written: str) -> str:
         try:
@@ -368,9 +376,31 @@ def _resolved(d: dict) -> dict:
         model["steps"] = 3 if model["steps"] is None else model["steps"]
         model["surrogate"] = model["surrogate"] or "single"
     data["name"] = str(data["name"]).lower()
+    for section, defaults in ((model, model_options), (data, data_options)):
+        try:  # options left at their defaults, written out or not, build the same model and data
+            section["options"] = {**defaults(section["name"]), **section["options"]}
+        except ValueError:
+            pass  # an unknown model or dataset stays as written (and differs)
+        section["options"] = {k: _as_lists(v) for k, v in section["options"].items()}
     if train.get("twin") is not None:  # the twin's units, spelled any way that builds them
         train["twin"] = canonical(train["twin"])
     return {**d, "model": model, "data": data, "train": train}
+
+
+# Settings that say where or how fast a run went, not what it trained. (bf16 is not among them: it
+# changes the arithmetic; nor eval_train: it changes what the gap is measured on; nor train.epochs:
+# it sets the schedule's every step.)
+HOW_IT_RAN = RESUME_FREE | {f"train.{k}" for k in ("device", "eval_batch_size", "checkpoint_every", "tensorboard",
+                                                   "compile", "compile_mode", "channels_last", "keep_freed_memory")}
+
+
+def recipe(cfg: Config, leave_out: set[str] = HOW_IT_RAN) -> dict:
+    """What ``cfg`` trains, as ``{"section.key": value}`` (options as ``section.options.key``)
+    without its name and the keys in ``leave_out``, the spellings and defaults of one model made
+    one (an unset loss and soft_hinge, sste and saturated_hinge, options left at their defaults or
+    written out), as a resume compares them."""
+    flat = _flat(_resolved(config_to_dict(cfg)))
+    return {k: v for k, v in flat.items() if k != "name" and k not in leave_out}
 
 
 def config_from_checkpoint(state: dict) -> Config:

@@ -17,7 +17,8 @@ import torch
 
 from .base import ArrayDataset, DatasetError
 
-__all__ = ["DATASETS", "register_dataset", "check_dataset", "load_dataset", "ArrayDataset", "DatasetError"]
+__all__ = ["DATASETS", "register_dataset", "check_dataset", "option_defaults", "load_dataset", "ArrayDataset",
+           "DatasetError"]
 
 DATASETS: dict[str, Callable] = {}
 _NEEDS_ROOT: dict[str, bool] = {}
@@ -57,6 +58,12 @@ def check_dataset(name: str, **options) -> str:
         raise ValueError(f"dataset {key!r} takes no option {', '.join(map(repr, unknown))}; "
                          f"its options are: {', '.join(sorted(accepted)) or 'none'}")
     return key
+
+
+def option_defaults(name: str) -> dict:
+    """The options dataset ``name`` takes (``data.options``), each with its default."""
+    return {k: p.default for k, p in inspect.signature(_registry()[check_dataset(name)]).parameters.items()
+            if k not in ("root", "split", "download") and p.default is not inspect.Parameter.empty}
 
 
 def load_dataset(name: str, root: str | Path | None = None, split: str = "train", download: bool = False,

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..activations import make_activation
 
-__all__ = ["MODELS", "register_model", "check_model", "build_model", "ActivationFactory"]
+__all__ = ["MODELS", "register_model", "check_model", "option_defaults", "build_model", "ActivationFactory"]
 
 ActivationFactory = Callable[[], nn.Module]
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -50,10 +50,8 @@ def activation_factory(activation: str | ActivationFactory, **act_options) -> Ac
     return lambda: make_activation(activation, **act_options)
 
 
-def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss=None, weighted=None, steps=None,
-                surrogate=None, **options) -> tuple[Callable[..., nn.Module], ActivationFactory]:
-    """The builder and activation factory that ``build_model`` would use, or the ValueError it would
-    raise for an unknown model, activation, layer loss or option: a check that needs no data."""
+def _builder(name: str) -> tuple[str, Callable[..., nn.Module]]:
+    """The registered name of model ``name`` and its builder, or a ValueError naming the valid ones."""
     from . import alexnet, convnets, mlp, resnet  # noqa: F401  (registration side effects)
 
     key = str(name).strip().lower().replace("-", "_")
@@ -61,10 +59,23 @@ def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss
         close = difflib.get_close_matches(key, list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Valid: {', '.join(sorted(MODELS))}.")
+    return key, MODELS[key]
+
+
+def option_defaults(name: str) -> dict:
+    """The options model ``name`` takes (``model.options``), each with its default."""
+    return {k: p.default for k, p in inspect.signature(_builder(name)[1]).parameters.items()
+            if k not in ("act", "num_classes", "input_shape") and p.default is not inspect.Parameter.empty}
+
+
+def check_model(name: str, activation: str | ActivationFactory = "sign", *, loss=None, weighted=None, steps=None,
+                surrogate=None, **options) -> tuple[Callable[..., nn.Module], ActivationFactory]:
+    """The builder and activation factory that ``build_model`` would use, or the ValueError it would
+    raise for an unknown model, activation, layer loss or option: a check that needs no data."""
+    key, fn = _builder(name)
     act_options = {k: v for k, v in (("loss", loss), ("weighted", weighted), ("steps", steps),
                                      ("surrogate", surrogate)) if v is not None}
     act = activation_factory(activation, **act_options)
-    fn = MODELS[key]
     accepted = set(inspect.signature(fn).parameters) - {"act", "num_classes", "input_shape"}
     unknown = sorted(set(options) - accepted)
     if unknown:
