@@ -493,6 +493,28 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
     assert read_run(tmp_path / "r").config.optim.lr == 0.01
 
 
+def test_a_run_folder_in_use_by_another_process_is_refused_untouched(tmp_path):
+    """Two processes training into one folder would overwrite each other's checkpoints and log
+    epochs twice: while one holds the folder, a resume, a --force and a plain run are refused."""
+    fcntl = pytest.importorskip("fcntl")  # (where the system has no flock, nothing is held)
+    from ftprop.runs import lock_run_dir
+
+    cfg = small_config(epochs=1)
+    train(cfg, tmp_path / "r", log=None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    held = os.open(tmp_path / "r", os.O_RDONLY)  # as the other process holds it
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        for kw in ({"resume": True}, {"force": True}, {}):
+            with pytest.raises(RunDirError, match=r"is in use: another ftprop process is training in it"):
+                train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", log=None, **kw)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    finally:
+        os.close(held)
+    train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)  # given up: free
+    os.close(lock_run_dir(tmp_path / "r"))  # and the run that ended gave the folder up
+
+
 def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
     from ftprop.runs import config_to_toml, set_aside
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -45,6 +46,7 @@ from .runs import (
     environment_to_extend,
     give_back,
     load_checkpoint,
+    lock_run_dir,
     prepare_run_dir,
     remove_run_files,
     save_checkpoint,
@@ -494,6 +496,8 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
     """
     made: dict[str, Any] = {}
     try:
+        if save and out is not None and Path(out).is_dir():  # held before anything in it is read or changed
+            made["lock"] = lock_run_dir(Path(out))
         return _train(cfg, out, resume, force, save, progress, log, data, made)
     except TrainingStopped:
         raise
@@ -512,6 +516,9 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             # say the last attempt failed
             made["write_summary"](f"failed: {type(err).__name__}")
         raise
+    finally:
+        if made.get("lock") is not None:
+            os.close(made["lock"])
 
 
 def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
@@ -572,6 +579,8 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         made["new"] = target is None or not target.exists()
         run_dir, state = resumed or prepare_run_dir(cfg, target, resume, force)
         made["dir"] = run_dir
+        if "lock" not in made:  # a folder made just now
+            made["lock"] = lock_run_dir(run_dir)
 
     history: list[dict] = []
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0

@@ -462,6 +462,24 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
     return out, None
 
 
+def lock_run_dir(path: Path) -> int | None:
+    """Hold ``path`` (a directory) for this process: a file descriptor with an exclusive lock on it,
+    which closing it (or this process's end, however it ends) gives up; a RunDirError if another
+    process holds it. None where the system has no ``flock`` (Windows): nothing is held there."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(f"{path} is in use: another ftprop process is training in it; wait for it to end (or "
+                          f"stop it) and try again, or train into another --out") from None
+    return fd
+
+
 def new_default_dir(base: Path) -> Path:
     """``base``, or base-2, base-3, ...: the first that did not exist, made here (runs started within
     the same second each get their own folder, and none is taken for another's)."""
