@@ -143,6 +143,23 @@ def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
     with pytest.raises(RunDirError, match="is a run directory: the demo would overwrite"):
         run_demo(tmp_path / "r", epochs=1, quiet=True)
     assert (tmp_path / "r" / "curves.png").read_bytes() == curves
+    # nor over someone's own report.md, nor into a file; an earlier report is replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "report.md").write_text("keep")
+    with pytest.raises(RunDirError, match=r"mine holds report.md, not an earlier report's: .* another --out"):
+        write_report([tmp_path / "r"], tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["report.md"]
+    assert (tmp_path / "mine" / "report.md").read_text() == "keep"
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(RunDirError, match="afile is a file: --out names the folder"):
+        write_report([tmp_path / "r"], tmp_path / "afile")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    write_report([tmp_path / "r"], tmp_path / "notes")  # beside files of other names
+    first = (tmp_path / "notes" / "report.md").read_text()
+    write_report([tmp_path / "r"], tmp_path / "notes", title="again")  # over its own earlier report
+    assert (tmp_path / "notes" / "report.md").read_text() != first
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

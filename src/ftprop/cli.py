@@ -319,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="markdown table + PNG curves from run directories")
     p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", default="report")
+    p.add_argument("--out", default="report",
+                   help="folder for report.md, report.json, environments.json and curves.png (default: report; "
+                        "an earlier report there is replaced)")
     p.add_argument("--title", default="ftprop runs")
     p.set_defaults(func=_cmd_report)
 

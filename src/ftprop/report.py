@@ -186,9 +186,27 @@ def environments_table(runs: Sequence[Run]) -> tuple[str, dict[str, dict | None]
     return "\n".join(lines) + "\n", full
 
 
+_REPORT_FILES = {"report.md", "report.json", "environments.json", "curves.png"}
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    """A report goes into a new folder, an earlier report's (which it replaces) or one holding none
+    of its files' names: never over someone's own report.md or curves.png."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file: --out names the folder the report goes into")
+    if not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    earlier_report = {"report.md", "report.json", "environments.json"} <= names
+    if names & _REPORT_FILES and not earlier_report:
+        raise RunDirError(f"{out} holds {', '.join(sorted(names & _REPORT_FILES))}, not an earlier report's: the "
+                          f"report would overwrite it; pick another --out")
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
     """Read runs, write ``out/report.md`` (+ ``report.json``, ``environments.json``) and ``out/curves.png``."""
     refuse_run_directory(out, "the report")
+    _refuse_to_overwrite(Path(out))
     runs = [read_run(p) for p in run_dirs]
     empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
     if empty:

@@ -446,6 +446,8 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
             raise RunDirError(f"cannot resume {out} with train.epochs = {cfg.train.epochs}: it has already trained "
                               f"{state['epoch']} epochs{part}; pass --epochs {reached} or more")
         return out, state
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file: --out names the run's folder")
     if out.exists() and any(out.iterdir()):
         if not force:
             if half_replaced(out):
