@@ -802,6 +802,21 @@ def test_imagefolder_contract_and_centre_crop(folder_root):
     assert ds[1][1] == 0
 
 
+def test_imagefolder_starts_no_more_workers_than_usable_cpus(folder_root, monkeypatch):
+    started = []
+
+    class Recording(if_mod.DataLoader):
+        def __init__(self, *args, num_workers=0, **kw):
+            started.append(num_workers)
+            super().__init__(*args, num_workers=num_workers, **kw)
+
+    monkeypatch.setattr(if_mod, "DataLoader", Recording)
+    monkeypatch.setattr(if_mod, "_usable_cpus", lambda: 1)
+    for asked in (4, 0):
+        list(load_folder(folder_root, workers=asked).batches(4))
+    assert started == [1, 0]
+
+
 def test_imagefolder_train_crops_are_windows_and_reproducible(folder_root):
     ds = load_folder(folder_root)
     assert len(ds) == 9

@@ -292,7 +292,8 @@ def test_names_and_options_are_checked_before_the_data_loads(tmp_path):
     nowhere = ["data.name=imagefolder", f"data.root='{tmp_path / 'no-images'}'"]
     for setting, message in [("model.options.hiden=[512]", "takes no option 'hiden'"),
                              ("model.loss=softhinge", "Did you mean 'soft_hinge'"),
-                             ("data.options.crop_pad=2", "dataset 'imagefolder' takes no option 'crop_pad'")]:
+                             ("data.options.crop_pad=2", r"dataset 'imagefolder' takes no option 'crop_pad'.*"
+                                                         r"switching datasets\? .*--set data.options=\{\}")]:
         with pytest.raises(ValueError, match=message):
             train(apply_overrides(Config(), [*nowhere, setting]), save=False, log=None)
     with pytest.raises(ValueError, match="Did you mean 'cifar10'"):
@@ -1730,6 +1731,17 @@ def test_a_truncated_or_foreign_checkpoint_says_what_to_do(tmp_path, capsys):
     torch.save({"weights": torch.zeros(2)}, ck)  # some other program's file
     assert main(["evaluate", str(tmp_path / "r")]) == 1
     assert "written by other code" in capsys.readouterr().err
+    import pickle
+    import warnings
+
+    ck.write_bytes(pickle.dumps({"weights": [0.0]}, protocol=4))  # a plain pickle: not a torch file
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "is not a readable ftprop checkpoint (" in err and "Restore it from a copy" in err
+    assert "weights_only" not in err  # not torch's advice to load it anyway, which would run a stranger's code
+    assert not [w for w in warned if "pickle protocol" in str(w.message)]
 
 
 def test_metrics_ignore_a_cut_last_line_and_name_damage_before_it(tmp_path):

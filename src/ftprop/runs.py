@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -83,7 +84,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
         raise RunDirError(f"no checkpoint at {path}: the run has not saved one yet (it saves every "
                           f"train.checkpoint_every epochs, at its end and when stopped){aside}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
+        with warnings.catch_warnings():  # a foreign pickle's protocol: whether it loads is said below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)  # a foreign pickle runs no code
     except pickle.UnpicklingError as err:
         what = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), None)
         if what is None:  # not a pickle of foreign objects: a damaged file, or no pickle at all
@@ -101,9 +104,14 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
 
 
 def _unreadable(path: Path, err: Exception) -> RunDirError:
-    return RunDirError(f"{path} is not a readable ftprop checkpoint ({err}): the file is damaged (ftprop "
-                       f"replaces its checkpoints whole, so something else cut or changed it) or is not a "
-                       f"checkpoint. Restore it from a copy, or train the run again (ftprop train --force "
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # torch's weights-only refusal: its gist follows "WeightsUnpickler error:", beside advice to load
+    # the file with weights_only=False, which would run whatever code a foreign pickle holds
+    marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler error" in line), None)
+    gist = lines[marker + 1] if marker is not None and marker + 1 < len(lines) else "; ".join(lines[:1])
+    return RunDirError(f"{path} is not a readable ftprop checkpoint ({gist or type(err).__name__}): the file is "
+                       f"damaged (ftprop replaces its checkpoints whole, so something else cut or changed it) or "
+                       f"is not a checkpoint. Restore it from a copy, or train the run again (ftprop train --force "
                        f"replaces it)")
 
 

@@ -56,7 +56,8 @@ def check_dataset(name: str, **options) -> str:
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"dataset {key!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {', '.join(sorted(accepted)) or 'none'}")
+                         f"its options are: {', '.join(sorted(accepted)) or 'none'} (switching datasets? drop "
+                         f"the other dataset's options: data.options = {{}}, e.g. --set data.options={{}})")
     return key
 
 

@@ -147,6 +147,13 @@ def _collate(items):
     return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items], dtype=torch.int64)
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 # -- the dataset ----------------------------------------------------------------------------
 class ImageFolderDataset:
     """One split of an image-folder dataset; follows the contract of :mod:`ftprop.data.base`."""
@@ -232,7 +239,10 @@ class ImageFolderDataset:
         # A generator of its own: a DataLoader draws its workers' base seed when iterated, from the global
         # RNG unless given one, which would move dropout's masks (and break an exact mid-epoch resume).
         # The decoding's randomness comes from ``seed`` alone.
-        loader = DataLoader(self._decode, batch_sampler=batch_items, num_workers=self.workers, collate_fn=_collate,
+        # No more workers than the CPUs this process may use (more only crowd them, and torch warns);
+        # the images are the same for any number.
+        workers = min(self.workers, _usable_cpus())
+        loader = DataLoader(self._decode, batch_sampler=batch_items, num_workers=workers, collate_fn=_collate,
                             pin_memory=cuda, generator=torch.Generator())
         for out in loader:
             if isinstance(out, _Failed):
