@@ -692,7 +692,7 @@ def test_cli_errors_say_what_is_wrong(tmp_path, capsys):
              (["train", "--set", "train.seed=18446744073709551616"], "train.seed must be in [0, 2^63)"),
              (["train", "--teacher", str(tmp_path / "notes"), "--out", str(tmp_path / "s")],
               "notes is not an ftprop run directory"),
-             (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "afile is a file: --out names the run's folder"),
+             (["train", "--out", str(tmp_path / "afile"), "--epochs", "1"], "afile is a file: --out names"),
              (["train", "--resume", str(tmp_path / "run"), "--force"], "--force would replace it: give one of them"),
              (["evaluate", str(tmp_path / "broken")], "the run has not saved one yet")]
     if not torch.cuda.is_available():
