@@ -494,7 +494,7 @@ def test_force_replaces_a_run_only_once_the_new_one_has_trained_an_epoch(tmp_pat
     assert read_run(tmp_path / "r").config.optim.lr == 0.01
 
 
-def test_a_run_folder_in_use_by_another_process_is_refused_untouched(tmp_path):
+def test_a_run_folder_in_use_by_another_process_is_refused_untouched(tmp_path, monkeypatch):
     """Two processes training into one folder would overwrite each other's checkpoints and log
     epochs twice: while one holds the folder, a resume, a --force and a plain run are refused."""
     fcntl = pytest.importorskip("fcntl")  # (where the system has no flock, nothing is held)
@@ -514,6 +514,41 @@ def test_a_run_folder_in_use_by_another_process_is_refused_untouched(tmp_path):
         os.close(held)
     train(apply_overrides(cfg, ["train.epochs=2"]), tmp_path / "r", resume=True, log=None)  # given up: free
     os.close(lock_run_dir(tmp_path / "r"))  # and the run that ended gave the folder up
+    with pytest.raises(NonFiniteLossError):  # so does one that failed
+        train(apply_overrides(cfg, ["train.epochs=3", "optim.lr=1e38"]), tmp_path / "r", resume=True, log=None)
+    os.close(lock_run_dir(tmp_path / "r"))
+
+    def cannot_lock(fd, how):  # as NFS answers for a directory
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", cannot_lock)
+    assert lock_run_dir(tmp_path / "r") is None  # nothing held, and training goes on
+    train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "r", resume=True, log=None)
+
+
+def test_a_run_refused_a_folder_another_process_took_first_leaves_it_alone(tmp_path, monkeypatch):
+    """Another process makes and takes the new folder between this run's making it and holding it:
+    this run is refused, and its clean-up does not delete the other's files."""
+    fcntl = pytest.importorskip("fcntl")
+    import ftprop.engine as engine
+
+    made = engine.prepare_run_dir
+    held = []
+
+    def the_other_takes_it(cfg, out, resume, force):
+        run_dir, state = made(cfg, out, resume, force)
+        held.append(os.open(run_dir, os.O_RDONLY))
+        fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (run_dir / "config.toml").write_text("the other run's")
+        return run_dir, state
+
+    monkeypatch.setattr(engine, "prepare_run_dir", the_other_takes_it)
+    try:
+        with pytest.raises(RunDirError, match="is in use"):
+            train(small_config(epochs=1), tmp_path / "r", log=None)
+        assert (tmp_path / "r" / "config.toml").read_text() == "the other run's"
+    finally:
+        os.close(held[0])
 
 
 def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
@@ -529,9 +564,9 @@ def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
     # a resume would train the killed run from scratch and drop the one set aside at its first checkpoint
     with pytest.raises(RunDirError, match=r"cannot resume .*stopped before its first checkpoint.*\.replaced-run"):
         train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "r", resume=True, log=None)
-    with pytest.raises(RunDirError, match=r"holds a --force run that stopped before its first checkpoint"):
+    with pytest.raises(RunDirError, match=r"r: a --force run replacing the run there stopped before its first"):
         train(cfg, tmp_path / "r", log=None)  # not "use --resume"
-    with pytest.raises(RunDirError, match=r"has not saved one yet .*it was replacing \(--force\) waits in"):
+    with pytest.raises(RunDirError, match=r"has not saved one yet .*; a --force run replacing .* waits in"):
         load_checkpoint(tmp_path / "r")
     assert {p.name for p in (tmp_path / "r").iterdir()} == half
     with pytest.raises(NonFiniteLossError):  # a second --force that fails before its first checkpoint
@@ -781,7 +816,8 @@ def test_resume_compares_models_not_spellings():
     from ftprop.runs import resume_differences
 
     cfg = small_config()  # sign units, loss and weighting left to their defaults
-    same = ["model.loss='soft_hinge'", "model.loss='ftp_sh'", "model.weighted=true", "data.name='DIGITS'"]
+    same = ["model.loss='soft_hinge'", "model.loss='ftp_sh'", "model.weighted=true", "data.name='DIGITS'",
+            "model.options.dropout=0"]  # an int for the float default
     for change in same:
         assert resume_differences(cfg, apply_overrides(cfg, [change]), mid_epoch=True) == [], change
     assert resume_differences(cfg, apply_overrides(cfg, ["model.loss='sste'"]), mid_epoch=False) == [
@@ -807,6 +843,8 @@ def test_resume_compares_models_not_spellings():
     assert resume_differences(cfg, tupled, mid_epoch=True) == []
     assert resume_differences(cfg, apply_overrides(cfg, ["model.options.dropout=0.1"]), mid_epoch=False) == [
         "model.options.dropout: 0.0 != 0.1"]
+    fashion = apply_overrides(cfg, ["data.name='fashion_mnist'"])
+    assert resume_differences(fashion, apply_overrides(cfg, ["data.name='fashion-mnist'"]), mid_epoch=True) == []
     cifar = apply_overrides(cfg, ["data.name='cifar10'", "model.name='convnet4'", "model.options={}"])
     assert resume_differences(cifar, apply_overrides(cifar, ["data.options.crop_pad=4",
                                                              "model.options.batch_norm=false"]), mid_epoch=True) == []
@@ -1209,8 +1247,9 @@ def test_evaluate_on_a_folder_of_other_classes_says_what_does_not_fit(tmp_path, 
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "r"), "--data-root", str(tmp_path / "two")]) == 2  # a usage error
     err = capsys.readouterr().err
-    assert "does not fit the data (2 classes, input (3, 8, 8)): size mismatch for" in err
-    assert str(tmp_path / "r") in err and ".." not in err
+    assert "the network its config builds (mlp, trained on imagefolder) for the data (2 classes, input (3, 8, 8)): " \
+           "size mismatch for" in err
+    assert str(tmp_path / "r") in err and ".." not in err and "a --data-root with the same classes" in err
     assert "Traceback" not in err and "--data-root" in err
 
 
@@ -1581,7 +1620,7 @@ def test_distillation_settings_and_teachers_that_cannot_work_are_refused(digits_
             small_config(*bad.split(" "))
     with pytest.raises(RunDirError, match="no run at"):
         train(small_config(f"train.teacher='{tmp_path / 'missing'}'", epochs=1), tmp_path / "r", log=None)
-    with pytest.raises(ConfigError, match=r"train.teacher = .* does not fit the data \(3 classes"):
+    with pytest.raises(ConfigError, match=r"train.teacher = .* do not load .* for the data \(3 classes"):
         train(small_config(f"train.teacher='{path}'", epochs=1), tmp_path / "r", data=_tiny_data(), log=None)
     assert not (tmp_path / "r").exists()  # refused before the run directory is made
 

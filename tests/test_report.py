@@ -59,7 +59,8 @@ def test_report_groups_seeds_across_devices_and_labels_groups_that_differ_in_the
                           run(2, "train.compile=true", "data.options.workers=4", "train.tensorboard=true",
                               "train.keep_freed_memory=false"),
                           run(3, "optim.lr=0.01"), run(4, "optim.lr=0.01", "train.eval_batch_size=7",
-                                                       "model.options.batch_norm=true")])  # mlp's default
+                                                       "model.options.batch_norm=true",  # mlp's defaults,
+                                                       "model.options.dropout=0")])  # an int for a float
     assert [r["runs"] for r in rows] == [3, 2]  # where and how fast a run went is not its recipe
     assert [r["seeds"] for r in rows] == [[0, 1, 2], [3, 4]]
     method = "mlp sign soft_hinge"
@@ -146,12 +147,12 @@ def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
     # nor over someone's own report.md, nor into a file; an earlier report is replaced
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "report.md").write_text("keep")
-    with pytest.raises(RunDirError, match=r"mine holds report.md, not an earlier report's: .* another --out"):
+    with pytest.raises(RunDirError, match=r"mine holds report.md, not an earlier report's .* another --out"):
         write_report([tmp_path / "r"], tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["report.md"]
     assert (tmp_path / "mine" / "report.md").read_text() == "keep"
     (tmp_path / "afile").write_text("")
-    with pytest.raises(RunDirError, match="afile is a file: --out names the folder"):
+    with pytest.raises(RunDirError, match="afile is a file: --out names a folder"):
         write_report([tmp_path / "r"], tmp_path / "afile")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("mine")
@@ -159,6 +160,11 @@ def test_report_and_demo_never_write_into_a_run_directory(tmp_path):
     first = (tmp_path / "notes" / "report.md").read_text()
     write_report([tmp_path / "r"], tmp_path / "notes", title="again")  # over its own earlier report
     assert (tmp_path / "notes" / "report.md").read_text() != first
+    (tmp_path / "old").mkdir()  # an older report (no environments.json), or one cut short after report.json
+    for name in ("report.json", "curves.png"):
+        (tmp_path / "old" / name).write_text("")
+    write_report([tmp_path / "r"], tmp_path / "old")
+    assert json.loads((tmp_path / "old" / "report.json").read_text())
     assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"
 
 

@@ -184,8 +184,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         model, weights = checkpoint_model(state, cfg, dataset, live=args.live)
     except ConfigError as err:
-        raise ConfigError(f"{target}: {err}. Evaluate it on the dataset it was trained on "
-                          f"(--data-root: a folder with the same classes)") from None
+        advice = ("Evaluate it on data like its training data (a --data-root with the same classes)"
+                  if args.data_root is not None else "Was it saved by another version of ftprop? Train the run "
+                  "again with this one")
+        raise ConfigError(f"{target}: {err}. {advice}") from None
     result = evaluate(model, dataset, args.batch_size, bf16=bf16, channels_last=cfg.train.channels_last,
                       tta=args.tta)
     result = {"run": str(target), "epoch": state["epoch"], "split": args.split, "n": len(dataset),

@@ -291,9 +291,9 @@ def checkpoint_model(state: dict, cfg: Config, dataset, *, live: bool = False) -
         model = build_from_config(cfg, dataset.num_classes, dataset.input_shape)
         model.load_state_dict(state["ema"]["model"] if averaged else state["model"])
     except RuntimeError as err:  # load_state_dict lists every mismatch, the gist last
-        raise ConfigError(f"its network ({cfg.model.name}, trained on {cfg.data.name}) does not fit the data "
-                          f"({dataset.num_classes} classes, input {tuple(dataset.input_shape)}): "
-                          f"{_last_line(err)}") from None
+        raise ConfigError(f"its weights do not load into the network its config builds ({cfg.model.name}, trained "
+                          f"on {cfg.data.name}) for the data ({dataset.num_classes} classes, input "
+                          f"{tuple(dataset.input_shape)}): {_last_line(err)}") from None
     return model.to(dataset.device), "average" if averaged else "live"
 
 
@@ -578,9 +578,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         target = Path(out) if out is not None else None
         made["new"] = target is None or not target.exists()
         run_dir, state = resumed or prepare_run_dir(cfg, target, resume, force)
-        made["dir"] = run_dir
-        if "lock" not in made:  # a folder made just now
+        if "lock" not in made:  # a folder made just now; if another process holds it, it is that one's to clean
             made["lock"] = lock_run_dir(run_dir)
+        made["dir"] = run_dir
 
     history: list[dict] = []
     start_epoch, start_step, carry, elapsed = 1, 0, None, 0.0
@@ -604,9 +604,9 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
         with _checkpoint_must_fit(run_dir):
             ema.load_state_dict(state["ema"])  # a resume cannot switch the average on (resume_differences)
     def describe_run() -> None:
-        """config.toml and environment.json; a resume writes them with its first checkpoint, so one
-        that fails before it leaves the run as its checkpoint describes it (and a later plain
-        ``--resume``, which reads config.toml, does not take up the failed settings)."""
+        """config.toml and environment.json; a resume writes them just before its first checkpoint,
+        so one that fails in training before it leaves the run as its checkpoint describes it (and
+        a later plain ``--resume``, which reads config.toml, does not take up the failed settings)."""
         changed = config_changes(load_config(run_dir / "config.toml"), cfg) if resume else {}  # before it is rewritten
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         env, env_path = environment(device), run_dir / "environment.json"

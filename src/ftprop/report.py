@@ -186,21 +186,14 @@ def environments_table(runs: Sequence[Run]) -> tuple[str, dict[str, dict | None]
     return "\n".join(lines) + "\n", full
 
 
-_REPORT_FILES = {"report.md", "report.json", "environments.json", "curves.png"}
-
-
 def _refuse_to_overwrite(out: Path) -> None:
-    """A report goes into a new folder, an earlier report's (which it replaces) or one holding none
-    of its files' names: never over someone's own report.md or curves.png."""
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out} is a file: --out names the folder the report goes into")
-    if not out.is_dir():
-        return
-    names = {p.name for p in out.iterdir()}
-    earlier_report = {"report.md", "report.json", "environments.json"} <= names
-    if names & _REPORT_FILES and not earlier_report:
-        raise RunDirError(f"{out} holds {', '.join(sorted(names & _REPORT_FILES))}, not an earlier report's: the "
-                          f"report would overwrite it; pick another --out")
+    """A report goes into a new folder, an earlier report's (report.json, which it writes first, is
+    there; it is replaced) or one without a report.md or curves.png: never over someone's own."""
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    theirs = names & {"report.md", "curves.png"}
+    if theirs and "report.json" not in names:
+        raise RunDirError(f"{out} holds {' and '.join(sorted(theirs))}, not an earlier report's (no report.json): "
+                          f"the report would overwrite it; pick another --out")
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "ftprop runs") -> tuple[Path, Path]:
@@ -216,6 +209,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     env_table, env_rows = environments_table(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")  # first: marks the folder a report's
     png = plot_runs([(f"{r.label} (seed {r.config.train.seed})", r.metrics) for r in runs], out / "curves.png",
                     title=title)
     md = out / "report.md"
@@ -224,6 +218,5 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
                           f"Mean ± sample std over runs that differ only in seed (or device, data location, "
                           f"compile).\n\nWhere the runs trained (each run's environment.json):\n\n"
                           f"{env_table}\n![curves](curves.png)\n")
-    atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")
     atomic_write_text(out / "environments.json", json.dumps(env_rows, indent=2) + "\n")
     return md, png

@@ -79,10 +79,10 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     elif not path.exists():
         raise RunDirError(f"no checkpoint file {path}")
     if not path.is_file():
-        aside = (f"; the run it was replacing (--force) waits in {path.parent / ASIDE}"
-                 if half_replaced(path.parent) else "")
+        aside = half_replaced(path.parent)
         raise RunDirError(f"no checkpoint at {path}: the run has not saved one yet (it saves every "
-                          f"train.checkpoint_every epochs, at its end and when stopped){aside}")
+                          f"train.checkpoint_every epochs, at its end and when stopped)"
+                          + (f"; {aside}" if aside else ""))
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol: whether it loads is said below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -237,8 +237,16 @@ class Run:
         return f"{m['name']} {m['activation']} {m['loss']}{extra}"
 
 
+def refuse_a_file(out: Path, what: str) -> None:
+    """``--out`` names a folder (``what``), not a file."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file: --out names {what}")
+
+
 def refuse_run_directory(out: str | Path, what: str) -> None:
-    """``what`` (a report, the demo) writes curves.png into ``out``: never into a run's own folder."""
+    """``what`` (a report, the demo) writes curves.png into ``out``: never into a run's own folder,
+    nor over a file."""
+    refuse_a_file(Path(out), "a folder")
     if (Path(out) / "config.toml").is_file():
         raise RunDirError(f"{out} is a run directory: {what} would overwrite its curves.png; pick another --out")
 
@@ -347,18 +355,24 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _as_lists(value: Any) -> Any:
-    """Tuples as lists, as a TOML config writes them: (256, 256) and [256, 256] are one option."""
-    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+def _as_lists(value: Any, default: Any = None) -> Any:
+    """An option's value as a TOML config writes it, in its default's kind: (256, 256) and [256, 256]
+    are one value, and so are 0 and 0.0 for an option whose default is a float."""
+    if isinstance(value, (tuple, list)):
+        return [_as_lists(v) for v in value]
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
     (loss None = soft_hinge, an alias = its loss, an activation alias = its activation and the steps
     it fixes, weighted None = True, staircase steps None = 3 and surrogate None = "single", dataset
-    names in any case, the twin's units as their activation, model and data options at their
-    defaults), so that a resume compares models."""
+    names in any spelling, the twin's units as their activation, model and data options at their
+    defaults and in their defaults' kind), so that a resume compares models."""
     from .activations import canonical_activation, implied_steps
+    from .data import check_dataset
     from .data import option_defaults as data_options
     from .losses import get_loss
     from .models import option_defaults as model_options
@@ -383,13 +397,16 @@ def _resolved(d: dict) -> dict:
     if model["activation"] == "staircase":
         model["steps"] = 3 if model["steps"] is None else model["steps"]
         model["surrogate"] = model["surrogate"] or "single"
-    data["name"] = str(data["name"]).lower()
+    try:
+        data["name"] = check_dataset(data["name"])  # its registered name: fashion_mnist is fashion-mnist
+    except ValueError:
+        data["name"] = str(data["name"]).lower()  # an unknown dataset stays as written (and differs)
     for section, defaults in ((model, model_options), (data, data_options)):
         try:  # options left at their defaults, written out or not, build the same model and data
-            section["options"] = {**defaults(section["name"]), **section["options"]}
+            known = defaults(section["name"])
         except ValueError:
-            pass  # an unknown model or dataset stays as written (and differs)
-        section["options"] = {k: _as_lists(v) for k, v in section["options"].items()}
+            known = {}  # an unknown model or dataset stays as written (and differs)
+        section["options"] = {k: _as_lists(v, known.get(k)) for k, v in {**known, **section["options"]}.items()}
     if train.get("twin") is not None:  # the twin's units, spelled any way that builds them
         train["twin"] = canonical(train["twin"])
     return {**d, "model": model, "data": data, "train": train}
@@ -426,10 +443,8 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
     out = Path(out)
     cfg_file = out / "config.toml"
     if resume:
-        if half_replaced(out):
-            raise RunDirError(f"cannot resume {out}: a --force run replacing the run there stopped before its first "
-                              f"checkpoint, and the run it replaces waits in {out / ASIDE}. Start the new run again "
-                              f"with --force, or move the files of {out / ASIDE} back into {out} to keep the old one")
+        if half_replaced(out):  # resuming would train the new run afresh and drop the old one at its checkpoint
+            raise RunDirError(f"cannot resume {out}: {half_replaced(out)}")
         if not cfg_file.is_file():
             raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
         run = read_run(out)
@@ -454,14 +469,11 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
             raise RunDirError(f"cannot resume {out} with train.epochs = {cfg.train.epochs}: it has already trained "
                               f"{state['epoch']} epochs{part}; pass --epochs {reached} or more")
         return out, state
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out} is a file: --out names the run's folder")
+    refuse_a_file(out, "the run's folder")
     if out.exists() and any(out.iterdir()):
         if not force:
             if half_replaced(out):
-                raise RunDirError(f"{out} holds a --force run that stopped before its first checkpoint, and the "
-                                  f"run it replaces waits in {out / ASIDE}; --force to start the new run again "
-                                  f"(the old one still waits), or move those files back into {out}")
+                raise RunDirError(f"{out}: {half_replaced(out)}")
             if cfg_file.is_file():
                 raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
                                   f"or --force to replace it")
@@ -475,7 +487,8 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
 def lock_run_dir(path: Path) -> int | None:
     """Hold ``path`` (a directory) for this process: a file descriptor with an exclusive lock on it,
     which closing it (or this process's end, however it ends) gives up; a RunDirError if another
-    process holds it. None where the system has no ``flock`` (Windows): nothing is held there."""
+    process holds it. None where nothing can be held: a system without ``flock`` (Windows), or a
+    file system that cannot lock a directory (NFS, Lustre without its flock option)."""
     try:
         import fcntl
     except ImportError:
@@ -487,6 +500,9 @@ def lock_run_dir(path: Path) -> int | None:
         os.close(fd)
         raise RunDirError(f"{path} is in use: another ftprop process is training in it; wait for it to end (or "
                           f"stop it) and try again, or train into another --out") from None
+    except OSError:  # EBADF, ENOSYS, ENOLCK: this file system does not lock directories
+        os.close(fd)
+        return None
     return fd
 
 
@@ -526,10 +542,14 @@ def remove_run_files(out: Path) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def half_replaced(out: Path) -> bool:
-    """``out`` holds a run set aside by --force (``ASIDE``) and no checkpoint: the run replacing it
-    was stopped (killed) before its first checkpoint."""
-    return (out / ASIDE).is_dir() and not (out / CHECKPOINT).is_file()
+def half_replaced(out: Path) -> str | None:
+    """What to do with ``out`` when it holds a run set aside by --force (``ASIDE``) and no checkpoint
+    (the run replacing it was stopped before its first checkpoint); else None."""
+    if not (out / ASIDE).is_dir() or (out / CHECKPOINT).is_file():
+        return None
+    return (f"a --force run replacing the run there stopped before its first checkpoint, and the run it replaces "
+            f"waits in {out / ASIDE}: start the new run again with --force (the old one waits until it has a "
+            f"checkpoint), or move the files of {out / ASIDE} back into {out} to keep the old one")
 
 
 def set_aside(out: Path) -> None:
