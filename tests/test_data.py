@@ -272,6 +272,25 @@ def test_fetch_atomic_and_checked(tmp_path, server):
         fetch(url + "missing.bin", tmp_path / "out" / "m.bin", good)  # HTTP 404
 
 
+def test_fetch_into_a_folder_it_cannot_write_says_so(tmp_path, server, monkeypatch):
+    import tempfile
+
+    served, url = server
+    (served / "f.bin").write_bytes(b"hello")
+    good = md5(served / "f.bin")
+    (tmp_path / "out" / "taken.bin").mkdir(parents=True)  # a folder where the file should go
+    with pytest.raises(DatasetError, match=r"cannot put the download in place at .*taken.bin: .*move what is there"):
+        fetch(url + "f.bin", tmp_path / "out" / "taken.bin", good)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["taken.bin"]  # no temporary left
+
+    def read_only(**kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as a folder of someone else's gives (root writes anywhere)
+    with pytest.raises(DatasetError, match=r"cannot write f.bin into .*: Permission denied; pass a writable"):
+        fetch(url + "f.bin", tmp_path / "out" / "f.bin", good)
+
+
 def test_fetch_removes_what_killed_downloads_left(tmp_path, server):
     served, url = server
     (served / "f.bin").write_bytes(b"data")
@@ -664,6 +683,10 @@ def test_mnist_and_fashion_mnist_files_are_told_apart_outside_their_own_folders(
     ds = load_dataset("fashion-mnist", tmp_path / "a", "test", download=True)
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
     assert (tmp_path / "a" / "fashion-mnist" / "raw" / "t10k-labels-idx1-ubyte.gz").is_file()
+    # MNIST's files in Fashion-MNIST's own folder, searched before its raw/: the download is what is read
+    write_official_size_test_split(tmp_path / "c" / "fashion-mnist", MNIST_TEST_COUNTS)
+    ds = load_dataset("fashion-mnist", tmp_path / "c", "test", download=True)
+    assert torch.bincount(ds.labels).tolist() == [1000] * 10
 
 
 def test_fashion_mnist_system_fallback(tmp_path, monkeypatch):
@@ -708,6 +731,23 @@ def test_idx_bad_header_and_mismatches(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").rename(tmp_path / "t10k-images-idx3-ubyte.gz")
     with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz"):
         load_dataset("mnist", tmp_path, "test")
+
+
+def test_idx_header_whose_size_overflows_64_bits_is_refused(tmp_path):
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[65536] * 4))  # 2^64 values: int64 wraps to 0
+    with pytest.raises(DatasetError, match="huge-idx3-ubyte is truncated"):
+        idx_mod.read_idx(path)
+
+
+@pytest.mark.parametrize("loader", ["cifar10", "digits", "mnist", "imagefolder"])
+def test_a_registered_loader_called_directly_refuses_a_split_it_has_not(tmp_path, loader):
+    from ftprop.data import DATASETS, check_dataset
+
+    fn = DATASETS[check_dataset(loader)]
+    for split in ("val", "Train"):  # not the test set under another name
+        with pytest.raises(ValueError, match=f"split must be 'train' or 'test', got '{split}'"):
+            fn(tmp_path, split)
 
 
 def test_idx_download(tmp_path, server, monkeypatch):

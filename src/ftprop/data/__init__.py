@@ -8,6 +8,7 @@ returns a dataset that follows the contract in :mod:`ftprop.data.base`.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import numbers
 from collections.abc import Callable
@@ -26,12 +27,21 @@ SPLITS = ("train", "val", "test")
 
 
 def register_dataset(name: str, needs_root: bool = True):
-    """Decorator: register ``fn(root, split, download, **options)`` under ``name``."""
+    """Decorator: register ``fn(root, split, download, **options)`` under ``name``; ``split`` is
+    "train" or "test" (load_dataset makes "val" out of "train"), which the registered function,
+    called directly too, checks first."""
 
     def deco(fn):
-        DATASETS[name] = fn
+        @functools.wraps(fn)  # (its signature too: the options a config may give)
+        def load(root=None, split="train", download=False, **options):
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be 'train' or 'test', got {split!r} (load_dataset(..., "
+                                 f"val_fraction=...) holds a validation split out of 'train')")
+            return fn(root, split, download, **options)
+
+        DATASETS[name] = load
         _NEEDS_ROOT[name] = needs_root
-        return fn
+        return load
 
     return deco
 

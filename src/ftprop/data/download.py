@@ -57,7 +57,11 @@ def fetch(url: str, dest: str | Path, md5: str, *, timeout: float = TIMEOUT_S) -
         raise DatasetError(f"cannot create the folder {dest.parent} for {dest.name}: {e}; "
                            f"pass a writable --data-root") from None
     _remove_stale_parts(dest)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise DatasetError(f"cannot write {dest.name} into {dest.parent}: {e.strerror or e}; "
+                           f"pass a writable --data-root") from None
     tmp = Path(tmp_name)
     digest = hashlib.md5(usedforsecurity=False)
     try:
@@ -78,7 +82,11 @@ def fetch(url: str, dest: str | Path, md5: str, *, timeout: float = TIMEOUT_S) -
             raise DatasetError(f"checksum mismatch for {dest.name} downloaded from {url}: md5 {got}, "
                                f"expected {md5}; the download was deleted. Try again (a proxy or an interrupted "
                                f"transfer can corrupt it) or download it by hand to {dest}")
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise DatasetError(f"cannot put the download in place at {dest}: {e.strerror or e}; move what is "
+                               f"there away, or pass another --data-root") from None
     finally:
         tmp.unlink(missing_ok=True)
     return dest

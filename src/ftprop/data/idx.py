@@ -8,6 +8,7 @@ parsed and the file's size checked against it, so a truncated file is reported, 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DatasetError(f"{path} is truncated inside its header; delete it and fetch it again (--download)")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: a crafted header cannot wrap around
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
         raise DatasetError(f"{path} is {state}: the header promises {dims} {dtype.name} values ({expected} bytes) "
@@ -135,10 +136,12 @@ def _other_dataset(name: str, split: str, labels: np.ndarray) -> str | None:
     return None
 
 
-def _fetch(name: str, root: Path, split: str) -> None:
+def _fetch(name: str, root: Path, split: str) -> tuple[Path, Path]:
+    """Download ``split``'s (images, labels) files into ``root/name/raw``; their paths."""
     src = SOURCES[name]
-    for base in FILES[split]:
-        fetch(src["url"] + base + ".gz", root / name / "raw" / (base + ".gz"), src["md5"][base + ".gz"])
+    paths = [fetch(src["url"] + base + ".gz", root / name / "raw" / (base + ".gz"), src["md5"][base + ".gz"])
+             for base in FILES[split]]
+    return paths[0], paths[1]
 
 
 def _load(name: str, root: Path, split: str, download: bool) -> ArrayDataset:
@@ -156,9 +159,10 @@ def _load(name: str, root: Path, split: str, download: bool) -> ArrayDataset:
     img_path, lab_path = files
     labels = read_idx(lab_path)
     other = _other_dataset(name, split, labels) if labels.dtype == np.uint8 and labels.ndim == 1 else None
-    if other is not None and download:  # fetched into the dataset's own folder, which _find tries first
-        _fetch(name, root, split)
-        return _load(name, root, split, download=False)
+    if other is not None and download:  # the other dataset's files where this one's were looked for: fetch its own
+        img_path, lab_path = _fetch(name, root, split)  # and read those (a search could find the others again)
+        labels = read_idx(lab_path)
+        other = _other_dataset(name, split, labels) if labels.dtype == np.uint8 and labels.ndim == 1 else None
     if other is not None:
         why = ("its classes are all the same size, as only Fashion-MNIST's are" if other == "fashion-mnist"
                else "its classes differ in size, and Fashion-MNIST's are all the same")
