@@ -4,6 +4,7 @@ import functools
 import importlib
 import itertools
 import json
+import math
 import subprocess
 import sys
 import time
@@ -595,6 +596,15 @@ def test_budget_gives_unknown_never_a_wrong_answer():
     assert res.status == "unknown" and "cannot prove" in res.message
 
 
+def test_milp_time_limit_counts_the_model_building():
+    """A big MILP takes seconds to build in Python before HiGHS runs: the limit covers that too."""
+    x, t = planted(10, 1500, [10, 10])
+    start = time.perf_counter()
+    res = solve(x, t, hidden=[10, 10], method="milp", time_limit=0.3)
+    assert time.perf_counter() - start < 3.0  # building it all took 5 s on the 2-core EPYC
+    assert res.status == "unknown" and "while building the MILP" in res.message
+
+
 def test_mb_method_fits_xor():
     x, t = xor()
     check_feasible(solve(x, t, hidden=[3], method="mb", time_limit=20, seed=1), x, t)
@@ -766,6 +776,17 @@ def test_bad_method_and_budget():
         solve(x, t, [2], time_limit=0)
     with pytest.raises(ValueError, match="node_limit"):
         solve(x, t, [2], node_limit=0)
+    # limits and seeds of the wrong kind: a message, not OverflowError, TypeError or a NaN's conversion
+    for kw, match in [({"node_limit": math.inf}, "node_limit must be a whole number >= 1"),
+                      ({"node_limit": math.nan}, "node_limit must be a whole number >= 1"),
+                      ({"time_limit": "5"}, "time_limit must be a number of seconds > 0"),
+                      ({"time_limit": math.nan}, "time_limit must be a number of seconds > 0"),
+                      ({"seed": math.nan}, r"seed must be an integer in \[0, 2\^63\)"),
+                      ({"method": "milp", "weight_bound": -1}, "weight_bound must be a positive finite bound"),
+                      ({"method": "milp", "weight_bound": math.nan}, "weight_bound must be a positive finite bound")]:
+        with pytest.raises(ValueError, match=match):
+            solve(x, t, [2], **kw)
+    assert solve(x, t, [2], node_limit=100.0, seed=np.int64(3)).feasible  # whole numbers of any kind
 
 
 def test_contradictory_examples_are_infeasible_at_once():

@@ -138,6 +138,11 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
         fan_in = widths[d - 1]
         big_m = (fan_in * bw if d > 1 else n_eff * bw) + bb + 1.0
         for i in range(m):
+            if time_limit is not None and time.perf_counter() - t0 > time_limit:  # the model alone took it
+                return {"status": "unknown", "weights": None, "message": f"time limit ({time_limit:g} s) reached "
+                        f"while building the MILP (layer {d} of {L}, example {i} of {m}), before HiGHS ran",
+                        "stats": {"nodes": 0, "lp_calls": 0, "cache_hits": 0, "variables": V.n,
+                                  "seconds": time.perf_counter() - t0}}
             for u in range(widths[d]):
                 if d == 1:
                     zc = np.concatenate([W[1][u], [B[1][u]]])

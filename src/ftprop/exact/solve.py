@@ -71,6 +71,11 @@ def _as_hint(heuristic, m: int, hidden: list[int], first: np.ndarray) -> Hint:
     return Hint([a[first] for a in arrays])
 
 
+def _number(value) -> bool:
+    """A real number (numpy's too), not a bool or a string."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None, node_limit: int | None = None, *,
           heuristic="mb", seed: int = 0,
           weight_bound: float | None = None, threads: int | None = None) -> SolveResult:
@@ -91,17 +96,23 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if time_limit is not None and not (_number(time_limit) and time_limit > 0):
+        raise ValueError(f"time_limit must be a number of seconds > 0 (math.inf: none), got {time_limit!r}")
     if method == "mb" and time_limit == math.inf and node_limit is None:
         raise ValueError("method='mb' trains until its targets fit and never proves there are none: give it a "
                          "finite time_limit or a node_limit (steps)")
-    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
+    if not (_number(seed) and math.isfinite(seed) and int(seed) == seed and 0 <= seed < 2**63):
         raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
+    seed = int(seed)  # 3.0 or np.int64(3): numpy's generators take Python ints
     if time_limit == math.inf and method != "mb":
         time_limit = None  # no limit (the search's budget shares of an infinite limit would never end)
-    if node_limit is not None and (int(node_limit) != node_limit or node_limit < 1):
-        raise ValueError(f"node_limit must be an integer >= 1, got {node_limit!r}")
+    if node_limit is not None and not (_number(node_limit) and math.isfinite(node_limit)
+                                       and int(node_limit) == node_limit and node_limit >= 1):
+        raise ValueError(f"node_limit must be a whole number >= 1 (None: no limit), got {node_limit!r}")
+    node_limit = int(node_limit) if node_limit is not None else None
+    if weight_bound is not None and not (_number(weight_bound) and 0 < weight_bound < math.inf):
+        raise ValueError(f"weight_bound must be a positive finite bound on |w| (None: exact bounds), "
+                         f"got {weight_bound!r}")
     if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
         raise ValueError(f"heuristic must be 'mb', 'none' or suggested hidden targets, got {heuristic!r}")
     x, t, hidden = check_problem(X, T, hidden)
