@@ -605,6 +605,29 @@ def test_milp_time_limit_counts_the_model_building():
     assert res.status == "unknown" and "while building the MILP" in res.message
 
 
+@pytest.mark.parametrize("trouble", ["thin conflicts", "weights that fail"])
+def test_a_network_ftprop_mb_fitted_is_not_lost_when_the_search_cannot_prove_its_answer(monkeypatch, trouble):
+    """The search's "infeasible" rests on conflicts known to be separable (so nothing is proved), or
+    its targets' LP weights fail the float64 check: the network FTPROP-MB fitted answers."""
+    solve_mod = importlib.import_module("ftprop.exact.solve")  # (ftprop.exact.solve is also the function)
+    x, t = xor()
+    calls = []
+
+    def fake_search(xu, tu, hidden, *, stats, **kw):
+        calls.append(kw.get("hint"))
+        if len(calls) == 1:  # the probe before any training: no answer
+            return "unknown", None, "probe spent", None
+        if trouble == "thin conflicts":
+            stats.extra["thin_conflicts"] = 1
+            return "infeasible", None, "every candidate refuted", None
+        return "feasible", [np.ones((len(xu), hidden[0]))], "targets found", None  # all +1: not realisable
+
+    monkeypatch.setattr(solve_mod, "search_targets", fake_search)
+    res = solve(x, t, hidden=[3], method="ftprop", time_limit=20, seed=1)
+    assert len(calls) >= 2 and calls[1] is not None  # the second search ran with FTPROP-MB's hint
+    check_feasible(res, x, t)
+
+
 def test_mb_method_fits_xor():
     x, t = xor()
     check_feasible(solve(x, t, hidden=[3], method="mb", time_limit=20, seed=1), x, t)

@@ -186,7 +186,7 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     elapsed = lambda: time.perf_counter() - t0
     remaining = lambda: None if time_limit is None else max(0.0, time_limit - elapsed())
     finish = lambda status, targets, message: _finish_ftprop(result, xu, tu, status, targets, message, stats, base,
-                                                             mb_stats)
+                                                             mb_stats, fitted)
 
     def witness(out):  # a search out of budget after FTPROP-MB fitted T: the trained network answers
         return ("feasible", forward(out.weights, xu, all_layers=True)[:-1],
@@ -233,7 +233,7 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     return finish(status, targets, message)
 
 
-def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) -> None:
+def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats, fitted=None) -> None:
     result.stats = {**base, "nodes": s.nodes, "lp_calls": s.lp_calls, "cache_hits": s.cache_hits,
                     "candidates": s.candidates, "reused_separators": s.reused_separators,
                     "contradictions": s.contradictions, "backtracks": s.backtracks, "deepest": s.deepest,
@@ -253,7 +253,19 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats) 
         result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
                            f"(not checked exactly: inputs nearly equal or nearly on a subspace, and too many to "
                            f"decide in rationals), and the proof may rest on them")
+    if status == "unknown" and fitted is not None:  # a proof the search gave up on; FTPROP-MB's network answers
+        result.weights = fitted.weights
+        result.message = f"FTPROP-MB's network fits T; the search did not settle it: {result.message}"
+        return
     if status == "feasible":
-        result.weights = _weights_from_targets(xu, tu, targets)
+        try:
+            weights = _weights_from_targets(xu, tu, targets)
+        except NumericalTrouble:
+            if fitted is None:
+                raise
+            weights = None
+        if fitted is not None and (weights is None or not fits(weights, xu, tu)):
+            weights = fitted.weights  # the targets' LP weights do not survive float64; the trained ones do
+        result.weights = weights
     else:
         result.status = status
