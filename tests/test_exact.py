@@ -605,6 +605,17 @@ def test_milp_time_limit_counts_the_model_building():
     assert res.status == "unknown" and "while building the MILP" in res.message
 
 
+def test_points_ulps_apart_get_a_network_whose_bias_puts_a_score_at_exactly_zero():
+    """Four points on a line a few ulps apart: the unit 'x < x0' has no float64 bias strictly
+    inside its exact interval, but sign(0) = -1 lets the bias sit on the interval's end."""
+    x = np.array([float.fromhex(h) for h in ("0x1.86a0000000003p+16", "0x1.86a0000000001p+16",
+                                             "0x1.86a0000000000p+16", "0x1.869fffffffffcp+16")])[:, None]
+    t = np.array([[-1.0], [1.0], [-1.0], [-1.0]])
+    for heuristic in ("none", "mb"):
+        res = solve(x, t, [2], heuristic=heuristic, time_limit=30)
+        check_feasible(res, x, t)
+
+
 @pytest.mark.parametrize("trouble", ["thin conflicts", "weights that fail"])
 def test_a_network_ftprop_mb_fitted_is_not_lost_when_the_search_cannot_prove_its_answer(monkeypatch, trouble):
     """The search's "infeasible" rests on conflicts known to be separable (so nothing is proved), or

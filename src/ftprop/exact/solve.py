@@ -16,9 +16,11 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from fractions import Fraction
 
 import numpy as np
 
+from .certify import exact_scores, exact_signs
 from .lp import NumericalTrouble, separable
 from .mb import MBTrainer, mb_hint, train_mb
 from .milp import solve_milp
@@ -47,13 +49,33 @@ def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.nda
     for d in range(1, len(layers)):
         ws, bs = [], []
         for u in range(layers[d].shape[1]):
-            sep = separable(layers[d - 1], layers[d][:, u])
+            inputs, targets = layers[d - 1], layers[d][:, u]
+            sep = separable(inputs, targets)
             if not sep.separable:
                 raise NumericalTrouble(f"layer {d} unit {u}: the found target is not separable on the full data")
             ws.append(sep.weight)
-            bs.append(sep.bias)
+            bs.append(sep.bias if _realises(inputs, targets, sep.weight, sep.bias) else
+                      _bias_at_zero(inputs, targets, sep.weight) or sep.bias)  # (else the float64 check says so)
         weights.append((np.array(ws), np.array(bs)))
     return weights
+
+
+def _realises(x: np.ndarray, t: np.ndarray, w: np.ndarray, b: float) -> bool:
+    """The unit (w, b) outputs exactly ``t`` on ``x``, with sign(0) = -1 as the network's units."""
+    return bool(np.array_equal(exact_signs(x, w[None], np.array([b]))[:, 0], t))
+
+
+def _bias_at_zero(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> float | None:
+    """A bias along ``w`` that puts the highest -1 example's score at exactly 0 (a -1 output, as
+    sign(0) = -1), where that is a float64 and every +1 example stays above 0; else None. Points a
+    few ulps apart can leave a strict separator's bias interval (lo, hi) without a float64, while
+    the unit only needs lo < b <= hi, and hi itself may be one."""
+    negatives = [-s for s, ti in zip(exact_scores(x, w), t) if ti < 0]
+    if not negatives:
+        return None
+    hi = min(negatives)
+    b = float(hi)
+    return b if Fraction(b) == hi and _realises(x, t, w, b) else None
 
 
 def _as_hint(heuristic, m: int, hidden: list[int], first: np.ndarray) -> Hint:
