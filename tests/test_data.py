@@ -687,6 +687,8 @@ def test_mnist_and_fashion_mnist_files_are_told_apart_outside_their_own_folders(
     write_official_size_test_split(tmp_path / "c" / "fashion-mnist", MNIST_TEST_COUNTS)
     ds = load_dataset("fashion-mnist", tmp_path / "c", "test", download=True)
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+    ds = load_dataset("fashion-mnist", tmp_path / "c", "test")  # and later, without --download, too
+    assert torch.bincount(ds.labels).tolist() == [1000] * 10
 
 
 def test_fashion_mnist_system_fallback(tmp_path, monkeypatch):
@@ -748,6 +750,9 @@ def test_a_registered_loader_called_directly_refuses_a_split_it_has_not(tmp_path
     for split in ("val", "Train"):  # not the test set under another name
         with pytest.raises(ValueError, match=f"split must be 'train' or 'test', got '{split}'"):
             fn(tmp_path, split)
+    if loader == "cifar10":  # options still go by position too, as to the function before it was wrapped
+        write_cifar(tmp_path)
+        assert len(fn(tmp_path, "test", False, 2)) == len(fn(tmp_path, "test"))
 
 
 def test_idx_download(tmp_path, server, monkeypatch):

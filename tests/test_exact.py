@@ -603,6 +603,7 @@ def test_milp_time_limit_counts_the_model_building():
     res = solve(x, t, hidden=[10, 10], method="milp", time_limit=0.3)
     assert time.perf_counter() - start < 3.0  # building it all took 5 s on the 2-core EPYC
     assert res.status == "unknown" and "while building the MILP" in res.message
+    assert {"binaries", "constraints", "weight_bounds", "infeasible_is_proof"} <= set(res.stats)  # as after HiGHS
 
 
 def test_points_ulps_apart_get_a_network_whose_bias_puts_a_score_at_exactly_zero():
@@ -816,6 +817,9 @@ def test_bad_method_and_budget():
                       ({"time_limit": "5"}, "time_limit must be a number of seconds > 0"),
                       ({"time_limit": math.nan}, "time_limit must be a number of seconds > 0"),
                       ({"seed": math.nan}, r"seed must be an integer in \[0, 2\^63\)"),
+                      ({"seed": 10**400}, r"seed must be an integer in \[0, 2\^63\)"),
+                      ({"node_limit": 10**400}, "node_limit must be a whole number >= 1"),
+                      ({"method": "milp", "weight_bound": 10**400}, "weight_bound must be a positive finite"),
                       ({"method": "milp", "weight_bound": -1}, "weight_bound must be a positive finite bound"),
                       ({"method": "milp", "weight_bound": math.nan}, "weight_bound must be a positive finite bound")]:
         with pytest.raises(ValueError, match=match):

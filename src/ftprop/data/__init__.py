@@ -33,11 +33,11 @@ def register_dataset(name: str, needs_root: bool = True):
 
     def deco(fn):
         @functools.wraps(fn)  # (its signature too: the options a config may give)
-        def load(root=None, split="train", download=False, **options):
+        def load(root=None, split="train", download=False, *args, **options):
             if split not in ("train", "test"):
                 raise ValueError(f"split must be 'train' or 'test', got {split!r} (load_dataset(..., "
                                  f"val_fraction=...) holds a validation split out of 'train')")
-            return fn(root, split, download, **options)
+            return fn(root, split, download, *args, **options)
 
         DATASETS[name] = load
         _NEEDS_ROOT[name] = needs_root

@@ -97,18 +97,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def _find(root: Path, name: str, split: str) -> tuple[Path, Path] | None:
-    """The (images, labels) files of ``split`` in the first folder that holds both, gz or raw."""
+def _find(root: Path, name: str, split: str) -> list[tuple[Path, Path]]:
+    """The (images, labels) files of ``split`` in each folder that holds both, gz or raw, in the
+    order they are searched."""
+    out = []
     for folder in _search_dirs(root, name):
-        found = []
-        for base in FILES[split]:
-            hit = next((folder / f for f in (base, base + ".gz") if (folder / f).is_file()), None)
-            if hit is None:
-                break
-            found.append(hit)
-        else:
-            return found[0], found[1]
-    return None
+        found = [next((folder / f for f in (base, base + ".gz") if (folder / f).is_file()), None)
+                 for base in FILES[split]]
+        if None not in found:
+            out.append((found[0], found[1]))
+    return out
 
 
 def _search_dirs(root: Path, name: str) -> list[Path]:
@@ -147,23 +145,25 @@ def _fetch(name: str, root: Path, split: str) -> tuple[Path, Path]:
 def _load(name: str, root: Path, split: str, download: bool) -> ArrayDataset:
     src = SOURCES[name]
     root = Path(root)
-    files = _find(root, name, split)
-    if files is None and download:
-        _fetch(name, root, split)
-        files = _find(root, name, split)
-    if files is None:
+    candidates: list = _find(root, name, split)
+    if download:
+        candidates.append(None)  # fetch this dataset's own files: tried when none found is its
+    if not candidates:
         wanted = " and ".join(f"{b}[.gz]" for b in FILES[split])
         raise missing_data_error(f"{name} {split} files ({wanted})", _search_dirs(root, name),
                                  f"Pass --download (download=True) to fetch them from {src['url']} into "
                                  f"{root / name / 'raw'}, or --data-root a folder that holds them")
-    img_path, lab_path = files
-    labels = read_idx(lab_path)
-    other = _other_dataset(name, split, labels) if labels.dtype == np.uint8 and labels.ndim == 1 else None
-    if other is not None and download:  # the other dataset's files where this one's were looked for: fetch its own
-        img_path, lab_path = _fetch(name, root, split)  # and read those (a search could find the others again)
+    # The first files found that are not the other dataset's (the two share their file names).
+    first = None
+    for found in candidates:
+        img_path, lab_path = found or _fetch(name, root, split)
         labels = read_idx(lab_path)
         other = _other_dataset(name, split, labels) if labels.dtype == np.uint8 and labels.ndim == 1 else None
+        if other is None:
+            break
+        first = first or (lab_path, other)
     if other is not None:
+        lab_path, other = first
         why = ("its classes are all the same size, as only Fashion-MNIST's are" if other == "fashion-mnist"
                else "its classes differ in size, and Fashion-MNIST's are all the same")
         raise DatasetError(f"{lab_path} looks like {other}'s {split} labels, not {name}'s ({why}; the two datasets' "

@@ -133,16 +133,21 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
         bw = bounds_w[d - 1]
         P.append(V.add((m, widths[d], widths[d - 1]), -bw, bw))
 
+    def model_stats(nodes: int) -> dict:
+        return {"nodes": nodes, "lp_calls": 0, "cache_hits": 0, "variables": V.n,
+                "binaries": int(np.concatenate(V.integ).sum()), "constraints": len(R.lo),
+                "weight_bounds": bounds_w, "bias_bounds": bounds_b, "infeasible_is_proof": proof}
+
     for d in range(1, L + 1):
         bw, bb = bounds_w[d - 1], bounds_b[d - 1]
         fan_in = widths[d - 1]
         big_m = (fan_in * bw if d > 1 else n_eff * bw) + bb + 1.0
         for i in range(m):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:  # the model alone took it
-                return {"status": "unknown", "weights": None, "message": f"time limit ({time_limit:g} s) reached "
-                        f"while building the MILP (layer {d} of {L}, example {i} of {m}), before HiGHS ran",
-                        "stats": {"nodes": 0, "lp_calls": 0, "cache_hits": 0, "variables": V.n,
-                                  "seconds": time.perf_counter() - t0}}
+                return {"status": "unknown", "weights": None, "stats": {**model_stats(0),
+                                                                        "seconds": time.perf_counter() - t0},
+                        "message": f"time limit ({time_limit:g} s) reached while building the MILP (layer {d} of "
+                                   f"{L}, example {i} of {m}), before HiGHS ran"}
             for u in range(widths[d]):
                 if d == 1:
                     zc = np.concatenate([W[1][u], [B[1][u]]])
@@ -176,9 +181,7 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
         res = milp(np.zeros(V.n), integrality=np.concatenate(V.integ),
                    bounds=Bounds(np.concatenate(V.lb), np.concatenate(V.ub)),
                    constraints=LinearConstraint(a, np.array(R.lo), np.array(R.hi)), options=options)
-    stats = {"nodes": int(getattr(res, "mip_node_count", 0) or 0), "lp_calls": 0, "cache_hits": 0,
-             "variables": V.n, "binaries": int(np.concatenate(V.integ).sum()), "constraints": len(R.lo),
-             "weight_bounds": bounds_w, "bias_bounds": bounds_b, "infeasible_is_proof": proof}
+    stats = model_stats(int(getattr(res, "mip_node_count", 0) or 0))
     out = {"status": "unknown", "weights": None, "stats": stats, "message": ""}
     if res.x is not None:
         sol = np.asarray(res.x)

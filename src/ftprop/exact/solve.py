@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import time
 from fractions import Fraction
 
@@ -54,8 +55,11 @@ def _weights_from_targets(x, t, hidden_targets) -> list[tuple[np.ndarray, np.nda
             if not sep.separable:
                 raise NumericalTrouble(f"layer {d} unit {u}: the found target is not separable on the full data")
             ws.append(sep.weight)
-            bs.append(sep.bias if _realises(inputs, targets, sep.weight, sep.bias) else
-                      _bias_at_zero(inputs, targets, sep.weight) or sep.bias)  # (else the float64 check says so)
+            b = sep.bias
+            if not _realises(inputs, targets, sep.weight, b):
+                at_zero = _bias_at_zero(inputs, targets, sep.weight)
+                b = b if at_zero is None else at_zero  # (if None, the float64 check on X says so)
+            bs.append(b)
         weights.append((np.array(ws), np.array(bs)))
     return weights
 
@@ -94,8 +98,16 @@ def _as_hint(heuristic, m: int, hidden: list[int], first: np.ndarray) -> Hint:
 
 
 def _number(value) -> bool:
-    """A real number (numpy's too), not a bool or a string."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    """A real number (numpy's, Fraction's too), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    """A finite number; an int too large for a float is not (math.isfinite raises for it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None, node_limit: int | None = None, *,
@@ -123,16 +135,16 @@ def solve(X, T, hidden, method: str = "ftprop", time_limit: float | None = None,
     if method == "mb" and time_limit == math.inf and node_limit is None:
         raise ValueError("method='mb' trains until its targets fit and never proves there are none: give it a "
                          "finite time_limit or a node_limit (steps)")
-    if not (_number(seed) and math.isfinite(seed) and int(seed) == seed and 0 <= seed < 2**63):
+    if not (_number(seed) and _finite(seed) and int(seed) == seed and 0 <= seed < 2**63):
         raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     seed = int(seed)  # 3.0 or np.int64(3): numpy's generators take Python ints
     if time_limit == math.inf and method != "mb":
         time_limit = None  # no limit (the search's budget shares of an infinite limit would never end)
-    if node_limit is not None and not (_number(node_limit) and math.isfinite(node_limit)
+    if node_limit is not None and not (_number(node_limit) and _finite(node_limit)
                                        and int(node_limit) == node_limit and node_limit >= 1):
         raise ValueError(f"node_limit must be a whole number >= 1 (None: no limit), got {node_limit!r}")
     node_limit = int(node_limit) if node_limit is not None else None
-    if weight_bound is not None and not (_number(weight_bound) and 0 < weight_bound < math.inf):
+    if weight_bound is not None and not (_number(weight_bound) and _finite(weight_bound) and weight_bound > 0):
         raise ValueError(f"weight_bound must be a positive finite bound on |w| (None: exact bounds), "
                          f"got {weight_bound!r}")
     if isinstance(heuristic, str) and heuristic not in ("mb", "none"):
@@ -275,8 +287,8 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats, 
         result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
                            f"(not checked exactly: inputs nearly equal or nearly on a subspace, and too many to "
                            f"decide in rationals), and the proof may rest on them")
-    if status == "unknown" and fitted is not None:  # a proof the search gave up on; FTPROP-MB's network answers
-        result.weights = fitted.weights
+    if status in ("unknown", "infeasible") and fitted is not None:  # FTPROP-MB's network answers: it fits T
+        result.weights = fitted.weights  # (an "infeasible" left standing rested on float64-tolerance conflicts)
         result.message = f"FTPROP-MB's network fits T; the search did not settle it: {result.message}"
         return
     if status == "feasible":
