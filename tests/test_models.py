@@ -313,3 +313,14 @@ def test_an_activation_module_instead_of_a_factory_is_refused():
 def test_input_shape_that_is_not_whole_sizes_is_refused(shape):
     with pytest.raises(ValueError, match="input_shape must be positive whole sizes"):
         build_model("mlp", input_shape=shape)
+
+
+def test_option_defaults_list_what_a_model_or_dataset_takes():
+    from ftprop.data import option_defaults as data_options
+    from ftprop.models import option_defaults as model_options
+
+    assert model_options("mlp") == {"hidden": (256, 256), "batch_norm": True, "dropout": 0.0}
+    assert model_options("ConvNet4") == {"batch_norm": False} and model_options("resnet18") == {}
+    assert data_options("cifar10")["crop_pad"] == 4 and data_options("digits") == {}
+    with pytest.raises(ValueError, match="unknown model 'convnet5'"):
+        model_options("convnet5")
