@@ -526,6 +526,31 @@ def test_a_run_folder_in_use_by_another_process_is_refused_untouched(tmp_path, m
     train(apply_overrides(cfg, ["train.epochs=3"]), tmp_path / "r", resume=True, log=None)
 
 
+def test_evaluate_notes_a_run_still_training_and_a_closed_pipe_stops_training_with_status_1(tmp_path, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    from ftprop.cli import main
+
+    train(small_config(epochs=1), tmp_path / "r", log=None)
+    held = os.open(tmp_path / "r", os.O_RDONLY)  # as a run training in it holds it
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert main(["evaluate", str(tmp_path / "r")]) == 0
+    finally:
+        os.close(held)
+    assert "is still training; this is its last checkpoint (epoch 1)" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "r")]) == 0
+    assert "still training" not in capsys.readouterr().err
+    # `ftprop train ... | head -1`: the closed pipe stops the run, which says so and exits 1, not 0
+    cmd = [sys.executable, "-m", "ftprop", "train", "--epochs", "500", "--set", "model.options.hidden=[16]",
+           "--set", "train.tensorboard=false", "--out", str(tmp_path / "piped")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head does once it has its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, err
+    assert "a closed pipe" in err and "--resume" in err
+
+
 def test_a_run_refused_a_folder_another_process_took_first_leaves_it_alone(tmp_path, monkeypatch):
     """Another process makes and takes the new folder between this run's making it and holding it:
     this run is refused, and its clean-up does not delete the other's files."""
@@ -566,7 +591,8 @@ def test_a_force_after_a_killed_force_still_gives_the_first_run_back(tmp_path):
         train(apply_overrides(cfg, ["optim.lr=0.5"]), tmp_path / "r", resume=True, log=None)
     with pytest.raises(RunDirError, match=r"r: a --force run replacing the run there stopped before its first"):
         train(cfg, tmp_path / "r", log=None)  # not "use --resume"
-    with pytest.raises(RunDirError, match=r"has not saved one yet .*; a --force run replacing .* waits in"):
+    with pytest.raises(RunDirError, match=r"no checkpoint at .*: a --force run replacing .* waits in .*delete what "
+                                          r"the stopped run left in .* \(metrics.jsonl, config.toml\) and move"):
         load_checkpoint(tmp_path / "r")
     assert {p.name for p in (tmp_path / "r").iterdir()} == half
     with pytest.raises(NonFiniteLossError):  # a second --force that fails before its first checkpoint
@@ -883,6 +909,7 @@ def test_config_changes_lists_every_changed_setting():
     cfg = small_config()
     other = apply_overrides(cfg, ["train.epochs=9", "optim.lr=0.5", "data.options.crop_pad=2"])
     assert config_changes(cfg, cfg) == {}
+    assert config_changes(cfg, apply_overrides(cfg, ["model.options.batch_norm=true"])) == {}  # mlp's default
     assert config_changes(cfg, other) == {"data.options.crop_pad": [None, 2], "optim.lr": [cfg.optim.lr, 0.5],
                                           "train.epochs": [3, 9]}
 

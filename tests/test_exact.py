@@ -825,6 +825,9 @@ def test_bad_method_and_budget():
         with pytest.raises(ValueError, match=match):
             solve(x, t, [2], **kw)
     assert solve(x, t, [2], node_limit=100.0, seed=np.int64(3)).feasible  # whole numbers of any kind
+    assert solve(x, t, [2], method="milp", node_limit=2**40).feasible  # beyond HiGHS' C int: no limit
+    with pytest.raises(SystemExit):
+        main(["solve", "--data", "xor", "--node-limit", "1e400"])
 
 
 def test_contradictory_examples_are_infeasible_at_once():

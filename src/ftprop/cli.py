@@ -159,11 +159,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .data import load_dataset
     from .engine import checkpoint_model, evaluate, resolve_device
-    from .runs import config_from_checkpoint, load_checkpoint
+    from .runs import RunDirError, config_from_checkpoint, load_checkpoint, lock_run_dir
 
     target = Path(args.run)
     state = load_checkpoint(target)
     cfg = config_from_checkpoint(state)
+    if target.is_dir():
+        try:
+            held = lock_run_dir(target)  # free unless a run is training in it
+        except RunDirError:
+            print(f"note: {target} is still training; this is its last checkpoint (epoch {state['epoch']})",
+                  file=sys.stderr)
+        else:
+            if held is not None:
+                os.close(held)
     if state.get("step"):
         print(f"note: the checkpoint was saved mid-epoch ({state['step']} steps into epoch {state['epoch'] + 1})",
               file=sys.stderr)  # stdout is the JSON result
@@ -240,7 +249,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     path = run_table1(args.out, runs, notes)
     print(path.read_text())
     if not json.loads(path.with_suffix(".json").read_text())["cells"]:
-        print("no cell has a finished epoch: see the notes above", file=sys.stderr)
+        print("no cell in the table (none has a finished epoch, or each was left out): see the notes above",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -250,7 +260,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     md, png = write_report(args.runs, args.out, title=args.title)
     print(md.read_text())
-    print(f"written: {md}, {png}")
+    print(f"written: {md}, {png}, {md.with_suffix('.json')}, {md.parent / 'environments.json'}")
     return 0
 
 
@@ -424,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         except (OSError, ValueError):
             pass
+        if args.command in ("train", "reproduce", "demo"):  # the closed output stopped the work itself
+            print(f"error: the output's reader went away (a closed pipe), which stopped {args.command} part way; "
+                  f"a run keeps its last checkpoint (ftprop train --resume RUN_DIR continues it)", file=sys.stderr)
+            return 1
         return 0
     except (ValueError, DatasetError, RunDirError, NonFiniteLossError, OSError) as err:
         if os.environ.get("FTPROP_DEBUG"):

@@ -22,6 +22,7 @@ from .runs import (
     RunDirError,
     atomic_write,
     atomic_write_text,
+    half_replaced,
     read_environment,
     read_run,
     recipe,
@@ -203,8 +204,9 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     runs = [read_run(p) for p in run_dirs]
     empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
     if empty:
+        aside = [f"{p}: {half_replaced(Path(p))}" for p in empty if half_replaced(Path(p))]
         raise RunDirError(f"no finished epoch to report in {', '.join(empty)}: train (or resume) them first, "
-                          f"or leave them out")
+                          f"or leave them out" + "".join(f"; {a}" for a in aside))
     table, rows = runs_table(runs)
     env_table, env_rows = environments_table(runs)
     out = Path(out)

@@ -79,10 +79,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     elif not path.exists():
         raise RunDirError(f"no checkpoint file {path}")
     if not path.is_file():
-        aside = half_replaced(path.parent)
-        raise RunDirError(f"no checkpoint at {path}: the run has not saved one yet (it saves every "
-                          f"train.checkpoint_every epochs, at its end and when stopped)"
-                          + (f"; {aside}" if aside else ""))
+        why = half_replaced(path.parent) or ("the run has not saved one yet (it saves every "
+                                             "train.checkpoint_every epochs, at its end and when stopped)")
+        raise RunDirError(f"no checkpoint at {path}: {why}")
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol: whether it loads is said below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -339,8 +338,9 @@ def resume_differences(previous: Config, cfg: Config, mid_epoch: bool) -> list[s
 def config_changes(previous: Config, cfg: Config) -> dict[str, list]:
     """``{"section.key": [previous value, new value]}`` for every setting that differs (options as
     ``data.options.name``; a setting only one of them has reads ``None`` on the other side): what a
-    resume changed, recorded beside it since config.toml then holds only the new values."""
-    a, b = _flat(config_to_dict(previous)), _flat(config_to_dict(cfg))
+    resume changed, recorded beside it since config.toml then holds only the new values. Settings
+    compare as a resume compares them (:func:`_resolved`): a default written out is no change."""
+    a, b = _flat(_resolved(config_to_dict(previous))), _flat(_resolved(config_to_dict(cfg)))
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
@@ -547,9 +547,11 @@ def half_replaced(out: Path) -> str | None:
     (the run replacing it was stopped before its first checkpoint); else None."""
     if not (out / ASIDE).is_dir() or (out / CHECKPOINT).is_file():
         return None
+    left = [name for name in RUN_FILES if (out / name).exists()]
     return (f"a --force run replacing the run there stopped before its first checkpoint, and the run it replaces "
             f"waits in {out / ASIDE}: start the new run again with --force (the old one waits until it has a "
-            f"checkpoint), or move the files of {out / ASIDE} back into {out} to keep the old one")
+            f"checkpoint), or, to keep the old one, delete what the stopped run left in {out}"
+            + (f" ({', '.join(left)})" if left else "") + f" and move the files of {out / ASIDE} back into it")
 
 
 def set_aside(out: Path) -> None:

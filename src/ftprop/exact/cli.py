@@ -25,6 +25,18 @@ def _seconds(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds, or 'none' for no budget") from None
 
 
+def _nodes(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of nodes, at least 1, or 'none' for no limit")
+    return value
+
+
 def add_solve_parser(sub) -> None:
     """Register the ``solve`` subcommand on the ``ftprop`` argument parser."""
     from .solve import METHODS
@@ -41,8 +53,9 @@ def add_solve_parser(sub) -> None:
                    help="ftprop = exact target search (default), milp = HiGHS MILP, mb = FTPROP-MB training")
     p.add_argument("--time-limit", type=_seconds, default=60.0, metavar="SECONDS",
                    help="budget (default 60 s; 'none': ftprop and milp run until they answer, mb gets 60 s)")
-    p.add_argument("--node-limit", type=int, default=None, metavar="N",
-                   help="budget in search nodes (ftprop), branch-and-bound nodes (milp) or steps (mb)")
+    p.add_argument("--node-limit", type=_nodes, default=None, metavar="N",
+                   help="budget in search nodes (ftprop), branch-and-bound nodes (milp) or steps (mb); "
+                        "'none' (default): no limit")
     p.add_argument("--heuristic", choices=("mb", "none"), default=None,
                    help="ftprop: order candidate targets by a short FTPROP-MB run (default) or not")
     p.add_argument("--seed", type=int, default=0, help="seed of the generators, of mb and of the search restarts")

@@ -173,7 +173,7 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
     if time_limit is not None:
         options["time_limit"] = max(0.01, float(time_limit) - (time.perf_counter() - t0))
     if node_limit is not None:
-        options["node_limit"] = int(node_limit)
+        options["node_limit"] = min(int(node_limit), 2**31 - 1)  # HiGHS takes a C int; more is no limit
     if threads is not None:
         options["threads"] = int(threads)  # passed to HiGHS verbatim (SciPy warns that it does so)
     with warnings.catch_warnings():
