@@ -26,15 +26,9 @@ def _seconds(text: str) -> float | None:
 
 
 def _nodes(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of nodes, at least 1, or 'none' for no limit")
-    return value
+    from ..cli import _positive
+
+    return None if text.lower() == "none" else _positive(text)
 
 
 def add_solve_parser(sub) -> None:
