@@ -153,7 +153,7 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
     # The groups are replaced before loading: load_state_dict reads capturable and fused from
     # them to decide where each state's step count lives.
     groups = [{**{k: v for k, v in mine.items() if k != "params"}, "params": old["params"],
-               **{k: old[k] for k in ("lr_scale",) if k in old}}
+               **({"lr_scale": old["lr_scale"]} if "lr_scale" in old else {})}
               for mine, old in zip(optimizer.param_groups, saved["param_groups"])]
     optimizer.load_state_dict({**saved, "param_groups": groups})
 

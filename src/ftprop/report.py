@@ -204,7 +204,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     runs = [read_run(p) for p in run_dirs]
     empty = [str(p) for p, r in zip(run_dirs, runs) if not r.metrics]
     if empty:
-        aside = [f"{p}: {half_replaced(Path(p))}" for p in empty if half_replaced(Path(p))]
+        aside = [f"{p}: {why}" for p in empty if (why := half_replaced(Path(p)))]
         raise RunDirError(f"no finished epoch to report in {', '.join(empty)}: train (or resume) them first, "
                           f"or leave them out" + "".join(f"; {a}" for a in aside))
     table, rows = runs_table(runs)

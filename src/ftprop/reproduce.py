@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import Config, load_config, validate
 from .data import DatasetError
 from .report import mean_std
-from .runs import HOW_IT_RAN, RunDirError, atomic_write_text, read_run, recipe
+from .runs import HOW_IT_RAN, RunDirError, atomic_write_text, config_changes, read_run
 
 ROWS = ("convnet4", "convnet8", "alexnet", "resnet18")
 COLS = ("sign_sste", "sign_ftpsh", "qrelu_sste", "qrelu_ftpsh", "relu", "satrelu")
@@ -100,11 +100,10 @@ def plan(rows: str | None = None, cols: str | None = None, epochs: int | None = 
 
 
 def _other_settings(previous: Config, cfg: Config) -> list[str]:
-    """``key: previous != planned`` for each setting of what is trained that differs (not where or
-    how fast it ran, nor how many epochs: a run continues to more)."""
-    leave_out = HOW_IT_RAN | {"train.epochs"}
-    a, b = recipe(previous, leave_out), recipe(cfg, leave_out)
-    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    """``key: previous != planned`` for each setting of what is trained that differs (not the name,
+    where or how fast it ran, nor how many epochs: a run continues to more)."""
+    leave_out = HOW_IT_RAN | {"name", "train.epochs"}
+    return [f"{k}: {a!r} != {b!r}" for k, (a, b) in config_changes(previous, cfg).items() if k not in leave_out]
 
 
 def run_table1(out: str | Path, runs: list, notes: list[str], log: Callable[[str], None] = print) -> Path:

@@ -443,8 +443,8 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
     out = Path(out)
     cfg_file = out / "config.toml"
     if resume:
-        if half_replaced(out):  # resuming would train the new run afresh and drop the old one at its checkpoint
-            raise RunDirError(f"cannot resume {out}: {half_replaced(out)}")
+        if aside := half_replaced(out):  # a resume would train it afresh, dropping the old run
+            raise RunDirError(f"cannot resume {out}: {aside}")
         if not cfg_file.is_file():
             raise RunDirError(f"cannot resume {out}: it holds no run (no config.toml)")
         run = read_run(out)
@@ -472,8 +472,8 @@ def prepare_run_dir(cfg: Config, out: Path | None, resume: bool, force: bool) ->
     refuse_a_file(out, "the run's folder")
     if out.exists() and any(out.iterdir()):
         if not force:
-            if half_replaced(out):
-                raise RunDirError(f"{out}: {half_replaced(out)}")
+            if aside := half_replaced(out):
+                raise RunDirError(f"{out}: {aside}")
             if cfg_file.is_file():
                 raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, another --out, "
                                   f"or --force to replace it")
