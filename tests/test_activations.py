@@ -147,10 +147,18 @@ def test_unweighted_soft_hinge(xg):
 @pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_zero_incoming_gradient_gives_zero(name, weighted):
+    """No target, no update: also where the pre-activation (or the staircase's 2z - 1) overflowed,
+    in every dtype, and when the backward is differentiated (create_graph=True)."""
     x = torch.randn(8, 6, dtype=torch.float64)
-    for module in (Sign(name, weighted), Step(name, weighted), Staircase(3, name, weighted),
-                   Staircase(5, name, weighted, surrogate="per_step")):
-        assert torch.all(grad_through(module, x, torch.zeros_like(x)) == 0)
+    x[0, :4] = torch.tensor([float("inf"), float("-inf"), 6e4, -6e4])  # 6e4: 2z - 1 overflows float16
+    for dtype in (torch.float64, torch.float32, torch.float16):
+        for module in (Sign(name, weighted), Step(name, weighted), Staircase(3, name, weighted),
+                       Staircase(5, name, weighted, surrogate="per_step")):
+            for g in (torch.zeros_like(x, dtype=dtype), torch.full_like(x, -0.0, dtype=dtype)):
+                assert torch.all(grad_through(module, x.to(dtype), g) == 0), (module, dtype)
+                xx = x.to(dtype, copy=True).requires_grad_()
+                (got,) = torch.autograd.grad(module(xx), xx, g, create_graph=True)
+                assert torch.all(got == 0), (module, dtype, "create_graph")
 
 
 @pytest.mark.parametrize("weighted", [True, False])

@@ -18,8 +18,12 @@ def test_analytic_grad_matches_autograd(name):
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_no_target_means_no_update(name):
-    z = torch.linspace(-3, 3, 101, dtype=torch.float64)
-    assert torch.all(LOSSES[name].grad(z, torch.zeros_like(z)) == 0)
+    """t = 0 gives dL/dz = 0, also where z overflowed to +-inf (0 * inf must not leak in as NaN)."""
+    z = torch.cat([torch.linspace(-3, 3, 101, dtype=torch.float64),
+                   torch.tensor([math.inf, -math.inf, 1e308, -1e308], dtype=torch.float64)])
+    for zero in (0.0, -0.0):
+        assert torch.all(LOSSES[name].grad(z, torch.full_like(z, zero)) == 0), zero
+        assert torch.all(LOSSES[name].grad(z.float(), torch.full_like(z.float(), zero)) == 0), zero
 
 
 @pytest.mark.parametrize("name", [n for n, loss in LOSSES.items() if loss.piecewise_constant])
@@ -92,11 +96,29 @@ def test_direct_update_equals_weighted_grad(name):
     z[:4] = torch.tensor([1.0, -1.0, 0.0, 1.0])
     g[:4] = torch.tensor([1.0, -1.0, 1.0, 0.0])
     g[100:200] = 0
+    z[100:104] = torch.tensor([math.inf, -math.inf, math.inf, -math.inf])  # no target where z overflowed: 0
+    g[101] = g[103] = -0.0
     want = g.abs() * loss.grad(z, -torch.sign(g))
+    assert torch.all(want[100:200] == 0) and not want.isnan().any()
     torch.testing.assert_close(loss.update(z, g), want, rtol=1e-12, atol=1e-15)
     got32 = loss.update(z.float(), g.float())
     assert got32.dtype == torch.float32
     torch.testing.assert_close(got32.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_an_overflowed_pre_activation_counts_as_the_largest_finite_one(name, dtype):
+    """z = +-inf (an overflow) gives dL/dz, and the update, of the dtype's largest finite z."""
+    loss = LOSSES[name]
+    big = torch.finfo(dtype).max
+    z = torch.tensor([math.inf, -math.inf] * 2, dtype=dtype)
+    t = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=dtype)
+    g = torch.tensor([-0.25, -0.25, 0.25, 0.25], dtype=dtype)  # t = -sign(g); small enough that 2|g| * big is finite
+    finite = torch.tensor([big, -big] * 2, dtype=dtype)
+    assert torch.equal(loss.grad(z, t), loss.grad(finite, t))
+    if loss.update is not None:
+        assert torch.equal(loss.update(z, g), loss.update(finite, g))
 
 
 @pytest.mark.parametrize("name, rule", [("saturated_hinge", lambda z, t: z.abs() <= 1),

@@ -10,7 +10,8 @@ With the |g| weighting, three of these losses are known estimators (PAPER.md §4
 STE (SSTE) and ``soft_hinge`` is the paper's FTP-SH.
 
 Every loss here is a pure tensor function of (z, t) with t in {-1, 0, +1}; t = 0 means "no
-target" and always gives dL/dz = 0. Losses whose derivative is piecewise constant in z
+target" and always gives dL/dz = 0, also where z overflowed to +-inf (which counts as the
+dtype's largest finite value). Losses whose derivative is piecewise constant in z
 declare their ``breakpoints``; the hard-threshold units then save a one-byte region code
 for backward instead of the pre-activation.
 """
@@ -92,9 +93,25 @@ def _sech2(z: Tensor) -> Tensor:
     return p.square_().neg_().add_(1)
 
 
+def _unit_sign(t: Tensor) -> Tensor:
+    """+-1 with the sign of t, -1 at -0.0 and +1 at +0.0: a factor of z that never makes 0 * inf.
+
+    Where t = 0 (no target) the loss's derivative is multiplied by 0 anyway, but sign(t) * z
+    there is NaN if z overflowed to +-inf (float16 autocast, the staircase's 2z - 1), and the NaN
+    would survive that multiplication. In the symmetric losses sign(t) only appears inside an even
+    function, and in the others where t = 0 any sign gives the same 0; one pass, as sign(t)."""
+    return torch.copysign(torch.ones((), dtype=t.dtype, device=t.device), t)
+
+
+def _square_grad(z: Tensor, t: Tensor) -> Tensor:
+    # -2t max(0, 1 - tz), its factor capped at the dtype's largest value so that t = 0 gives 0 at z = +-inf
+    return -2 * t * (1 - _unit_sign(t) * z).clamp(0, torch.finfo(z.dtype).max)
+
+
 def _square_update(z: Tensor, g: Tensor) -> Tensor:
-    # t = -sign(g): |g| * 2 sign(g) * max(0, 1 + sign(g) z) = 2 g max(0, 1 + sign(g) z), in place after one allocation
-    u = torch.sign(g).mul_(z).add_(1).clamp_min_(0).mul_(g)
+    # t = -sign(g): |g| * 2 sign(g) * max(0, 1 + sign(g) z) = 2 g max(0, 1 + sign(g) z), in place after one
+    # allocation; max(...) is capped at the dtype's largest value, so g = 0 gives 0 where z = +-inf
+    u = _unit_sign(g).mul_(z).add_(1).clamp_(0, torch.finfo(z.dtype).max).mul_(g)
     return u.add_(u)
 
 
@@ -151,7 +168,7 @@ _DEFS = [
         aliases=("ftp_sh", "sh"),
         formula="L = tanh(-t*z) + 1",
         value=lambda z, t: torch.tanh(-t * z) + 1,
-        grad=lambda z, t: -t * (1 - torch.tanh(t * z) ** 2),
+        grad=lambda z, t: -t * (1 - torch.tanh(_unit_sign(t) * z) ** 2),
         phi=_sech2,
         tanh_phi=(1.0, 1.0),
         note="the paper's FTP-SH: weighted, backward is g * (1 - tanh(z)^2); not convex",
@@ -160,7 +177,7 @@ _DEFS = [
         name="sigmoid",
         formula="L = sigmoid(-2*t*z)",
         value=lambda z, t: torch.sigmoid(-2 * t * z),
-        grad=lambda z, t: -2 * t * torch.sigmoid(2 * t * z) * torch.sigmoid(-2 * t * z),
+        grad=lambda z, t: -2 * t * torch.sigmoid(2 * _unit_sign(t) * z) * torch.sigmoid(-2 * _unit_sign(t) * z),
         phi=lambda z: 2 * torch.sigmoid(2 * z) * torch.sigmoid(-2 * z),
         tanh_phi=(1.0, 0.5),
         note="half the soft hinge: weighted backward is 0.5 * g * (1 - tanh(z)^2)",
@@ -169,7 +186,7 @@ _DEFS = [
         name="lecun_tanh",
         formula=f"L = {LECUN_A} * tanh(-(2/3)*t*z) + 1",
         value=lambda z, t: LECUN_A * torch.tanh(-(2.0 / 3.0) * t * z) + 1,
-        grad=lambda z, t: -t * (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * t * z).square()),
+        grad=lambda z, t: -t * (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * _unit_sign(t) * z).square()),
         phi=lambda z: (LECUN_A * 2.0 / 3.0) * (1 - torch.tanh((2.0 / 3.0) * z).square()),
         tanh_phi=(2.0 / 3.0, LECUN_A * 2.0 / 3.0),
         note="LeCun's scaled tanh (constant 1.7159; the reference code has 1.7519)",
@@ -178,8 +195,8 @@ _DEFS = [
         name="square",
         formula="L = max(0, 1 - t*z)^2",
         value=lambda z, t: (1 - t * z).clamp_min(0).square(),
-        grad=lambda z, t: -2 * t * (1 - t * z).clamp_min(0),
-        update=lambda z, g: _square_update(z, g),
+        grad=_square_grad,
+        update=_square_update,
         note="the squared hinge",
     ),
     LayerLoss(
@@ -187,8 +204,8 @@ _DEFS = [
         aliases=("logistic",),
         formula="L = log(1 + exp(-t*z))",
         value=lambda z, t: torch.nn.functional.softplus(-t * z),
-        grad=lambda z, t: -t * torch.sigmoid(-t * z),
-        update=lambda z, g: torch.sign(g).mul_(z).sigmoid_().mul_(g),  # t = -sign(g): g * sigmoid(sign(g) z)
+        grad=lambda z, t: -t * torch.sigmoid(-_unit_sign(t) * z),
+        update=lambda z, g: _unit_sign(g).mul_(z).sigmoid_().mul_(g),  # t = -sign(g): g * sigmoid(sign(g) z)
         note="the logistic loss",
     ),
 ]
