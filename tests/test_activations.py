@@ -163,6 +163,20 @@ def test_zero_incoming_gradient_gives_zero(name, weighted):
 
 @pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_nan_pre_activation_gets_the_update_the_docs_give(name, weighted):
+    """NaN in z: NaN where the unit keeps z, the update of z = -inf where it keeps a mask or a code."""
+    g = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    for module in (Sign(name, weighted), Staircase(3, name, weighted),
+                   Staircase(3, name, weighted, surrogate="per_step")):
+        got = grad_through(module, torch.full((4,), float("nan")), g)
+        if module.unit.saving in ("tanh", "phi", "input"):
+            assert got.isnan().all(), module
+        else:
+            assert torch.equal(got, grad_through(module, torch.full((4,), float("-inf")), g)), module
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("module_fn", [
     lambda n, w: Sign(n, w),
     lambda n, w: Step(n, w),
