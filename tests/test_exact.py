@@ -761,6 +761,32 @@ def test_a_fitted_ftprop_mb_network_answers_when_the_search_runs_out(monkeypatch
         assert res.stats["mb_fitted"] and "FTPROP-MB's network fits T" in res.message
 
 
+def test_a_fitted_ftprop_mb_network_answers_the_same_however_the_search_ends(monkeypatch):
+    """Out of budget, or an "infeasible" that proves nothing (thin conflicts): either way the fitted
+    network's hidden outputs are the targets, and the answer is their LP weights."""
+    solve_mod = importlib.import_module("ftprop.exact.solve")  # (the package exports the function solve)
+    x, t = xor()
+    answers = []
+    for ending in ("unknown", "thin conflicts"):
+
+        def search(xu, tu, hidden, *, stats, calls=[], ending=ending, **kw):  # noqa: B006 (one list per ending)
+            calls.append(1)
+            stats.nodes += 1
+            if len(calls) > 1 and ending == "thin conflicts":
+                stats.extra["thin_conflicts"] = 1
+                return "infeasible", None, "every candidate refuted", None
+            return "unknown", None, "budget spent", None
+
+        monkeypatch.setattr(solve_mod, "search_targets", search)
+        res = solve(x, t, [3], seed=1, node_limit=50)  # no time limit: one round of a fixed number of MB steps
+        check_feasible(res, x, t)
+        assert res.stats["mb_fitted"] and "FTPROP-MB's network fits T" in res.message, res.message
+        lp = solve_mod._weights_from_targets(x, t, res.hidden_targets)
+        assert all(np.array_equal(a, b) for got, want in zip(res.weights, lp) for a, b in zip(got, want))
+        answers.append(res.weights)
+    assert all(np.array_equal(a, b) for got, want in zip(*answers) for a, b in zip(got, want))
+
+
 def test_a_spent_budget_builds_no_trainer(monkeypatch):
     solve_mod = importlib.import_module("ftprop.exact.solve")  # (the package exports the function solve)
 

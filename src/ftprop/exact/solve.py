@@ -222,11 +222,6 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
     finish = lambda status, targets, message: _finish_ftprop(result, xu, tu, status, targets, message, stats, base,
                                                              mb_stats, fitted)
 
-    def witness(out):  # a search out of budget after FTPROP-MB fitted T: the trained network answers
-        return ("feasible", forward(out.weights, xu, all_layers=True)[:-1],
-                f"FTPROP-MB's network fits T; its hidden outputs are the targets (the search stopped after "
-                f"{stats.nodes} nodes)")
-
     if isinstance(heuristic, str):
         if heuristic == "mb" and hidden:
             probe_time = None if time_limit is None else min(time_limit, max(0.2, PROBE_SHARE * time_limit))
@@ -251,19 +246,16 @@ def _solve_ftprop(result, xu, tu, hidden, time_limit, node_limit, heuristic, see
                 status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=search_time,
                                                              node_limit=node_limit, seed=seed + rnd + 1,
                                                              shared=shared, stats=stats)
-                if status == "unknown" and fitted is not None:
-                    status, targets, message = witness(fitted)
-                if status != "unknown" or remaining() <= 0 or (node_limit is not None and stats.nodes >= node_limit):
+                if (status != "unknown" or fitted is not None or remaining() <= 0
+                        or (node_limit is not None and stats.nodes >= node_limit)):
                     if status == "unknown":
                         message = f"budget spent after {stats.nodes} nodes and {rnd + 1} FTPROP-MB rounds"
-                    return finish(status, targets, message)
+                    return finish(status, targets, message)  # (with a fitted network, that network answers)
                 span *= 2
     elif heuristic is not None:  # the caller's suggested targets, as a Hint over the distinct examples
         hint = heuristic
     status, targets, message, _ = search_targets(xu, tu, hidden, hint=hint, time_limit=remaining(),
                                                  node_limit=node_limit, seed=seed + 1, shared=shared, stats=stats)
-    if status == "unknown" and fitted is not None:
-        status, targets, message = witness(fitted)
     return finish(status, targets, message)
 
 
@@ -287,10 +279,12 @@ def _finish_ftprop(result, xu, tu, status, targets, message, s, base, mb_stats, 
         result.message += (f"; {s.extra['float_conflicts']} of its LP conflicts hold to float64 tolerance only "
                            f"(not checked exactly: inputs nearly equal or nearly on a subspace, and too many to "
                            f"decide in rationals), and the proof may rest on them")
-    if status in ("unknown", "infeasible") and fitted is not None:  # FTPROP-MB's network answers: it fits T
-        result.weights = fitted.weights  # (an "infeasible" left standing rested on float64-tolerance conflicts)
-        result.message = f"FTPROP-MB's network fits T; the search did not settle it: {result.message}"
-        return
+    if status in ("unknown", "infeasible") and fitted is not None:
+        # FTPROP-MB's network fits T, so its hidden outputs are feasible targets, realised below like the
+        # search's own (an "infeasible" left standing rested on float64-tolerance conflicts)
+        status, targets = "feasible", forward(fitted.weights, xu, all_layers=True)[:-1]
+        result.message = (f"FTPROP-MB's network fits T and its hidden outputs are the targets; the search did "
+                          f"not settle it: {result.message}")
     if status == "feasible":
         try:
             weights = _weights_from_targets(xu, tu, targets)
