@@ -23,6 +23,8 @@ export FTPROP_RESULTS=${FTPROP_RESULTS:-benchmarks/results}
 PY=${PYTHON:-python3}
 CIFAR=${1:-}
 [ "$CIFAR" = "--sweep" ] && { echo "usage: bash benchmarks/gpu.sh [CIFAR [--sweep]]: --sweep needs the data first"; exit 2; }
+case "${2:-}" in ""|--sweep) ;; *) echo "usage: bash benchmarks/gpu.sh [CIFAR [--sweep]]: unknown option '$2'"; exit 2;; esac
+[ $# -le 2 ] || { echo "usage: bash benchmarks/gpu.sh [CIFAR [--sweep]]: too many arguments"; exit 2; }
 SWEEP_FILE=${SWEEP_FILE:-benchmarks/sweeps/convnet4_sign_fast.txt}
 SWEEP_NAME=${SWEEP_NAME:-recipe_sweep_cuda}
 STAGES=${GPU_STAGES:-tests fused unit}
@@ -42,6 +44,7 @@ uses_data=""
 for s in tta sweep; do [[ " $STAGES " == *" $s "* ]] && uses_data=$s; done
 [ -n "$uses_data" ] && [ -z "$CIFAR" ] && { echo "stage '$uses_data' needs the CIFAR-10 data: bash benchmarks/gpu.sh CIFAR"; exit 2; }
 [ -n "$CIFAR" ] && [ -z "$uses_data" ] && { echo "no chosen stage reads CIFAR: add tta to GPU_STAGES, or pass --sweep"; exit 2; }
+[ -z "$CIFAR" ] || [ -e "$CIFAR" ] || { echo "CIFAR '$CIFAR' not found: give a folder holding cifar-10-batches-py/ or the cifar10-jpeg.tar.gz"; exit 2; }
 echo "plan: stages '$STAGES', caps adding up to ${planned}s$([[ " $STAGES " == *" sweep "* ]] && echo " and the sweep in what is left"), budget ${BUDGET}s"
 [ "$planned" -le "$BUDGET" ] || echo "warning: the caps exceed the budget, so the last stages may be cut or skipped: raise GPU_BUDGET_S or choose fewer GPU_STAGES"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -51,6 +54,7 @@ want tests && NEEDS[pytest]="tests"
 for s in tta sweep; do
     if want $s; then NEEDS[matplotlib]="${NEEDS[matplotlib]:+${NEEDS[matplotlib]}, }$s"; NEEDS[tqdm]=${NEEDS[matplotlib]}; fi
 done
+[ -f "$CIFAR" ] && NEEDS[PIL]="$uses_data: prepare_cifar10.py decodes the tarball's JPEGs"
 missing=$($PY -c '
 import importlib.util, sys
 def found(name):
@@ -68,7 +72,7 @@ if [ -n "$missing" ]; then
         echo "note: $PY here lacks the Python module(s)${why%;}: the script itself would stop on such a machine"
     else
         echo "error: $PY lacks the Python module(s)${why%;}, which the chosen stages import. Install them into it" \
-             "(pip install $missing; with no internet, from wheels brought along), set PYTHON to a Python that has" \
+             "(pip install ${missing/PIL/pillow}; with no internet, from wheels brought along), set PYTHON to a Python that has" \
              "them, or drop those stages from GPU_STAGES. Nothing was run."
         exit 2
     fi
@@ -77,7 +81,11 @@ fi
 mkdir -p "$FTPROP_RESULTS"
 export GPU_SH_START=$(date +%s)
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" || {
+    echo "error: $PY's torch cannot use the GPU (a CPU-only build, or a driver older than its CUDA): every stage would"\
+         "fail or skip. Set PYTHON to a Python whose torch sees the GPU. Nothing was run."
+    exit 1
+}
 left() { echo $((BUDGET - SECONDS)); }
 # stage KEY TITLE: a stage starts; its commands end by its cap (the sweep's: the budget)
 stage() {
@@ -90,7 +98,10 @@ within() {
     local l s; l=$(left); s=$((STAGE_END - SECONDS))
     [ "$s" -lt "$l" ] && l=$s
     [ "$l" -gt 20 ] || { echo "skipped: the stage's cap or the ${BUDGET}s budget is spent"; return 0; }
-    timeout $(( $1 < l ? $1 : l )) "${@:2}"
+    local limit=$(( $1 < l ? $1 : l )) rc
+    timeout -k 10 $limit "${@:2}"; rc=$?
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "cut at ${limit}s (its limit, the stage's cap or the budget): $2 ${3:-}"
+    return $rc
 }
 
 # 0. the CUDA paths are correct (tests/test_cuda.py is skipped on machines without a GPU)
@@ -99,7 +110,7 @@ if want tests; then
     # (the CPU side of the compiled test runs in CI; -rfEs names what failed or skipped)
     # (the fused kernels' tests first: the next stage times them)
     within 160 $PY -m pytest -q -rfEs -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda.py \
-        "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss[cuda]" 2>&1 | tail -8
+        "tests/test_activations.py::test_compiled_units_equal_eager_for_every_loss[cuda]" 2>&1 | tail -15
 fi
 
 # 0b. the fused kernels (one pass per unit and direction) against the aten path: one unit at resnet18

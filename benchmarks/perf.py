@@ -24,6 +24,7 @@ versions. Examples:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -80,16 +81,19 @@ def variants(kind: str) -> list[tuple[str, dict]]:
 def pick_variants(labels: str) -> list[tuple[str, dict]]:
     """The variants named in a comma-separated list, in variants("all") order; unknown names refused."""
     wanted = labels.split(",")
-    chosen = [v for v in variants("all") if v[0] in wanted]
-    if len(chosen) != len(wanted):
-        raise SystemExit(f"unknown variant among {wanted}; known: {[v[0] for v in variants('all')]}")
-    return chosen
+    known = [v[0] for v in variants("all")]
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise SystemExit(f"error: unknown variant(s) {unknown}; known: {known}")
+    if len(set(wanted)) != len(wanted):
+        raise SystemExit(f"error: --variants names a variant twice: {wanted}")
+    return [v for v in variants("all") if v[0] in wanted]
 
 
 def pick_ratio_variants(labels: str) -> list[tuple[str, dict]]:
     """:func:`pick_variants` for a run whose ratios are to ReLU's step: relu must be among them."""
     if "relu" not in labels.split(","):
-        raise SystemExit("--variants: a list of variants must include relu, the base of every ratio")
+        raise SystemExit("error: --variants: a list of variants must include relu, the base of every ratio")
     return pick_variants(labels)
 
 
@@ -114,7 +118,9 @@ def machine(device: torch.device) -> dict:
             "command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "cpu": cpu_model(),
             "keeps_freed_memory": allocator.kept()}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), gpu_memory_gib=round(
+                        torch.cuda.get_device_properties(device).total_memory / 2**30, 1))
     return info
 
 
@@ -185,9 +191,16 @@ class GraphedStep:
     """A whole training step (forward, backward, Adam update) captured once in a CUDA graph and
     replayed: no Python and no kernel launches per step, so a step costs the GPU's work alone.
     This is how host-bound training is run fast (PyTorch's whole-network capture); the optimiser
-    must be made with capturable=True."""
+    must be made with capturable=True.
 
-    def __init__(self, model: nn.Module, opt, x, y, bf16: bool) -> None:
+    ``pool`` (a :func:`torch.cuda.graph_pool_handle`) is shared by the graphs of one model's variants:
+    each graph's temporaries (the activations, about 12 GB for resnet18 at batch 256) are then reused
+    by the next capture instead of held per graph, which ten graphs could not fit on an 80 GB GPU.
+    That is safe here: the graphs never run at once; what outlives a capture (its gradients and loss)
+    stays allocated, so no later capture takes it; and a graph that finds its gradients or loss
+    overwritten by another graph's temporaries writes them anew before it reads them."""
+
+    def __init__(self, model: nn.Module, opt, x, y, bf16: bool, pool=None) -> None:
         # the graph writes into these tensors' memory on every replay (BN running statistics,
         # parameters, optimiser state, inputs): they must outlive it
         self.model, self.opt, self.x, self.y = model, opt, x, y
@@ -198,7 +211,7 @@ class GraphedStep:
                 train_step(model, opt, x, y, bf16)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # the eager step, recorded: its zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph, pool=pool):  # the eager step, recorded: its zero_grad(set_to_none=True)
             self.loss = train_step(model, opt, x, y, bf16)  # makes backward write the grads in the graph's pool
 
 
@@ -246,6 +259,53 @@ def quartiles(ratios: list[float]) -> str:
     return f"{q1:.3f}–{q3:.3f}"
 
 
+def step_time_rows(args, model: str, device, listed, extras) -> list[dict]:
+    """One model's rows of ``step-time``: every variant built, then timed in interleaved rounds."""
+    rows = []
+    kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
+    vs = listed or variants(kind)
+    x, y = batch(model, args.batch, 10, device, args.channels_last)
+    pool = torch.cuda.graph_pool_handle() if args.cuda_graph else None  # one per model (GraphedStep)
+    built = []
+    for label, kw in vs:
+        for averaged, twinned in extras:
+            for fused in (False, True) if args.fused and has_units(kw) else (False,):
+                cuda_kernels.use_fused_kernels(fused)  # a CUDA graph records the kernels chosen now
+                m = make(model, kw, 10, device, args.channels_last)
+                opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
+                if args.cuda_graph:
+                    m = GraphedStep(m, opt, x, y, args.bf16, pool)
+                avg = WeightAverage(m, args.with_average) if averaged else None
+                if twinned:
+                    twin = make(model, {"activation": args.with_twin}, 10, device, args.channels_last)
+                    m = TwinnedStep(m, twin, torch.optim.Adam(twin.parameters(), 1e-4), args.bf16)
+                time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
+                built.append((label + (" + average" if averaged else "") + (" + twin" if twinned else "")
+                              + (" + fused" if fused else ""), m, opt, avg, fused))
+    # enough steps per timing window that the timer and one-off stalls stay small against it
+    _, m0, opt0, *_ = built[0]
+    cuda_kernels.use_fused_kernels(False)
+    steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
+    per_round: dict[str, list[float]] = {label: [] for label, *_ in built}
+    faults: dict[str, list[float]] = {label: [] for label, *_ in built}
+    for r in range(args.rounds):
+        for label, m, opt, avg, fused in rotated(built, r, args.rounds):
+            cuda_kernels.use_fused_kernels(fused)
+            per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg, faults[label]))
+    cuda_kernels.use_fused_kernels(False)
+    base = per_round["relu"]
+    for label in per_round:
+        ratios = [a / b for a, b in zip(per_round[label], base)]
+        rows.append({"model": model, "variant": label, "batch": args.batch, "steps_per_window": steps,
+                     "median_ms": 1e3 * statistics.median(per_round[label]),
+                     "ratio_to_relu": statistics.median(ratios), "ratios": ratios,
+                     "ratio_of_fastest": min(per_round[label]) / min(base),
+                     "faults_per_step": statistics.median(faults[label])})
+        print(f"{model:15s} {label:34s} {rows[-1]['median_ms']:9.2f} ms  x{rows[-1]['ratio_to_relu']:.3f}",
+              flush=True)
+    return rows
+
+
 def cmd_step_time(args) -> None:
     device = torch.device(args.device)
     listed = None  # --variants as a list of labels: checked before anything is built
@@ -269,49 +329,19 @@ def cmd_step_time(args) -> None:
     torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
     extras = [(False, False)] + ([(True, False)] if args.with_average else []) + (
         [(False, True)] if args.with_twin else [])  # the plain step, and each addition alone
-    rows = []
+    rows, missing = [], []
     for model in args.models.split(","):
-        kind = args.variants if args.variants != "auto" else ("all" if model in ("mlp", "convnet4") else "quick")
-        vs = listed or variants(kind)
-        x, y = batch(model, args.batch, 10, device, args.channels_last)
-        built = []
-        for label, kw in vs:
-            for averaged, twinned in extras:
-                for fused in (False, True) if args.fused and has_units(kw) else (False,):
-                    cuda_kernels.use_fused_kernels(fused)  # a CUDA graph records the kernels chosen now
-                    m = make(model, kw, 10, device, args.channels_last)
-                    opt = torch.optim.Adam(m.parameters(), 1e-4, capturable=args.cuda_graph)
-                    if args.cuda_graph:
-                        m = GraphedStep(m, opt, x, y, args.bf16)
-                    avg = WeightAverage(m, args.with_average) if averaged else None
-                    if twinned:
-                        twin = make(model, {"activation": args.with_twin}, 10, device, args.channels_last)
-                        m = TwinnedStep(m, twin, torch.optim.Adam(twin.parameters(), 1e-4), args.bf16)
-                    time_steps(m, opt, x, y, 2, args.bf16, device, avg)  # warm-up
-                    built.append((label + (" + average" if averaged else "") + (" + twin" if twinned else "")
-                                  + (" + fused" if fused else ""), m, opt, avg, fused))
-        # enough steps per timing window that the timer and one-off stalls stay small against it
-        _, m0, opt0, *_ = built[0]
-        cuda_kernels.use_fused_kernels(False)
-        steps = max(args.steps, math.ceil(args.min_window / time_steps(m0, opt0, x, y, 2, args.bf16, device)))
-        per_round: dict[str, list[float]] = {label: [] for label, *_ in built}
-        faults: dict[str, list[float]] = {label: [] for label, *_ in built}
-        for r in range(args.rounds):
-            for label, m, opt, avg, fused in rotated(built, r, args.rounds):
-                cuda_kernels.use_fused_kernels(fused)
-                per_round[label].append(time_steps(m, opt, x, y, steps, args.bf16, device, avg, faults[label]))
-        cuda_kernels.use_fused_kernels(False)
-        base = per_round["relu"]
-        for label in per_round:
-            ratios = [a / b for a, b in zip(per_round[label], base)]
-            rows.append({"model": model, "variant": label, "batch": args.batch, "steps_per_window": steps,
-                         "median_ms": 1e3 * statistics.median(per_round[label]),
-                         "ratio_to_relu": statistics.median(ratios), "ratios": ratios,
-                         "ratio_of_fastest": min(per_round[label]) / min(base),
-                         "faults_per_step": statistics.median(faults[label])})
-            print(f"{model:15s} {label:34s} {rows[-1]['median_ms']:9.2f} ms  x{rows[-1]['ratio_to_relu']:.3f}",
-                  flush=True)
-        del built
+        try:
+            rows += step_time_rows(args, model, device, listed, extras)
+        except torch.cuda.OutOfMemoryError as err:  # the rows of the other models are still written
+            cuda_kernels.use_fused_kernels(False)
+            gc.collect()
+            torch.cuda.empty_cache()
+            missing.append(f"{model}: out of GPU memory with {args.batch} examples per batch "
+                           f"({str(err).splitlines()[0]}), not measured")
+            print("error:", missing[-1], flush=True)
+    if not rows:
+        raise SystemExit("error: nothing measured: " + "; ".join(missing))
     target = args.target
     table = ["| model | activation / layer loss | step (ms) | / ReLU step | middle half of rounds | "
              f"fastest / fastest ReLU | target <= {target} | page faults / step |",
@@ -338,9 +368,10 @@ def cmd_step_time(args) -> None:
                 f"the same variant's plain step: the quotient of the two rows' ratios); " if args.with_twin else "")
              + ("each step replayed from a CUDA graph (whole step captured, Adam capturable=True): the ratio of "
                 "the GPU's work alone, without host overhead." if args.cuda_graph else "eager.")]
+    notes += [f"**Not measured**: {line}." for line in missing]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if resource is not None else None  # KiB on Linux
-    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args), "peak_rss_mib": peak},
-          table, notes)
+    write(args.name, {"machine": machine(device), "rows": rows, "args": settings(args), "peak_rss_mib": peak,
+                      "not_measured": missing}, table, notes)
 
 
 # ---- allocator -------------------------------------------------------------------------

@@ -51,9 +51,14 @@ def check_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        parser.error(f"--device {device!r}: cpu, cuda or cuda:N")
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        parser.error(f"--device {device!r}: the benchmarks run on cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: no CUDA device here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        parser.error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                     f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

@@ -52,7 +52,11 @@ def test_check_device_refuses_bad_and_absent_devices(capsys):
     assert check_device(p, "cpu").type == "cpu"
     with pytest.raises(SystemExit):
         check_device(p, "tpu")
-    assert "--device 'tpu': cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert "--device 'tpu': the benchmarks run on cpu, cuda or cuda:N" in capsys.readouterr().err
+    for named_but_unusable in ("meta", "cpu:1"):  # torch names them; nothing here runs on them
+        with pytest.raises(SystemExit):
+            check_device(p, named_but_unusable)
+        assert "the benchmarks run on cpu, cuda or cuda:N" in capsys.readouterr().err
     if not __import__("torch").cuda.is_available():
         with pytest.raises(SystemExit):
             check_device(p, "cuda:0")
@@ -134,6 +138,25 @@ def test_gpu_script_names_missing_modules_before_running_anything(tmp_path):
     assert plan.returncode == 0 and "lacks" not in plan.stdout
 
 
+def test_gpu_script_needs_pillow_to_convert_the_cifar_tarball(tmp_path):
+    blocked = tmp_path / "site"
+    blocked.mkdir()
+    (blocked / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'PIL':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    tarball = tmp_path / "cifar10-jpeg.tar.gz"
+    tarball.write_bytes(b"")
+    env = {"PYTHON": sys.executable, "PYTHONPATH": str(blocked), "GPU_STAGES": "tta"}
+    out = _gpu(tmp_path, str(tarball), **env)
+    assert out.returncode == 2 and "PIL (tta: prepare_cifar10.py decodes" in out.stdout, out.stdout
+    assert "pip install pillow" in out.stdout
+    assert _gpu(tmp_path, str(tmp_path), GPU_PLAN="1", **env).stdout.count("lacks") == 0  # a folder: no JPEGs
+
+
 def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -144,6 +167,21 @@ def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
                PATH=f"{fake}:{os.environ['PATH']}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "skipped: the recipe sweep, since only" in out.stdout and "(it needs more than 60s)" in out.stdout
+
+
+def test_gpu_script_stops_when_torch_cannot_use_the_gpu(tmp_path):
+    """nvidia-smi sees a GPU but torch does not (a CPU build, an old driver): every stage would skip or
+    fail and the script end "successfully"; it stops at once instead."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a fake one'\n")
+    (fake / "python").write_text('#!/bin/sh\ncase "$*" in *get_device_name*) echo "RuntimeError: no CUDA" >&2; '
+                                 'exit 1;; esac\nexit 0\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    out = _gpu(tmp_path, PYTHON=str(fake / "python"), PATH=f"{fake}:{os.environ['PATH']}")
+    assert out.returncode == 1 and "torch cannot use the GPU" in out.stdout, out.stdout + out.stderr
+    assert "===" not in out.stdout  # no stage started
 
 
 def test_gpu_script_default_stages_fit_its_budget():
@@ -163,6 +201,8 @@ def test_gpu_script_default_stages_fit_its_budget():
     ((), {"GPU_STAGES": "tests fuse"}, "unknown stage 'fuse'"),
     (("cifar.tar.gz",), {}, "no chosen stage reads CIFAR"),
     (("--sweep",), {}, "--sweep needs the data first"),
+    (("data", "--swep"), {}, "unknown option '--swep'"),
+    (("/nowhere/cifar10-jpeg.tar.gz",), {"GPU_STAGES": "tta"}, "CIFAR '/nowhere/cifar10-jpeg.tar.gz' not found"),
     ((), {"GPU_BUDGET_S": "8min"}, "must be a number of seconds"),
 ])
 def test_gpu_script_refuses_bad_plans(args, env, message):
@@ -216,7 +256,9 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
     ("perf.py", ["step-time", "--models", "mlp,", "--name", "t6"], "--models 'mlp,': an empty name"),
     ("perf.py", ["step-time", "--variants", "sign hinge", "--name", "t7"], "must include relu"),
-    ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant"),
+    ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant(s) ['sign hnige']"),
+    ("perf.py", ["step-time", "--variants", "relu,relu", "--name", "t19"], "names a variant twice"),
+    ("perf.py", ["step-time", "--device", "meta", "--name", "t20"], "the benchmarks run on cpu, cuda or cuda:N"),
     ("perf.py", ["allocator", "--variants", "sign hinge", "--name", "t12"], "must include relu"),
     ("perf.py", ["allocator", "--pairs", "0", "--name", "t13"], "--pairs must be >= 1"),
     ("perf.py", ["footprint", "--every", "0", "--name", "t14"], "--every must be >= 1"),
@@ -253,6 +295,34 @@ def test_step_time_with_a_twin_times_each_variant_with_its_twin_in_the_same_roun
     assert {"relu + twin", "sign soft_hinge + twin", "staircase3 saturated_hinge + twin"} < set(rows)
     assert all(len(r["ratios"]) == 2 for r in rows.values())  # every variant in every round
     assert "train.twin = 'relu'" in (results / "twin.md").read_text()
+
+
+def test_step_time_writes_the_other_models_when_one_runs_out_of_gpu_memory(tmp_path, monkeypatch, capsys):
+    import perf
+    import torch
+
+    real = perf.step_time_rows
+
+    def rows(args, model, *rest):
+        if model == "convnet4":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB\nmore")
+        return real(args, model, *rest)
+
+    monkeypatch.setattr(perf, "step_time_rows", rows)
+    monkeypatch.setattr(perf, "RESULTS", tmp_path)
+    common = ["perf.py", "step-time", "--variants", "relu,sign soft_hinge", "--batch", "8", "--rounds", "2",
+              "--steps", "1", "--min-window", "0"]
+    monkeypatch.setattr(sys, "argv", [*common, "--models", "convnet4,mlp", "--name", "oom"])
+    perf.main()
+    saved = json.loads((tmp_path / "oom.json").read_text())
+    assert [r["model"] for r in saved["rows"]] == ["mlp", "mlp"]
+    assert saved["not_measured"] == ["convnet4: out of GPU memory with 8 examples per batch (CUDA out of memory. "
+                                     "Tried to allocate 12.00 GiB), not measured"]
+    assert "**Not measured**: convnet4: out of GPU memory" in (tmp_path / "oom.md").read_text()
+    monkeypatch.setattr(sys, "argv", [*common, "--models", "convnet4", "--name", "oom_all"])
+    with pytest.raises(SystemExit, match="nothing measured: convnet4: out of GPU memory"):
+        perf.main()
+    assert not (tmp_path / "oom_all.json").exists()
 
 
 def test_step_time_takes_a_list_of_variants(tmp_path):

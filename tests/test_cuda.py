@@ -95,3 +95,34 @@ def test_sam_and_a_twin_are_refused_where_cuda_graphs_would_replay_the_step(two_
                                              "train.tensorboard=false"])
     with pytest.raises(ConfigError, match=rf"{re.escape(named)} runs two passes per step.*CUDA graphs"):
         train(cfg, save=False, log=None)
+
+
+def test_benchmark_graphs_sharing_one_pool_train_as_eager_steps_do():
+    """benchmarks/perf.py's graphed steps share one memory pool per model (each graph's temporaries
+    reused by the next capture): replayed in any order, each still trains as its eager twin."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import perf
+
+    x, y = perf.batch("mlp", 16, 10, torch.device("cuda"), False)  # (no dropout: graphs and eager steps draw apart)
+    pool = torch.cuda.graph_pool_handle()
+    graphed, eager = [], []
+    for kw in ({"activation": "relu"}, {"activation": "sign", "loss": "soft_hinge"},
+               {"activation": "staircase", "loss": "saturated_hinge"}):
+        m = perf.make("mlp", kw, 10, torch.device("cuda"), False)
+        twin = perf.make("mlp", kw, 10, torch.device("cuda"), False)  # the same seed: the same weights
+        opt = torch.optim.Adam(m.parameters(), 1e-3, capturable=True)
+        graphed.append(perf.GraphedStep(m, opt, x, y, False, pool))  # 3 eager warm-up steps (a capture runs nothing)
+        twin_opt = torch.optim.Adam(twin.parameters(), 1e-3, capturable=True)
+        eager.append((twin, twin_opt))
+        for _ in range(3):
+            perf.train_step(twin, twin_opt, x, y, False)
+    for i in (2, 0, 1, 1, 2, 0, 0):  # interleaved, out of capture order
+        graphed[i].graph.replay()
+        perf.train_step(*eager[i], x, y, False)
+    torch.cuda.synchronize()
+    for g, (twin, _) in zip(graphed, eager):
+        for a, b in zip(g.model.parameters(), twin.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
