@@ -691,6 +691,43 @@ def test_time_to_accuracy_lists_each_session_of_a_resumed_run(tmp_path, monkeypa
     assert payload["sessions"] == 2 and payload["mixed_sessions"] is True and payload["epochs"] == 2
 
 
+def test_time_to_accuracy_shows_what_a_resume_changed(tmp_path, monkeypatch):
+    _time_to_accuracy(tmp_path, monkeypatch, "--set", "optim.lr=0.003")
+    _time_to_accuracy(tmp_path, monkeypatch, "--resume", "--epochs", "2")  # without the override: lr 1e-3
+    table = (tmp_path / "results" / "t.md").read_text()
+    assert "  2. resumed after epoch 1: device: cpu" in table and "**changed**: optim.lr 0.003 -> 0.001" in table
+    assert "**mixed sessions**" in table and "torch threads" in table
+
+
+def test_time_to_accuracy_resumes_a_run_with_its_own_settings(tmp_path, monkeypatch, capsys):
+    import time_to_accuracy
+
+    _time_to_accuracy(tmp_path, monkeypatch)  # the tiny recipe, not the default one
+    common = ["time_to_accuracy.py", "--data-root", str(tmp_path), "--name", "t", "--resume"]
+    monkeypatch.setattr(sys, "argv", [*common, "--force"])
+    with pytest.raises(SystemExit):
+        time_to_accuracy.main()
+    assert "--resume continues runs/<name> and --force replaces it: give one" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*common, "--epochs", "2"])  # no --config: the run's config.toml
+    time_to_accuracy.main()
+    payload = json.loads((tmp_path / "results" / "t.json").read_text())
+    assert payload["config"] == str(Path("runs") / "t" / "config.toml") and payload["epochs"] == 2
+    assert payload["environment"]["resumed"][0]["changed"] == {"train.epochs": [1, 2]}
+
+
+def test_time_to_accuracy_counts_an_exact_hit_and_refuses_a_fraction(tmp_path, monkeypatch, capsys):
+    from time_to_accuracy import first_reaching
+
+    hist = [{"epoch": 1, "test_acc": 0.7703}, {"epoch": 2, "test_acc": 0.7704}, {"epoch": 3, "test_acc": 0.79}]
+    assert 100 * 0.7704 < 77.04  # (why the accuracy is rounded first)
+    assert first_reaching(hist, 77.04)["epoch"] == 2 and first_reaching(hist, 79.01) is None
+    for bad in ("0.788", "0", "101"):  # a fraction would be "reached" at the first epoch
+        with pytest.raises(SystemExit):
+            _time_to_accuracy(tmp_path, monkeypatch, "--target", bad)
+        assert "--target is a test accuracy in percent (e.g. 78.8, not 0.788)" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_tta_marks_a_checkpoint_saved_inside_an_epoch(tmp_path, monkeypatch):
     """A run stopped mid-epoch keeps a checkpoint with 'step' > 0: it is not the last completed epoch."""
     import tta
