@@ -17,8 +17,10 @@ runs (after a change to the table, or when the sweep itself was killed), keeping
 date the sweep recorded (only a record not older than the runs: a later ``--force`` sweep of the same
 name that was stopped before it wrote its own leaves an older record, which describes other runs).
 A run whose summary.json does not say "completed" (stopped, failed, killed or still training) is
-marked with its status beside its name. The variant name ``results`` is reserved: runs/<name>/results
-holds the runs' own result files.
+marked with its status beside its name, and ``--tabulate`` gives each row the overrides its run
+recorded in its environment.json. The variant name ``results`` is reserved: runs/<name>/results
+holds the runs' own result files. A sweep holds runs/<name> (a lock) while it runs: a second
+sweep of that name is refused.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from pathlib import Path
 
 from results_file import check_name, claim, write_result
 
-from ftprop.runs import read_metrics
+from ftprop.config import ConfigError, apply_overrides, load_config
+from ftprop.runs import RunDirError, lock_run_dir, read_metrics
 
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", HERE / "results"))
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # never '.' or '..': --force removes runs/NAME/VARIANT
 CHILD_RESULTS = "results"  # runs/NAME/results: the runs' own result files (so no variant may take the name)
+CHILD_SETTINGS = ("train.tensorboard=false", "train.checkpoint_every=10")  # every run's, before its variant's
 NOT_RECORDED = "not recorded"
 NO_RECORD = "the sweep's own process was stopped before it wrote one"
 HEADER = ("date", "command", "config", "jobs_at_once", "threads_per_run")  # what a sweep records of itself
@@ -141,7 +145,8 @@ def recorded_header(recorded: Path, envs: list[dict], config: str, now: str) -> 
     if str(record.get("command", "")).startswith(NOT_RECORDED):
         record = {}  # a --tabulate without the sweep's record: all it holds comes from the runs, read again below
     if record:  # the record describes these runs only if it was written after they all started
-        starts = [t for t in (_when(e.get("started")) for e in envs) if t]
+        starts = [t for t in (_when(r.get("started")) for e in envs
+                              for r in (e, *[x for x in e.get("resumed", []) if isinstance(x, dict)])) if t]
         written = [t for t in (_when(record.get(k)) for k in ("date", "tabulated_at")) if t]
         if starts and (not written or max(written) < max(starts)):
             reason = (f"the record in {recorded}, dated {record.get('date', 'nothing')}, is older than these runs, "
@@ -170,42 +175,66 @@ def run_variants(args, variants: list[tuple[str, list[str]]], runs: Path, jobs: 
                PYTHONUNBUFFERED="1")
     pending, running, done = list(variants), {}, {}
     t0 = time.time()
+
+    def ended(name: str, returncode) -> None:
+        proc, start, log = running.pop(name)
+        log.close()
+        done[name] = {"returncode": returncode, "wall_s": round(time.time() - start, 1)}
+
     while pending or running:
         while pending and len(running) < jobs:
             name, over = pending.pop(0)
             cmd = [sys.executable, str(HERE / "time_to_accuracy.py"), "--config", args.config,
-                   "--data-root", args.data_root, "--name", f"{args.name}/{name}",
-                   "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=10"]
+                   "--data-root", args.data_root, "--name", f"{args.name}/{name}"]
+            cmd += [a for o in (*CHILD_SETTINGS, *over) for a in ("--set", o)]
             cmd += ["--force"] if args.force else []
-            cmd += [a for o in over for a in ("--set", o)]
             if args.device:
                 cmd += ["--device", args.device]
-            log = open(runs / f"{name}.log", "w")
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+            log = open(runs / f"{name}.log", "w")  # (the sweep's lock on runs/NAME keeps it ours)
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log)
         time.sleep(1)
-        for name, (proc, start) in list(running.items()):
+        for name, (proc, *_) in list(running.items()):
             if proc.poll() is not None:
-                done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
-                del running[name]
+                ended(name, proc.returncode)
         if args.deadline and time.time() - t0 > args.deadline:
-            for name, (proc, start) in running.items():
-                proc.terminate()  # the engine checkpoints on SIGTERM and ends its metrics cleanly
+            for proc, *_ in running.values():  # all at once: the engine checkpoints on SIGTERM and ends its
+                proc.terminate()               # metrics cleanly; none trains on while another is waited for
+            for name, (proc, *_) in list(running.items()):
                 try:
                     proc.wait(timeout=120)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                done[name] = {"returncode": "stopped at the deadline", "wall_s": round(time.time() - start, 1)}
+                ended(name, "stopped at the deadline")
             for name, _ in pending:
                 done[name] = {"returncode": "not started before the deadline", "wall_s": 0}
-            running, pending = {}, []
+            pending = []
     return done
+
+
+def metrics_of(run: Path) -> tuple[list[dict], str | None]:
+    """A run's metrics by epoch, and why they could not be read (then none), if so."""
+    try:
+        return read_metrics(run / "metrics.jsonl"), None
+    except RunDirError as err:
+        return [], f"metrics.jsonl unreadable: {err}"
+
+
+def run_overrides(env: dict | None) -> list[str] | None:
+    """The overrides a sweep gave a run (its --set values after the sweep's own), from the argv its
+    environment.json records; None where it records none."""
+    argv = env.get("argv") if isinstance(env, dict) else None
+    if not isinstance(argv, list):
+        return None
+    sets = [str(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--set"]
+    return [o for o in sets if o not in CHILD_SETTINGS]
 
 
 def row_of(run: Path, name: str, over: list[str], ended: dict) -> dict:
     """A variant's row: how its process ended, its run's state, and its accuracies by epoch."""
-    hist = read_metrics(run / "metrics.jsonl")
-    row = {"variant": name, "overrides": over, **ended, "status": run_status(run), "epochs_done": len(hist)}
+    hist, unreadable = metrics_of(run)
+    row = {"variant": name, "overrides": over, **ended, "status": unreadable or run_status(run),
+           "epochs_done": len(hist)}
     if hist:
         best = max(hist, key=lambda h: h["test_acc"])
         row.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"], final_test_acc=hist[-1]["test_acc"],
@@ -227,6 +256,8 @@ def table(name: str, payload: dict) -> str:
     rows, e = payload["rows"], payload["environment"] or {}
     at_once, per_run = payload["jobs_at_once"], payload["threads_per_run"]
     lines = [f"# Recipe sweep: {name}", "", f"- command: `{payload['command']}`",
+             *([f"- tabulated by `{payload['tabulated_by']}` at {payload['tabulated_at']}"]
+               if payload.get("tabulated_by") else []),
              f"- recipe: `{payload['config']}`; "
              + (f"{at_once} run(s) at once" if at_once != NOT_RECORDED else "runs at once: not recorded")
              + ", each in its own process with "
@@ -297,17 +328,41 @@ def main() -> None:
     if taken and not (args.tabulate or args.force):
         raise SystemExit(f"{runs} already holds runs of {', '.join(taken)}; give another --name, --tabulate to "
                          f"rebuild their table, or --force to overwrite them")
-    if args.tabulate and not any(read_metrics(runs / n / "metrics.jsonl") for n in names):
-        raise SystemExit(f"error: no run of {', '.join(names)} in {runs} has a finished epoch: nothing to tabulate "
-                         f"(the results file is left as it is)")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.tabulate:  # run nothing; keep what the sweep itself recorded of each run
-        own_envs = [e for e in (_read_json(runs / n / "environment.json") for n in names) if e is not None]
-        header, ends = recorded_header(RESULTS / f"{args.name}.json", own_envs, args.config, now)
+        if not any(metrics_of(runs / n)[0] for n in names):
+            raise SystemExit(f"error: no run of {', '.join(names)} in {runs} has a finished epoch: nothing to "
+                             f"tabulate (the results file is left as it is)")
+        own = {n: _read_json(runs / n / "environment.json") for n in names}
+        for i, (n, over) in enumerate(variants):  # a row says what its run was trained with
+            made = run_overrides(own[n])
+            if made is not None and made != over:
+                print(f"note: variant {n}: its run was made with {made or '(the recipe)'}, not "
+                      f"{over or '(the recipe)'} as given; the table gives the run's", file=sys.stderr)
+                variants[i] = (n, made)
+        header, ends = recorded_header(RESULTS / f"{args.name}.json", [e for e in own.values() if e is not None],
+                                       args.config, now)
+        absent = [n for n in names if not (runs / n).is_dir() and n not in ends]  # neither run nor record of it
+        if absent:
+            raise SystemExit(f"error: {runs} holds no run of {', '.join(absent)}, nor does the sweep's record name "
+                             f"it (check the variant names); the results file is left as it is")
         done = {n: ends.get(n, {"returncode": NOT_RECORDED, "wall_s": NOT_RECORDED}) for n in names}
     else:
-        claim(RESULTS / args.name, args.force)
+        bad = []
+        for n, over in variants:  # every variant's settings load, before any process starts
+            try:
+                apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over])
+            except ConfigError as err:
+                bad.append(f"{n}: {err}")
+        if bad:
+            raise SystemExit("error: " + "; ".join(bad) + ". Nothing was run")
         runs.mkdir(parents=True, exist_ok=True)
+        try:
+            _held = lock_run_dir(runs)  # a descriptor open until this process ends: one sweep of a name at a time
+        except RunDirError:
+            raise SystemExit(f"error: another sweep named {args.name!r} is running ({runs} is held); wait for it to "
+                             f"end, or give another --name") from None
+        claim(RESULTS / args.name, args.force)
         if args.force:  # a variant that fails to start must not show the old run's numbers
             for n in names:
                 shutil.rmtree(runs / n, ignore_errors=True)

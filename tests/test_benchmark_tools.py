@@ -570,6 +570,89 @@ def test_a_sweep_table_keeps_its_own_record_and_shows_a_failed_variant_like_the_
     assert payload["rows"][1]["returncode"] == 1 and payload["rows"][0]["wall_s"] == 5.0
 
 
+def test_a_sweep_table_says_what_its_runs_were_trained_with(tmp_path, monkeypatch, capsys):
+    """--tabulate takes each row's overrides from its run's recorded argv, not from its own command line;
+    names a variant with neither run nor record (a typo) an error; and the table says who tabulated it."""
+    argv = ["time_to_accuracy.py", "--config", "tiny.toml", "--set", "train.tensorboard=false", "--set",
+            "train.checkpoint_every=10", "--set", "optim.lr=3e-3"]
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6], argv=argv)
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a: optim.lr=9")
+    assert "| a | optim.lr=3e-3 | 2 |" in table and payload["rows"][0]["overrides"] == ["optim.lr=3e-3"]
+    assert "its run was made with ['optim.lr=3e-3'], not ['optim.lr=9'] as given" in capsys.readouterr().err
+    assert "- tabulated by `python sweep.py --data-root" in table
+    before = (tmp_path / "results" / "s.json").read_text()
+    with pytest.raises(SystemExit, match="holds no run of typo, nor does the sweep's record name it"):
+        _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a", "--variant", "typo")
+    assert (tmp_path / "results" / "s.json").read_text() == before
+
+
+def test_a_sweep_record_older_than_a_resume_of_its_runs_is_not_used(tmp_path, monkeypatch):
+    _sweep_record(tmp_path, "2026-12-10T11:00:00+00:00")  # after the runs started, before one was resumed
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6], resumed=[{"started": "2026-12-10T12:00:00+00:00", "changed": {}}])
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a")
+    assert payload["rows"][0]["returncode"] == "not recorded" and "- command: `not recorded" in table
+
+
+def test_a_sweep_table_keeps_a_run_whose_metrics_are_damaged(tmp_path, monkeypatch):
+    _sweep_run(tmp_path, "s", "a", [0.5, 0.6])
+    _sweep_run(tmp_path, "s", "b", [0.5])
+    (tmp_path / "runs" / "s" / "b" / "metrics.jsonl").write_text('{"epoch": 1, "test_acc"\n{"epoch": 2}\n')
+    table, payload = _sweep(tmp_path, monkeypatch, "--name", "s", "--tabulate", "--variant", "a", "--variant", "b")
+    assert "| a | (recipe) | 2 |" in table and "| b (metrics.jsonl unreadable: " in table
+
+
+def test_a_sweep_checks_every_variant_and_its_name_before_it_runs_anything(tmp_path, monkeypatch):
+    import sweep
+
+    from ftprop.runs import lock_run_dir
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: pytest.fail("a process was started"))
+    (tmp_path / "tiny.toml").write_text(TINY)
+    with pytest.raises(SystemExit, match=r"error: b: .*optim\.lrr.*Nothing was run"):
+        _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a",
+               "--variant", "b: optim.lrr=1")
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    held = lock_run_dir(tmp_path / "runs" / "s")  # another sweep of this name, still running
+    try:
+        with pytest.raises(SystemExit, match="another sweep named 's' is running"):
+            _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a")
+    finally:
+        os.close(held)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_sweep_stops_every_run_at_its_deadline_before_it_waits_for_any(tmp_path, monkeypatch):
+    import sweep
+
+    events = []
+
+    class Trains:  # runs until told to stop
+        returncode = None
+
+        def __init__(self, cmd, **kwargs):
+            self.name = cmd[cmd.index("--name") + 1].split("/")[1]
+
+        def poll(self):
+            return self.returncode
+
+        def terminate(self):
+            events.append(("terminate", self.name))
+
+        def wait(self, timeout=None):
+            events.append(("wait", self.name))
+            self.returncode = 0
+
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(sweep.subprocess, "Popen", Trains)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sweep.time, "time", lambda: next(clock))
+    (tmp_path / "tiny.toml").write_text(TINY)
+    with pytest.raises(SystemExit, match="no variant finished an epoch"):
+        _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--deadline", "25",
+               "--variant", "a", "--variant", "b")
+    assert [e for e, _ in events] == ["terminate", "terminate", "wait", "wait"]
+
+
 def test_a_sweep_table_describes_the_machine_of_its_own_runs_only(tmp_path, monkeypatch):
     """A leftover run of a variant not in this sweep (e.g. an older GPU run) is not this sweep's machine."""
     _sweep_run(tmp_path, "s", "Aold", [0.3], device="cuda", torch_threads=1, started="2026-10-01T10:00:00+00:00")
@@ -598,8 +681,9 @@ def test_a_forced_sweep_removes_its_variants_old_result_files(tmp_path, monkeypa
     old.mkdir(parents=True)
     for f in ("a.json", "a.md", "other.json"):
         (old / f).write_text("an old run's result")
+    (tmp_path / "tiny.toml").write_text(TINY)
     with pytest.raises(SystemExit, match="no variant finished an epoch"):
-        _sweep(tmp_path, monkeypatch, "--name", "s", "--force", "--variant", "a")
+        _sweep(tmp_path, monkeypatch, "--name", "s", "--force", "--config", "tiny.toml", "--variant", "a")
     assert sorted(p.name for p in old.iterdir()) == ["other.json"]  # another variant's are left alone
 
 
@@ -621,7 +705,8 @@ def test_a_sweep_record_is_the_one_a_later_tabulate_keeps(tmp_path, monkeypatch)
             return 0
 
     monkeypatch.setattr(sweep.subprocess, "Popen", Trains)
-    _, first = _sweep(tmp_path, monkeypatch, "--name", "s", "--variant", "a: optim.lr=1e-3")
+    (tmp_path / "tiny.toml").write_text(TINY)
+    _, first = _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a: optim.lr=1e-3")
     table, again = _sweep(tmp_path, monkeypatch, "--name", "s", "--variant", "a: optim.lr=1e-3", "--tabulate")
     assert again["command"] == first["command"] and again["date"] == first["date"]
     assert again["rows"][0]["returncode"] == 0 and again["jobs_at_once"] == 1
