@@ -15,7 +15,9 @@ images, 5,000 / 1,000 per class, train channel means within 0.005 of PAPER.md se
 and Fashion-MNIST (60,000 / 10,000). Results go to benchmarks/results/data_pipeline.{json,md}.
 
 usage: python benchmarks/data_pipeline.py [--data-root ~/.cache/ftprop-data] [--fashion-root DIR] [--prepare]
-(--prepare: write CIFAR-10 into --data-root from ../shared/data first, if it is not there)
+           [--epochs 3] [--batch-size 128] [--workers 2] [--device cpu|cuda] [--out DIR] [--force]
+(--prepare: write CIFAR-10 into --data-root from ../shared/data first, if it is not there; --out:
+the results folder, by default $FTPROP_RESULTS or benchmarks/results)
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def check_cifar(root: Path, prepare: bool) -> tuple[dict, object]:
             raise SystemExit(f"error: no CIFAR-10 in {root} (cifar-10-batches-py/); pass --prepare to write it there "
                              f"from {script.parent}, or give the --data-root that holds it")
         print(f"preparing CIFAR-10 in {root} with {script} ...", flush=True)
-        subprocess.run([sys.executable, str(script), str(root)], check=True)
+        if subprocess.run([sys.executable, str(script), str(root)]).returncode != 0:
+            raise SystemExit(f"error: {script} could not prepare CIFAR-10 in {root} (its message is above)")
     train, test = load_dataset("cifar10", root, "train"), load_dataset("cifar10", root, "test")
     total, squares = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     for chunk in train.images.split(5000):  # chunked: no 1.2 GB float64 copy of the whole set
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="full epochs timed for each pipeline")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("FTPROP_RESULTS", REPO / "benchmarks" / "results")))
     p.add_argument("--force", action="store_true", help="replace data_pipeline.{json,md} in --out if they exist")
     p.add_argument("--prepare", action="store_true", help="prepare CIFAR-10 in --data-root if it is missing")
     args = p.parse_args(argv)

@@ -6,7 +6,8 @@ fails must not overwrite one. ``claim`` refuses a name whose .json or .md exists
 passes --force, and refuses names that are not plain file names; ``check_device`` refuses a
 --device this machine cannot use. Both run before anything is measured. ``write_result`` builds
 both texts before it writes either, so a table that fails to format leaves the old pair (or
-none), never a new .json beside an old .md.
+none), never a new .json beside an old .md. Each file is replaced atomically; a kill between the
+two replacements (a moment) can still leave a new .json beside the old .md.
 """
 
 from __future__ import annotations

@@ -98,6 +98,13 @@ def test_scripts_refuse_to_replace_a_result_or_tabulate_nothing(tmp_path):
     out = _run("time_to_accuracy.py", "--config", recipe, "--data-root", str(tmp_path), "--name", "t", "--resume",
                results=results)
     assert out.returncode != 0 and "no run in" in out.stderr
+    (results / "data_pipeline.md").write_text("a committed table")  # in $FTPROP_RESULTS, as for the others
+    out = _run("data_pipeline.py", "--data-root", str(tmp_path), results=results)
+    assert out.returncode != 0 and "data_pipeline.md already exist" in out.stderr
+    (results / "d.png").write_text("a committed picture")  # the demo's third file
+    out = _run("demo.py", "--name", "d", results=results)
+    assert out.returncode != 0 and "d.png already exists" in out.stderr
+    assert (results / "d.png").read_text() == "a committed picture"
 
 
 def _gpu_plan(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -271,6 +278,7 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("exact_certify_cost.py", ["--rounds", "0"], "--rounds must be >= 1"),
     ("exact_rational_fuzz.py", ["--seed", "-1"], "--seed must be >= 0"),
     ("data_pipeline.py", ["--epochs", "0"], "--epochs must be >= 1"),
+    ("data_pipeline.py", ["--device", "meta"], "the benchmarks run on cpu, cuda or cuda:N"),
     ("tta.py", ["nowhere", "--name", "t4"], "error: "),
     ("ab_tanh_chunks.py", ["--rounds", "1", "--name", "t9"], "--rounds must be at least 2"),
     ("ab_tanh_chunks.py", ["--name", "t10.json"], "ends in a suffix"),
