@@ -48,6 +48,8 @@ for s in tta sweep; do [[ " $STAGES " == *" $s "* ]] && uses_data=$s; done
 echo "plan: stages '$STAGES', caps adding up to ${planned}s$([[ " $STAGES " == *" sweep "* ]] && echo " and the sweep in what is left"), budget ${BUDGET}s"
 [ "$planned" -le "$BUDGET" ] || echo "warning: the caps exceed the budget, so the last stages may be cut or skipped: raise GPU_BUDGET_S or choose fewer GPU_STAGES"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
+want sweep && [ $((BUDGET - planned)) -le 60 ] && echo "warning: if the other stages use their caps, the sweep gets" \
+    "$((BUDGET - planned))s and is skipped (it needs more than 60s): raise GPU_BUDGET_S or choose fewer GPU_STAGES"
 # The Python modules each stage imports (ftprop itself comes from src/); looked for, not imported (fast)
 declare -A NEEDS=([torch]="every stage" [numpy]="every stage")
 want tests && NEEDS[pytest]="tests"
@@ -170,10 +172,13 @@ fi
 if [ -n "$uses_data" ]; then
     if want tta; then stage tta "time to accuracy"; else stage sweep "recipe sweep"; fi
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
-        dir=$(mktemp -d)
-        prep=$(dirname "$CIFAR")/prepare_cifar10.py  # it reads the tarball beside itself
+        dir=$(mktemp -d) conv=$(mktemp -d)
+        prep=$(dirname "$CIFAR")/prepare_cifar10.py
         [ -f "$prep" ] || prep=../shared/data/prepare_cifar10.py
-        within 120 $PY "$prep" "$dir" || exit 1
+        # the script converts the tarball beside itself: a copy of it beside a link to the one given
+        cp "$prep" "$conv/" && ln -s "$(cd "$(dirname "$CIFAR")" && pwd)/$(basename "$CIFAR")" "$conv/cifar10-jpeg.tar.gz" \
+            || { echo "error: cannot find prepare_cifar10.py beside $CIFAR or in ../shared/data"; exit 1; }
+        within 120 $PY "$conv/prepare_cifar10.py" "$dir" || exit 1
         CIFAR=$dir
     fi
     if want tta; then

@@ -356,8 +356,10 @@ def cmd_step_time(args) -> None:
              f"ratio = median over rounds of (variant step / ReLU step of the same round); the middle half of "
              f"the rounds' ratios (first to third quartile) says how much one round moves. On a shared machine "
              f"other work only ever adds time, so the ratio of each variant's fastest round to ReLU's fastest is a "
-             f"second, less disturbed reading. saturated_relu (no ftprop "
-             f"code) shows the noise floor. Page faults: the process's minor page faults per step (median over "
+             f"second, less disturbed reading. "
+             + ("saturated_relu (no ftprop code) shows the noise floor. "
+                if any(r["variant"] == "saturated_relu" for r in rows) else "")
+             + f"Page faults: the process's minor page faults per step (median over "
              f"rounds), fresh memory the step touched. "
              f"bf16 autocast: {args.bf16}; channels-last: {args.channels_last}; "
              + (f"'+ average': the same step followed by the engine's weight-average update "
@@ -903,7 +905,7 @@ KEEP_HELP = ("glibc keeps freed memory for reuse (ftprop.allocator; what ftprop 
 FUSED_HELP = ("also time each hard-threshold variant with the fused CUDA kernels (ftprop.cuda_kernels; they "
               "serve float32 CUDA tensors only, so on a CPU both rows run the same code)")
 SHARED_HELP = {"models": "comma-separated model names", "batch": "batch size", "rounds": "interleaved rounds",
-               "steps": "at least this many steps per timing window", "device": "cpu or cuda",
+               "steps": "steps per timing window (at least), or in all (footprint, profile)", "device": "cpu or cuda",
                "name": "result file name, without extension (default: the subcommand and device)",
                "min_window": "seconds; more steps for fast models"}
 
@@ -988,6 +990,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         unknown = [m for m in given.split(",") if m not in INPUT]
         if unknown:
             p.error(f"--{opt.replace('_', '-')}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
+    speed = getattr(args, "speed_models", None)
+    if speed is not None and set(speed.split(",")) - set(args.models.split(",")):
+        p.error(f"--speed-models {speed}: each must also be among --models ({args.models}), which are the ones built")
     if getattr(args, "shape", None) is not None:
         parts = args.shape.split("x")
         if not all(v.isdigit() and int(v) > 0 for v in parts):

@@ -164,6 +164,24 @@ def test_gpu_script_needs_pillow_to_convert_the_cifar_tarball(tmp_path):
     assert _gpu(tmp_path, str(tmp_path), GPU_PLAN="1", **env).stdout.count("lacks") == 0  # a folder: no JPEGs
 
 
+def test_gpu_script_converts_the_tarball_it_is_given(tmp_path):
+    """prepare_cifar10.py converts the tarball beside itself: given one elsewhere, the script runs a copy
+    of it beside that tarball, not ../shared/data's beside its own."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a fake one'\n")
+    (fake / "python").write_text('#!/bin/sh\ncase "$1" in *prepare_cifar10.py) echo "converts $(readlink -f '
+                                 '"$(dirname "$1")/cifar10-jpeg.tar.gz")";; esac\nexit 0\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "my-cifar.tar.gz").write_bytes(b"")
+    out = _gpu(tmp_path, str(elsewhere / "my-cifar.tar.gz"), GPU_STAGES="tta", PYTHON=str(fake / "python"),
+               PATH=f"{fake}:{os.environ['PATH']}")
+    assert f"converts {elsewhere / 'my-cifar.tar.gz'}" in out.stdout, out.stdout + out.stderr
+
+
 def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -202,6 +220,9 @@ def test_gpu_script_default_stages_fit_its_budget():
     assert over.returncode == 2 and "needs the CIFAR-10 data" in over.stdout
     over = _gpu_plan(GPU_STAGES="tests fused unit compile")
     assert over.returncode == 0 and "warning: the caps exceed the budget" in over.stdout
+    tight = _gpu_plan(str(BENCH), "--sweep")  # the default stages' caps leave the sweep 50 s
+    assert tight.returncode == 0 and "the sweep gets 50s and is skipped" in tight.stdout
+    assert "the sweep gets" not in _gpu_plan(str(BENCH), "--sweep", GPU_BUDGET_S="900").stdout
 
 
 @pytest.mark.parametrize("args, env, message", [
@@ -261,6 +282,8 @@ def test_a_result_name_in_a_subfolder_gets_its_folder(tmp_path):
     ("perf.py", ["step-time", "--device", "foo", "--name", "t2"], "--device 'foo'"),
     ("perf.py", ["step-time", "--with-twin", "rleu", "--name", "t5"], "--with-twin 'rleu': unknown activation"),
     ("perf.py", ["compile", "--speed-models", "mlp,nope", "--name", "t3"], "--speed-models: unknown model(s) nope"),
+    ("perf.py", ["compile", "--models", "mlp", "--speed-models", "convnet4", "--name", "t21"],
+     "each must also be among --models (mlp)"),
     ("perf.py", ["step-time", "--models", "mlp,", "--name", "t6"], "--models 'mlp,': an empty name"),
     ("perf.py", ["step-time", "--variants", "sign hinge", "--name", "t7"], "must include relu"),
     ("perf.py", ["step-time", "--variants", "relu,sign hnige", "--name", "t8"], "unknown variant(s) ['sign hnige']"),
