@@ -33,10 +33,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace results/<name>.* if they exist")
     args = p.parse_args()
-    stem = claim(RESULTS / check_name(args.name), args.force)
-    if (stem.parent / f"{stem.name}.png").exists() and not args.force:  # claim() looks at the .json and .md
-        raise SystemExit(f"error: {stem.parent}/{stem.name}.png already exists; pass --force to replace it, or "
-                         f"choose another --name")
+    stem = claim(RESULTS / check_name(args.name), args.force, also=(".png",))
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"error: --threads must be at least 1, got {args.threads}")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements, in one script for a CUDA machine with PyTorch installed and no internet:
 #   bash benchmarks/gpu.sh [CIFAR [--sweep]]     (from the repository root; at most GPU_BUDGET_S, 8 minutes by default)
-# CIFAR: a folder holding cifar-10-batches-py/, or the cifar10-jpeg.tar.gz of ../shared/data (it
-# is converted with the prepare_cifar10.py beside it); the tta and sweep stages need it.
+# CIFAR: a folder holding cifar-10-batches-py/, or a cifar10-jpeg.tar.gz such as ../shared/data's (it
+# is converted, into a temporary folder, by the prepare_cifar10.py beside it, or else by ../shared/data's);
+# the tta and sweep stages need it.
 # Results go to $FTPROP_RESULTS (default benchmarks/results): JSON + markdown per measurement,
 # and a short table at the end. GPU_BUDGET_S (default 480) bounds the whole script; each stage has
 # a cap (CAP below) and is cut at it or when the budget is spent. GPU_STAGES picks the stages, in
@@ -102,7 +103,9 @@ within() {
     [ "$l" -gt 20 ] || { echo "skipped: the stage's cap or the ${BUDGET}s budget is spent"; return 0; }
     local limit=$(( $1 < l ? $1 : l )) rc
     timeout -k 10 $limit "${@:2}"; rc=$?
-    [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "cut at ${limit}s (its limit, the stage's cap or the budget): $2 ${3:-}"
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then  # (137: also a kill by the kernel's out-of-memory killer)
+        echo "cut at ${limit}s, its limit, the stage's cap or the budget (exit $rc): ${*:2:4} ..."
+    fi
     return $rc
 }
 
@@ -173,6 +176,7 @@ if [ -n "$uses_data" ]; then
     if want tta; then stage tta "time to accuracy"; else stage sweep "recipe sweep"; fi
     if [ -f "$CIFAR" ]; then  # the JPEG tarball: convert it once
         dir=$(mktemp -d) conv=$(mktemp -d)
+        trap 'rm -rf "$dir" "$conv"' EXIT  # the converted data (about 180 MB) goes with the script
         prep=$(dirname "$CIFAR")/prepare_cifar10.py
         [ -f "$prep" ] || prep=../shared/data/prepare_cifar10.py
         # the script converts the tarball beside itself: a copy of it beside a link to the one given

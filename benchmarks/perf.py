@@ -198,7 +198,9 @@ class GraphedStep:
     by the next capture instead of held per graph, which ten graphs could not fit on an 80 GB GPU.
     That is safe here: the graphs never run at once; what outlives a capture (its gradients and loss)
     stays allocated, so no later capture takes it; and a graph that finds its gradients or loss
-    overwritten by another graph's temporaries writes them anew before it reads them."""
+    overwritten by another graph's temporaries writes them anew before it reads them. So a graph's
+    ``loss`` and its parameters' ``.grad`` hold its own values only until another graph of the pool
+    replays (nothing here reads them); parameters, buffers, Adam's state and the batch live outside it."""
 
     def __init__(self, model: nn.Module, opt, x, y, bf16: bool, pool=None) -> None:
         # the graph writes into these tensors' memory on every replay (BN running statistics,
@@ -333,13 +335,14 @@ def cmd_step_time(args) -> None:
     for model in args.models.split(","):
         try:
             rows += step_time_rows(args, model, device, listed, extras)
+            continue
         except torch.cuda.OutOfMemoryError as err:  # the rows of the other models are still written
             cuda_kernels.use_fused_kernels(False)
-            gc.collect()
-            torch.cuda.empty_cache()
             missing.append(f"{model}: out of GPU memory with {args.batch} examples per batch "
-                           f"({str(err).splitlines()[0]}), not measured")
+                           f"({(str(err).splitlines() or [repr(err)])[0]}), not measured")
             print("error:", missing[-1], flush=True)
+        gc.collect()  # after the except block, whose traceback held the model's graphs and networks
+        torch.cuda.empty_cache()
     if not rows:
         raise SystemExit("error: nothing measured: " + "; ".join(missing))
     target = args.target
@@ -962,7 +965,8 @@ def main() -> None:
     command("memory", cmd_memory, models="mlp,convnet4,convnet8,resnet18_cifar", batch=128, name="memory")
     s = command("compile", cmd_compile, models="mlp,convnet4,convnet8,resnet18_cifar,alexnet,resnet18", batch=128,
                 rounds=5, steps=3, device="cpu", name=None)
-    s.add_argument("--speed-models", default="mlp,convnet4")
+    s.add_argument("--speed-models", default=None,
+                   help="models also timed, among --models (default: those of mlp and convnet4 that are)")
     s.add_argument("--variants", default=",".join(label for label, _ in variants("quick")))
     s.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 gradient check")
     s.add_argument("--mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
@@ -990,9 +994,11 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         unknown = [m for m in given.split(",") if m not in INPUT]
         if unknown:
             p.error(f"--{opt.replace('_', '-')}: unknown model(s) {', '.join(unknown)}; choose from {', '.join(INPUT)}")
-    speed = getattr(args, "speed_models", None)
-    if speed is not None and set(speed.split(",")) - set(args.models.split(",")):
-        p.error(f"--speed-models {speed}: each must also be among --models ({args.models}), which are the ones built")
+    if args.cmd == "compile" and args.speed_models is None:
+        args.speed_models = ",".join(m for m in ("mlp", "convnet4") if m in args.models.split(","))
+    elif args.cmd == "compile" and set(args.speed_models.split(",")) - set(args.models.split(",")):
+        p.error(f"--speed-models {args.speed_models}: each must also be among --models ({args.models}), which are "
+                f"the ones built")
     if getattr(args, "shape", None) is not None:
         parts = args.shape.split("x")
         if not all(v.isdigit() and int(v) > 0 for v in parts):

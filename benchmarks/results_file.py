@@ -21,15 +21,16 @@ import torch
 from ftprop.runs import atomic_write_text
 
 
-def claim(stem: str | Path, force: bool) -> Path:
-    """``stem`` (a path without suffix; a trailing .json or .md is dropped) if its result files may
-    be written; else SystemExit with what to do. Call it before measuring anything."""
+def claim(stem: str | Path, force: bool, also: tuple[str, ...] = ()) -> Path:
+    """``stem`` (a path without suffix; a trailing .json or .md is dropped) if its result files (the
+    .json, the .md and those with the suffixes ``also``, e.g. ".png") may be written; else SystemExit
+    with what to do. Call it before measuring anything."""
     stem = Path(stem)
     if stem.suffix in (".json", ".md"):  # --out results/x.json means the pair results/x.{json,md}
         stem = stem.with_suffix("")
     check_name(stem.name)
     stem.parent.mkdir(parents=True, exist_ok=True)  # a name such as 'sweep/variant' writes into a folder
-    existing = [p.name for p in (_file(stem, ".json"), _file(stem, ".md")) if p.exists()]
+    existing = [p.name for p in (_file(stem, suffix) for suffix in (".json", ".md", *also)) if p.exists()]
     if existing and not force:
         raise SystemExit(f"error: {stem.parent}/{' and '.join(existing)} already exist (a committed result?); "
                          f"pass --force to replace them, or choose another --name / --out")

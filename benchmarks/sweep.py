@@ -123,16 +123,23 @@ def flag(returncode, status: str | None) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def option_values(env: dict | None, option: str) -> list[str] | None:
+    """The values a run was given for ``option`` ('--set', '--config'; as '--opt V' or '--opt=V'), in
+    order, from the argv its environment.json records; None where it records none."""
+    argv = env.get("argv") if isinstance(env, dict) else None
+    if not isinstance(argv, list):
+        return None
+    argv = [str(a) for a in argv]
+    return [argv[i + 1] if a == option else a.split("=", 1)[1] for i, a in enumerate(argv)
+            if (a == option and i + 1 < len(argv)) or a.startswith(option + "=")]
+
+
 def recipe_of(envs: list[dict]) -> str | None:
     """The --config the runs were started with (each environment.json records its argv)."""
     seen = []
-    for e in envs:
-        argv = e.get("argv") if isinstance(e.get("argv"), list) else []
-        for i, a in enumerate(argv):
-            value = argv[i + 1] if a == "--config" and i + 1 < len(argv) else (
-                a.split("=", 1)[1] if str(a).startswith("--config=") else None)
-            if value is not None and value not in seen:
-                seen.append(value)
+    for value in (v for e in envs for v in option_values(e, "--config") or []):
+        if value not in seen:
+            seen.append(value)
     return " / ".join(seen) if seen else None
 
 
@@ -199,9 +206,10 @@ def run_variants(args, variants: list[tuple[str, list[str]]], runs: Path, jobs: 
         if args.deadline and time.time() - t0 > args.deadline:
             for proc, *_ in running.values():  # all at once: the engine checkpoints on SIGTERM and ends its
                 proc.terminate()               # metrics cleanly; none trains on while another is waited for
+            grace = time.time() + 120  # for all of them together, to checkpoint and exit
             for name, (proc, *_) in list(running.items()):
                 try:
-                    proc.wait(timeout=120)
+                    proc.wait(timeout=max(0.0, grace - time.time()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
@@ -221,13 +229,12 @@ def metrics_of(run: Path) -> tuple[list[dict], str | None]:
 
 
 def run_overrides(env: dict | None) -> list[str] | None:
-    """The overrides a sweep gave a run (its --set values after the sweep's own), from the argv its
-    environment.json records; None where it records none."""
-    argv = env.get("argv") if isinstance(env, dict) else None
-    if not isinstance(argv, list):
+    """The overrides a sweep gave a run: its --set values after the sweep's own (CHILD_SETTINGS, which
+    come first); None where its environment.json records no argv."""
+    sets = option_values(env, "--set")
+    if sets is None:
         return None
-    sets = [str(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--set"]
-    return [o for o in sets if o not in CHILD_SETTINGS]
+    return sets[len(CHILD_SETTINGS):] if tuple(sets[:len(CHILD_SETTINGS)]) == CHILD_SETTINGS else sets
 
 
 def row_of(run: Path, name: str, over: list[str], ended: dict) -> dict:

@@ -28,7 +28,7 @@ from results_file import check_name, claim, write_result
 from ftprop.config import ConfigError, apply_overrides, load_config
 from ftprop.data import DatasetError
 from ftprop.engine import NonFiniteLossError, TrainingStopped, train
-from ftprop.runs import RunDirError, read_metrics
+from ftprop.runs import RESUME_FREE, RunDirError, read_metrics
 
 RESULTS = Path(os.environ.get("FTPROP_RESULTS", Path(__file__).resolve().parent / "results"))
 PAPER_CONVNET4_SIGN_FTPSH = 81.3  # recalled, PAPER.md §10.1
@@ -67,7 +67,8 @@ def session_lines(env: dict) -> tuple[list[str], bool]:
                                     for r in resumed)]
     lines = [f"- sessions ({len(sessions)}; the run was resumed {len(resumed)} time(s)):"]
     lines += [f"  {i}. {when}: {_machine(e)}{_changed(e)}" for i, (when, e) in enumerate(sessions, 1)]
-    mixed = len({_machine(e) for _, e in sessions}) > 1 or any(_changed(r) for r in resumed)
+    mixed = len({_machine(e) for _, e in sessions}) > 1 or any(  # (where the data is read from does not count)
+        set(r.get("changed") or {}) - RESUME_FREE for r in resumed if isinstance(r.get("changed") or {}, dict))
     if mixed:
         lines.append("- **mixed sessions**: the epochs were trained on different devices, software, threads, "
                      "commits or settings (above), so the epoch times and the elapsed column mix them, and "

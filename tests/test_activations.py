@@ -166,9 +166,12 @@ def test_zero_incoming_gradient_gives_zero(name, weighted):
 def test_a_nan_pre_activation_gets_the_update_the_docs_give(name, weighted):
     """NaN in z: NaN where the unit keeps z, the update of z = -inf where it keeps a mask or a code."""
     g = torch.tensor([1.0, -1.0, 0.5, -0.5])
-    for module in (Sign(name, weighted), Staircase(3, name, weighted),
+    nan = torch.full((4,), float("nan"))
+    assert torch.equal(Sign(name)(nan), -torch.ones(4)) and torch.equal(Step(name)(nan), torch.zeros(4))
+    assert Staircase(3, name)(nan).isnan().all()
+    for module in (Sign(name, weighted), Step(name, weighted), Staircase(3, name, weighted),
                    Staircase(3, name, weighted, surrogate="per_step")):
-        got = grad_through(module, torch.full((4,), float("nan")), g)
+        got = grad_through(module, nan, g)
         if module.unit.saving in ("tanh", "phi", "input"):
             assert got.isnan().all(), module
         else:

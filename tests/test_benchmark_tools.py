@@ -103,7 +103,7 @@ def test_scripts_refuse_to_replace_a_result_or_tabulate_nothing(tmp_path):
     assert out.returncode != 0 and "data_pipeline.md already exist" in out.stderr
     (results / "d.png").write_text("a committed picture")  # the demo's third file
     out = _run("demo.py", "--name", "d", results=results)
-    assert out.returncode != 0 and "d.png already exists" in out.stderr
+    assert out.returncode != 0 and "d.png already exist" in out.stderr
     assert (results / "d.png").read_text() == "a committed picture"
 
 
@@ -354,6 +354,18 @@ def test_step_time_writes_the_other_models_when_one_runs_out_of_gpu_memory(tmp_p
     with pytest.raises(SystemExit, match="nothing measured: convnet4: out of GPU memory"):
         perf.main()
     assert not (tmp_path / "oom_all.json").exists()
+
+
+def test_compile_times_the_default_speed_models_among_those_built(tmp_path, monkeypatch):
+    import perf
+
+    seen = []
+    monkeypatch.setattr(perf, "cmd_compile", lambda args: seen.append(args.speed_models))
+    monkeypatch.setattr(perf, "RESULTS", tmp_path)
+    for models, speed in (("convnet8", ""), ("mlp,convnet8", "mlp"), ("mlp,convnet4,convnet8", "mlp,convnet4")):
+        monkeypatch.setattr(sys, "argv", ["perf.py", "compile", "--models", models, "--name", "c"])
+        perf.main()
+        assert seen[-1] == speed, models
 
 
 def test_step_time_takes_a_list_of_variants(tmp_path):
@@ -617,6 +629,16 @@ def test_a_sweep_table_says_what_its_runs_were_trained_with(tmp_path, monkeypatc
     assert (tmp_path / "results" / "s.json").read_text() == before
 
 
+def test_a_sweep_reads_a_runs_options_in_either_spelling():
+    from sweep import CHILD_SETTINGS, option_values, recipe_of, run_overrides
+
+    argv = ["t.py", "--config=r.toml", "--set", CHILD_SETTINGS[0], f"--set={CHILD_SETTINGS[1]}", "--set",
+            CHILD_SETTINGS[1], "--set=optim.lr=2e-3", "--set"]  # (a variant's own override may equal the sweep's)
+    assert option_values({"argv": argv}, "--config") == ["r.toml"] and recipe_of([{"argv": argv}]) == "r.toml"
+    assert run_overrides({"argv": argv}) == [CHILD_SETTINGS[1], "optim.lr=2e-3"]
+    assert run_overrides({}) is None and run_overrides({"argv": ["t.py"]}) == []
+
+
 def test_a_sweep_record_older_than_a_resume_of_its_runs_is_not_used(tmp_path, monkeypatch):
     _sweep_record(tmp_path, "2026-12-10T11:00:00+00:00")  # after the runs started, before one was resumed
     _sweep_run(tmp_path, "s", "a", [0.5, 0.6], resumed=[{"started": "2026-12-10T12:00:00+00:00", "changed": {}}])
@@ -813,6 +835,17 @@ def test_time_to_accuracy_shows_what_a_resume_changed(tmp_path, monkeypatch):
     table = (tmp_path / "results" / "t.md").read_text()
     assert "  2. resumed after epoch 1: device: cpu" in table and "**changed**: optim.lr 0.003 -> 0.001" in table
     assert "**mixed sessions**" in table and "torch threads" in table
+
+
+def test_time_to_accuracy_lists_a_moved_data_folder_without_calling_sessions_mixed():
+    from time_to_accuracy import session_lines
+
+    machine = {"device": "cpu", "torch": "2.x", "python": "3.11", "cpu_count": 2, "torch_threads": 2, "git_commit": "a"}
+    moved = {**machine, "after_epoch": 1, "changed": {"data.root": ["/data/a", "./a"]}}
+    lines, mixed = session_lines({**machine, "resumed": [moved]})
+    assert not mixed and 'resumed after epoch 1' in lines[2] and '**changed**: data.root "/data/a" -> "./a"' in lines[2]
+    lr = {**moved, "changed": {"optim.lr": [0.003, 0.001]}}
+    assert session_lines({**machine, "resumed": [lr]})[1]  # a setting of the training itself: mixed
 
 
 def test_time_to_accuracy_resumes_a_run_with_its_own_settings(tmp_path, monkeypatch, capsys):

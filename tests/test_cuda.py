@@ -123,6 +123,6 @@ def test_benchmark_graphs_sharing_one_pool_train_as_eager_steps_do():
         graphed[i].graph.replay()
         perf.train_step(*eager[i], x, y, False)
     torch.cuda.synchronize()
-    for g, (twin, _) in zip(graphed, eager):
-        for a, b in zip(g.model.parameters(), twin.parameters()):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for g, (twin, twin_opt) in zip(graphed, eager):  # parameters, BN statistics and Adam's state alike
+        torch.testing.assert_close(g.model.state_dict(), twin.state_dict(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g.opt.state_dict()["state"], twin_opt.state_dict()["state"], rtol=1e-4, atol=1e-5)

@@ -15,9 +15,9 @@ STE, SSTE and FTP-SH are not code paths: they are the ``linear``, ``saturated_hi
 Memory: a loss with a piecewise-constant derivative saves a one-byte code of the region of
 z (which breakpoint interval it lies in) rather than z itself; ``linear`` saves nothing.
 
-A NaN pre-activation (forward quantises it as z <= 0) gets a NaN update where the unit keeps z
-(the smooth losses), and the update of z = -inf where it keeps a region code or a count (below
-every breakpoint: every comparison with NaN is false).
+A NaN pre-activation (forward: -1 for sign and 0 for step, as z <= 0; the staircase passes NaN
+on) gets a NaN update where the unit keeps z (the smooth losses), and the update of z = -inf where
+it keeps a region code or a count (below every breakpoint: every comparison with NaN is false).
 """
 
 from __future__ import annotations
