@@ -121,19 +121,36 @@ def _gpu(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
                           cwd=BENCH.parent, timeout=30)
 
 
-def test_gpu_script_names_missing_modules_before_running_anything(tmp_path):
-    """A CUDA image without matplotlib failed the tta stage only after its training: the modules the
-    chosen stages import are looked for first, and a missing one stops the script, saying what to do."""
+def _gpu_faked(tmp_path, python: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """gpu.sh on a fake GPU machine: an nvidia-smi that lists one GPU, and a python that runs the
+    shell code ``python`` (then exits 0) instead of anything."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a fake one'\n")
+    (fake / "python").write_text(f"#!/bin/sh\n{python}\nexit 0\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    return _gpu(tmp_path, *args, PYTHON=str(fake / "python"), PATH=f"{fake}:{os.environ['PATH']}", **env)
+
+
+def _blocked(tmp_path, module: str) -> str:
+    """A PYTHONPATH whose sitecustomize makes ``module`` look absent to importlib."""
     blocked = tmp_path / "site"
     blocked.mkdir()
     (blocked / "sitecustomize.py").write_text(
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'matplotlib':\n"
+        f"        if name.split('.')[0] == {module!r}:\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Block())\n")
-    env = {"PYTHON": sys.executable, "PYTHONPATH": str(blocked), "GPU_STAGES": "tests tta"}
+    return str(blocked)
+
+
+def test_gpu_script_names_missing_modules_before_running_anything(tmp_path):
+    """A CUDA image without matplotlib failed the tta stage only after its training: the modules the
+    chosen stages import are looked for first, and a missing one stops the script, saying what to do."""
+    env = {"PYTHON": sys.executable, "PYTHONPATH": _blocked(tmp_path, "matplotlib"), "GPU_STAGES": "tests tta"}
     out = _gpu(tmp_path, str(tmp_path), **env)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "lacks the Python module(s) matplotlib (tta)" in out.stdout and "pip install matplotlib" in out.stdout
@@ -146,18 +163,9 @@ def test_gpu_script_names_missing_modules_before_running_anything(tmp_path):
 
 
 def test_gpu_script_needs_pillow_to_convert_the_cifar_tarball(tmp_path):
-    blocked = tmp_path / "site"
-    blocked.mkdir()
-    (blocked / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'PIL':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Block())\n")
     tarball = tmp_path / "cifar10-jpeg.tar.gz"
     tarball.write_bytes(b"")
-    env = {"PYTHON": sys.executable, "PYTHONPATH": str(blocked), "GPU_STAGES": "tta"}
+    env = {"PYTHON": sys.executable, "PYTHONPATH": _blocked(tmp_path, "PIL"), "GPU_STAGES": "tta"}
     out = _gpu(tmp_path, str(tarball), **env)
     assert out.returncode == 2 and "PIL (tta: prepare_cifar10.py decodes" in out.stdout, out.stdout
     assert "pip install pillow" in out.stdout
@@ -167,29 +175,17 @@ def test_gpu_script_needs_pillow_to_convert_the_cifar_tarball(tmp_path):
 def test_gpu_script_converts_the_tarball_it_is_given(tmp_path):
     """prepare_cifar10.py converts the tarball beside itself: given one elsewhere, the script runs a copy
     of it beside that tarball, not ../shared/data's beside its own."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a fake one'\n")
-    (fake / "python").write_text('#!/bin/sh\ncase "$1" in *prepare_cifar10.py) echo "converts $(readlink -f '
-                                 '"$(dirname "$1")/cifar10-jpeg.tar.gz")";; esac\nexit 0\n')
-    for f in fake.iterdir():
-        f.chmod(0o755)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "my-cifar.tar.gz").write_bytes(b"")
-    out = _gpu(tmp_path, str(elsewhere / "my-cifar.tar.gz"), GPU_STAGES="tta", PYTHON=str(fake / "python"),
-               PATH=f"{fake}:{os.environ['PATH']}")
+    out = _gpu_faked(tmp_path, 'case "$1" in *prepare_cifar10.py) echo "converts $(readlink -f '
+                               '"$(dirname "$1")/cifar10-jpeg.tar.gz")";; esac',
+                     str(elsewhere / "my-cifar.tar.gz"), GPU_STAGES="tta")
     assert f"converts {elsewhere / 'my-cifar.tar.gz'}" in out.stdout, out.stdout + out.stderr
 
 
 def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    for name, text in [("nvidia-smi", "echo 'GPU 0: a fake one'"), ("python", "exit 0")]:
-        (fake / name).write_text(f"#!/bin/sh\n{text}\n")
-        (fake / name).chmod(0o755)
-    out = _gpu(tmp_path, str(tmp_path), "--sweep", GPU_STAGES="unit", GPU_BUDGET_S="60", PYTHON=str(fake / "python"),
-               PATH=f"{fake}:{os.environ['PATH']}")
+    out = _gpu_faked(tmp_path, "", str(tmp_path), "--sweep", GPU_STAGES="unit", GPU_BUDGET_S="60")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "skipped: the recipe sweep, since only" in out.stdout and "(it needs more than 60s)" in out.stdout
 
@@ -197,14 +193,7 @@ def test_gpu_script_says_when_it_skips_the_sweep_for_want_of_time(tmp_path):
 def test_gpu_script_stops_when_torch_cannot_use_the_gpu(tmp_path):
     """nvidia-smi sees a GPU but torch does not (a CPU build, an old driver): every stage would skip or
     fail and the script end "successfully"; it stops at once instead."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a fake one'\n")
-    (fake / "python").write_text('#!/bin/sh\ncase "$*" in *get_device_name*) echo "RuntimeError: no CUDA" >&2; '
-                                 'exit 1;; esac\nexit 0\n')
-    for f in fake.iterdir():
-        f.chmod(0o755)
-    out = _gpu(tmp_path, PYTHON=str(fake / "python"), PATH=f"{fake}:{os.environ['PATH']}")
+    out = _gpu_faked(tmp_path, 'case "$*" in *get_device_name*) echo "RuntimeError: no CUDA" >&2; exit 1;; esac')
     assert out.returncode == 1 and "torch cannot use the GPU" in out.stdout, out.stdout + out.stderr
     assert "===" not in out.stdout  # no stage started
 
