@@ -40,6 +40,7 @@ from pathlib import Path
 from results_file import check_name, claim, write_result
 
 from ftprop.config import ConfigError, apply_overrides, load_config
+from ftprop.engine import check_config
 from ftprop.runs import RunDirError, lock_run_dir, read_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -356,10 +357,10 @@ def main() -> None:
         done = {n: ends.get(n, {"returncode": NOT_RECORDED, "wall_s": NOT_RECORDED}) for n in names}
     else:
         bad = []
-        for n, over in variants:  # every variant's settings load, before any process starts
+        for n, over in variants:  # every variant's settings load and check out, before any process starts
             try:
-                apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over])
-            except ConfigError as err:
+                check_config(apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over]))
+            except (ConfigError, ValueError) as err:
                 bad.append(f"{n}: {err}")
         if bad:
             raise SystemExit("error: " + "; ".join(bad) + ". Nothing was run")

@@ -650,9 +650,9 @@ def test_a_sweep_checks_every_variant_and_its_name_before_it_runs_anything(tmp_p
 
     monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: pytest.fail("a process was started"))
     (tmp_path / "tiny.toml").write_text(TINY)
-    with pytest.raises(SystemExit, match=r"error: b: .*optim\.lrr.*Nothing was run"):
+    with pytest.raises(SystemExit, match=r"error: b: .*optim\.lrr.*; c: unknown activation 'nonsense'.*Nothing"):
         _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a",
-               "--variant", "b: optim.lrr=1")
+               "--variant", "b: optim.lrr=1", "--variant", "c: model.activation='nonsense'")
     (tmp_path / "runs" / "s").mkdir(parents=True)
     held = lock_run_dir(tmp_path / "runs" / "s")  # another sweep of this name, still running
     try:

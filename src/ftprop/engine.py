@@ -521,9 +521,13 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
             os.close(made["lock"])
 
 
-def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
+def check_config(cfg: Config, *, dataset: bool = True) -> None:
+    """What can be checked of ``cfg`` before any data loads (an image folder can take minutes): its
+    ranges and choices, the model with its activation, layer loss and options (and the twin's), and,
+    with ``dataset``, the dataset's name and options. Raises ConfigError, or ValueError for a name
+    or option the model or dataset registry does not know."""
     validate(cfg)
-    m = cfg.model  # names and options are checked before any data loads (an image folder can take minutes)
+    m = cfg.model
     check_model(m.name, m.activation, loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate,
                 **m.options)
     if cfg.train.twin is not None:
@@ -531,8 +535,12 @@ def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResul
             check_model(m.name, cfg.train.twin, **m.options)
         except ValueError as err:
             raise ConfigError(f"train.twin = {cfg.train.twin!r}: {err}") from None
-    if data is None:
+    if dataset:
         check_dataset(cfg.data.name, **cfg.data.options)
+
+
+def _train(cfg, out, resume, force, save, progress, log, data, made) -> RunResult:
+    check_config(cfg, dataset=data is None)
     # The run directory records where the data and the teacher are, whatever the working directory later.
     absolute = lambda path: str(Path(path).expanduser().resolve()) if path else path  # noqa: E731
     cfg = replace(cfg, data=replace(cfg.data, root=absolute(cfg.data.root)),
