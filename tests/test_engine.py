@@ -1883,3 +1883,17 @@ def test_the_first_non_finite_loss_of_an_epoch_is_named_network_or_twin():
                                 (6, 6, r"loss of the twin \(train.twin\) \(and so the network's\) at epoch 4, step 6")]:
         with pytest.raises(NonFiniteLossError, match=said):
             _check_finite(step(network), 4, None, None, twin_bad_step=step(twin))
+
+
+def test_check_config_refuses_what_train_would_before_any_data_loads(monkeypatch):
+    from ftprop import engine
+
+    monkeypatch.setattr(engine, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    base = {"model": {"name": "mlp", "activation": "sign"}, "data": {"name": "digits"}}
+    engine.check_config(config_from_dict(base))
+    for change, error, message in [({"model": {"name": "mlp", "activation": "sgn"}}, ValueError, "unknown activation"),
+                                   ({"train": {"twin": "nope"}}, ConfigError, "train.twin = 'nope'"),
+                                   ({"data": {"name": "cifar11"}}, ValueError, "cifar11"),
+                                   ({"optim": {"lr": -1.0}}, ConfigError, "optim.lr")]:
+        with pytest.raises(error, match=message):
+            engine.check_config(config_from_dict({**base, **change}))
