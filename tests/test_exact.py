@@ -714,6 +714,14 @@ def test_milp_proves_nothing_from_inputs_its_rescaling_merged():
         assert solve(x, t, hidden, method="milp").status != "infeasible"
 
 
+@pytest.mark.filterwarnings("error")  # (the rescaling's overflow warned, then mapped every input to 0)
+def test_milp_rescales_inputs_at_the_float64_limit():
+    for column in ([1.7e308, -1.7e308, 0.0], [1.7e308, 1.6e308, 1.65e308]):
+        x = np.array(column)[:, None]
+        t = np.array([[1.0], [-1.0], [1.0]]) if column[2] == 0 else np.array([[1.0], [1.0], [-1.0]])
+        check_feasible(solve(x, t, [2], method="milp", time_limit=20), x, t)
+
+
 def test_muroga_bound_is_exact_in_integers():
     from ftprop.exact.milp import muroga_bound
 

@@ -94,7 +94,10 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
     # inputs are ±1 codes is decided on x itself: rounding in the map can merge distinct values
     # (0 and 1 beside 1e17), and a proof must not rest on examples the map made equal.
     lo, hi = x.min(0), x.max(0)
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    with np.errstate(over="ignore"):  # near the float64 limit lo + hi or hi - lo overflows: halve first there
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+    big = ~np.isfinite(mid) | ~np.isfinite(half)
+    mid[big], half[big] = lo[big] / 2 + hi[big] / 2, hi[big] / 2 - lo[big] / 2
     cols = half > 0
     xs = np.zeros_like(x)
     xs[:, cols] = (x[:, cols] - mid[cols]) / half[cols]
