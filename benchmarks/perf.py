@@ -328,6 +328,7 @@ def cmd_step_time(args) -> None:
             canonical_activation(args.with_twin)
         except ValueError as err:
             raise SystemExit(f"--with-twin {args.with_twin!r}: {err}") from None
+    check_fused(args, device)
     torch.backends.cudnn.benchmark = True  # the usual setting for fixed shapes; the warm-up picks the kernels
     extras = [(False, False)] + ([(True, False)] if args.with_average else []) + (
         [(False, True)] if args.with_twin else [])  # the plain step, and each addition alone
@@ -573,11 +574,24 @@ def cmd_footprint(args) -> None:
 
 # ---- unit time -------------------------------------------------------------------------
 
+def check_fused(args, device) -> None:
+    """--fused where the fused kernels do not compile or run (they are tried on the GPU first): said,
+    and only the aten path is timed (args.fused, in the results, reads False)."""
+    if args.fused and device.type == "cuda":
+        try:
+            cuda_kernels.use_fused_kernels(True)
+        except RuntimeError as err:
+            print(f"warning: {err}: --fused dropped, the aten path is timed alone", flush=True)
+            args.fused = False
+        cuda_kernels.use_fused_kernels(False)
+
+
 def cmd_unit_time(args) -> None:
     """Forward and backward time of one activation module on one tensor, against ReLU's."""
     from ftprop import make_activation
 
     device = torch.device(args.device)
+    check_fused(args, device)
     shape = tuple(int(v) for v in args.shape.split("x"))
     x0 = torch.randn(*shape, device=device)
     g0 = torch.randn(*shape, device=device)

@@ -345,6 +345,22 @@ def test_step_time_writes_the_other_models_when_one_runs_out_of_gpu_memory(tmp_p
     assert not (tmp_path / "oom_all.json").exists()
 
 
+def test_fused_kernels_that_fail_on_the_gpu_leave_the_aten_path_timed(monkeypatch, capsys):
+    import argparse
+
+    import perf
+    import torch
+
+    from ftprop import cuda_kernels
+
+    monkeypatch.setattr(cuda_kernels, "_WORK", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU where the kernels cannot run
+    args = argparse.Namespace(fused=True)
+    perf.check_fused(args, torch.device("cuda"))
+    assert args.fused is False and not cuda_kernels._ENABLED
+    assert "do not compile or run here" in capsys.readouterr().out
+
+
 def test_compile_times_the_default_speed_models_among_those_built(tmp_path, monkeypatch):
     import perf
 

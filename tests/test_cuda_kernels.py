@@ -1,7 +1,8 @@
 """The fused CUDA kernels (ftprop.cuda_kernels) against the aten path of the units.
 
-Without a GPU the kernels' C++ sources are compiled with the host's C++ compiler and run on the
-same inputs as the CPU units; with one, jiterator runs them on the GPU."""
+The kernels' C++ sources are compiled with the host's C++ compiler and run on the same inputs as
+the CPU units (wherever a compiler is found); on a GPU, two more tests run them through jiterator
+against the aten path on the GPU."""
 
 import shutil
 import subprocess
@@ -94,6 +95,7 @@ def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     g[:20] = 0.0  # no target: no update
     g[20] = float("nan")  # unweighted: sign(NaN) = 0, no update; weighted: NaN, as the aten path
+    x[21:23], g[21:23] = float("inf"), 3e38  # g scaled after phi (0 here): 0, not inf * 0 (the c * g of a LeCun tanh)
     batch = 37
     for unit in _units(loss):
         a, b, c, steps, sign_of_g = unit.tanh_args(batch)
@@ -102,6 +104,7 @@ def test_tanh_update_kernel_equals_the_units_backward(host_kernels, loss):
         want = unit.backward(unit.save(x), g, batch)
         torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6, equal_nan=True, msg=str(unit))
         assert (got[:20] == 0).all() and (got[20].isnan() if unit.weighted else got[20] == 0)
+        assert (got[21:23] == 0).all(), unit
 
 
 def test_jiterator_reads_each_kernels_entry_function():
@@ -109,6 +112,36 @@ def test_jiterator_reads_each_kernels_entry_function():
     jiterator = pytest.importorskip("torch.cuda.jiterator")
     for name, code in cuda_kernels.KERNELS.items():
         assert jiterator._CodeParser(code).function_name == f"ftprop_{name}"
+
+
+def test_each_kernels_scalar_arguments_follow_its_tensors_in_its_signature():
+    """jiterator passes the scalar arguments in the order given to it: they must be the signature's."""
+    import re
+
+    assert set(cuda_kernels._TENSORS) == set(cuda_kernels.KERNELS)
+    for name, code in cuda_kernels.KERNELS.items():
+        params = re.findall(r"T (\w+)[,)]", code.split("{")[0])
+        scalars = list(cuda_kernels._SCALARS.get(name, {}))
+        tensors = cuda_kernels._TENSORS[name]
+        assert len(params) == tensors + len(scalars) and params[tensors:] == scalars, name
+
+
+def test_kernels_that_do_not_work_here_are_refused_or_left_for_the_aten_path(monkeypatch):
+    """NVRTC missing or failing: turning the kernels on raises; turned on by the environment, their
+    first use warns and the aten path serves. (On this machine every kernel call fails: no GPU.)"""
+    import types
+
+    monkeypatch.setattr(cuda_kernels, "_WORK", False)
+    monkeypatch.setattr(cuda_kernels, "_ENABLED", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU that is not there
+    with pytest.raises(RuntimeError, match="the fused CUDA kernels do not compile or run here"):
+        cuda_kernels.use_fused_kernels(True)
+    assert not cuda_kernels._ENABLED
+    monkeypatch.setattr(cuda_kernels, "_ENABLED", True)  # FTPROP_FUSED_KERNELS=1
+    looks_cuda = types.SimpleNamespace(is_cuda=True, dtype=torch.float32, device=torch.device("cpu"))
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="the hard-threshold units use the aten path"):
+        assert not cuda_kernels.applies(looks_cuda)
+    assert not cuda_kernels._ENABLED and not cuda_kernels._WORK
 
 
 def test_fused_kernels_leave_cpu_units_alone():
