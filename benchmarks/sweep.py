@@ -359,9 +359,14 @@ def main() -> None:
         bad = []
         for n, over in variants:  # every variant's settings load and check out, before any process starts
             try:
-                check_config(apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over]))
+                cfg = apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over])
+                check_config(cfg)
             except (ConfigError, ValueError) as err:
                 bad.append(f"{n}: {err}")
+                continue
+            if not Path(args.data_root).expanduser().exists() and not cfg.data.download:
+                bad.append(f"{n}: --data-root {args.data_root} does not exist (give the folder that holds the data, "
+                           f"or set data.download=true where the internet is reachable)")
         if bad:
             raise SystemExit("error: " + "; ".join(bad) + ". Nothing was run")
         runs.mkdir(parents=True, exist_ok=True)

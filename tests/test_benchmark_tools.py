@@ -669,6 +669,10 @@ def test_a_sweep_checks_every_variant_and_its_name_before_it_runs_anything(tmp_p
     with pytest.raises(SystemExit, match=r"error: b: .*optim\.lrr.*; c: unknown activation 'nonsense'.*Nothing"):
         _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a",
                "--variant", "b: optim.lrr=1", "--variant", "c: model.activation='nonsense'")
+    monkeypatch.setattr(sys, "argv", ["sweep.py", "--data-root", str(tmp_path / "nowhere"), "--name", "s",
+                                      "--config", "tiny.toml", "--variant", "a"])
+    with pytest.raises(SystemExit, match="a: --data-root .*nowhere does not exist"):
+        sweep.main()
     (tmp_path / "runs" / "s").mkdir(parents=True)
     held = lock_run_dir(tmp_path / "runs" / "s")  # another sweep of this name, still running
     try:
