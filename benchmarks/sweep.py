@@ -39,7 +39,8 @@ from pathlib import Path
 
 from results_file import check_name, claim, write_result
 
-from ftprop.config import ConfigError, apply_overrides, load_config
+from ftprop.config import apply_overrides, load_config
+from ftprop.data import needs_root
 from ftprop.engine import check_config
 from ftprop.runs import RunDirError, lock_run_dir, read_metrics
 
@@ -356,17 +357,20 @@ def main() -> None:
                              f"it (check the variant names); the results file is left as it is")
         done = {n: ends.get(n, {"returncode": NOT_RECORDED, "wall_s": NOT_RECORDED}) for n in names}
     else:
-        bad = []
+        bad, rootless = [], {}
         for n, over in variants:  # every variant's settings load and check out, before any process starts
-            try:
-                cfg = apply_overrides(load_config(args.config), [*CHILD_SETTINGS, *over])
+            try:  # (the settings time_to_accuracy.py gives it: its data.root, then the sweep's, then its own)
+                cfg = apply_overrides(load_config(args.config),
+                                      [f"data.root={json.dumps(args.data_root)}", *CHILD_SETTINGS, *over])
                 check_config(cfg)
-            except (ConfigError, ValueError) as err:
+            except ValueError as err:  # (ConfigError is one)
                 bad.append(f"{n}: {err}")
                 continue
-            if not Path(args.data_root).expanduser().exists() and not cfg.data.download:
-                bad.append(f"{n}: --data-root {args.data_root} does not exist (give the folder that holds the data, "
-                           f"or set data.download=true where the internet is reachable)")
+            if needs_root(cfg.data.name) and not cfg.data.download and not Path(cfg.data.root).expanduser().exists():
+                rootless.setdefault(cfg.data.root, []).append(n)
+        bad += [f"the data root {root} does not exist (variant(s) {', '.join(names)}: give the folder that holds "
+                f"the data, or set data.download=true where the internet is reachable)"
+                for root, names in rootless.items()]
         if bad:
             raise SystemExit("error: " + "; ".join(bad) + ". Nothing was run")
         runs.mkdir(parents=True, exist_ok=True)

@@ -353,6 +353,10 @@ def test_fused_kernels_that_fail_on_the_gpu_leave_the_aten_path_timed(monkeypatc
 
     from ftprop import cuda_kernels
 
+    def fails(name):
+        raise RuntimeError("nvrtc: error: failed to open libnvrtc-builtins.so")
+
+    monkeypatch.setattr(cuda_kernels, "_kernel", fails)  # (on a GPU too)
     monkeypatch.setattr(cuda_kernels, "_WORK", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU where the kernels cannot run
     args = argparse.Namespace(fused=True)
@@ -670,9 +674,9 @@ def test_a_sweep_checks_every_variant_and_its_name_before_it_runs_anything(tmp_p
         _sweep(tmp_path, monkeypatch, "--name", "s", "--config", "tiny.toml", "--variant", "a",
                "--variant", "b: optim.lrr=1", "--variant", "c: model.activation='nonsense'")
     monkeypatch.setattr(sys, "argv", ["sweep.py", "--data-root", str(tmp_path / "nowhere"), "--name", "s",
-                                      "--config", "tiny.toml", "--variant", "a"])
-    with pytest.raises(SystemExit, match="a: --data-root .*nowhere does not exist"):
-        sweep.main()
+                                      "--config", "tiny.toml", "--variant", "a", "--variant", "b: data.name='cifar10'"])
+    with pytest.raises(SystemExit, match=r"the data root .*nowhere does not exist \(variant\(s\) b:"):
+        sweep.main()  # (the tiny recipe's digits need no root: cifar10 does)
     (tmp_path / "runs" / "s").mkdir(parents=True)
     held = lock_run_dir(tmp_path / "runs" / "s")  # another sweep of this name, still running
     try:

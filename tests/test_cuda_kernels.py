@@ -128,9 +128,13 @@ def test_each_kernels_scalar_arguments_follow_its_tensors_in_its_signature():
 
 def test_kernels_that_do_not_work_here_are_refused_or_left_for_the_aten_path(monkeypatch):
     """NVRTC missing or failing: turning the kernels on raises; turned on by the environment, their
-    first use warns and the aten path serves. (On this machine every kernel call fails: no GPU.)"""
+    first use warns and the aten path serves. (Every kernel fails here, on a GPU too.)"""
     import types
 
+    def fails(name):
+        raise RuntimeError("nvrtc: error: failed to open libnvrtc-builtins.so")
+
+    monkeypatch.setattr(cuda_kernels, "_kernel", fails)
     monkeypatch.setattr(cuda_kernels, "_WORK", False)
     monkeypatch.setattr(cuda_kernels, "_ENABLED", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU that is not there
@@ -138,7 +142,12 @@ def test_kernels_that_do_not_work_here_are_refused_or_left_for_the_aten_path(mon
         cuda_kernels.use_fused_kernels(True)
     assert not cuda_kernels._ENABLED
     monkeypatch.setattr(cuda_kernels, "_ENABLED", True)  # FTPROP_FUSED_KERNELS=1
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)  # a CUDA graph capture
     looks_cuda = types.SimpleNamespace(is_cuda=True, dtype=torch.float32, device=torch.device("cpu"))
+    with torch.no_grad():
+        assert not cuda_kernels.applies(looks_cuda)  # not tried inside a capture: the aten path, no warning
+    assert cuda_kernels._ENABLED
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="the hard-threshold units use the aten path"):
         assert not cuda_kernels.applies(looks_cuda)
     assert not cuda_kernels._ENABLED and not cuda_kernels._WORK

@@ -715,11 +715,17 @@ def test_milp_proves_nothing_from_inputs_its_rescaling_merged():
 
 
 @pytest.mark.filterwarnings("error")  # (the rescaling's overflow warned, then mapped every input to 0)
-def test_milp_rescales_inputs_at_the_float64_limit():
-    for column in ([1.7e308, -1.7e308, 0.0], [1.7e308, 1.6e308, 1.65e308]):
+def test_milp_rescales_inputs_at_the_ends_of_float64():
+    for column in ([1.7e308, -1.7e308, 0.0], [1.7e308, 1.6e308, 1.65e308], [0.0, 1e-300, 0.0]):
         x = np.array(column)[:, None]
         t = np.array([[1.0], [-1.0], [1.0]]) if column[2] == 0 else np.array([[1.0], [1.0], [-1.0]])
         check_feasible(solve(x, t, [2], method="milp", time_limit=20), x, t)
+    # subnormal inputs: their half-range rounded to 0, the column counted as constant, and the MILP
+    # "proved" that no network exists; a float64 network does (w = -1.8e308, b = 1e-16), but not one
+    # with margin 1, so the MILP cannot give it: unknown, saying why
+    x, t = np.array([[0.0], [5e-324]]), np.array([[1.0], [-1.0]])
+    answer = solve(x, t, [2], method="milp", time_limit=20)
+    assert answer.status == "unknown" and "exceed float64" in answer.message, answer.message
 
 
 def test_muroga_bound_is_exact_in_integers():

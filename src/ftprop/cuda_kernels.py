@@ -86,14 +86,17 @@ def use_fused_kernels(enabled: bool = True) -> None:
 
 def applies(x: Tensor) -> bool:
     """Whether the fused kernels serve this tensor now: on, float32 CUDA, eager, no autograd of the
-    backward itself (the kernels are not differentiable), and they work here (tried at first use)."""
+    backward itself (the kernels are not differentiable), and they work here (tried at first use,
+    outside a CUDA graph capture: until they have been tried, a capture records the aten path)."""
     return (_ENABLED and x.is_cuda and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and (_WORK or _first_use(x.device)))
+            and not torch.compiler.is_compiling()
+            and (_WORK or (not torch.cuda.is_current_stream_capturing() and _first_use(x.device))))
 
 
 def _try_kernels(device: torch.device) -> str | None:
-    """Compile and run every kernel once on a one-element tensor of ``device``: None if they work,
-    else what failed (NVRTC missing or failing, jiterator refusing the device)."""
+    """Compile and launch every kernel once on a one-element tensor of ``device``: None if they work,
+    else what failed (NVRTC missing or failing, jiterator refusing the device). (Not synchronised: a
+    fault inside a kernel would surface at the next synchronisation, as any CUDA error does.)"""
     global _WORK
     try:
         t = torch.zeros(1, device=device)

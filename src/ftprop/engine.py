@@ -524,8 +524,9 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False, f
 def check_config(cfg: Config, *, dataset: bool = True) -> None:
     """What can be checked of ``cfg`` before any data loads (an image folder can take minutes): its
     ranges and choices, the model with its activation, layer loss and options (and the twin's), and,
-    with ``dataset``, the dataset's name and options. Raises ConfigError, or ValueError for a name
-    or option the model or dataset registry does not know."""
+    with ``dataset``, the dataset's name and options (not what depends on the device: CUDA graphs
+    with a twin or SAM are refused by ``train`` itself). Raises ConfigError, or ValueError for a
+    name or option the model or dataset registry does not know."""
     validate(cfg)
     m = cfg.model
     check_model(m.name, m.activation, loss=m.loss, weighted=m.weighted, steps=m.steps, surrogate=m.surrogate,

@@ -18,8 +18,8 @@ import torch
 
 from .base import ArrayDataset, DatasetError
 
-__all__ = ["DATASETS", "register_dataset", "check_dataset", "option_defaults", "load_dataset", "ArrayDataset",
-           "DatasetError"]
+__all__ = ["DATASETS", "register_dataset", "check_dataset", "needs_root", "option_defaults", "load_dataset",
+           "ArrayDataset", "DatasetError"]
 
 DATASETS: dict[str, Callable] = {}
 _NEEDS_ROOT: dict[str, bool] = {}
@@ -69,6 +69,12 @@ def check_dataset(name: str, **options) -> str:
                          f"its options are: {', '.join(sorted(accepted)) or 'none'} (switching datasets? drop "
                          f"the other dataset's options: data.options = {{}}, e.g. --set data.options={{}})")
     return key
+
+
+def needs_root(name: str) -> bool:
+    """Whether dataset ``name`` is read from a data root (digits, bundled with scikit-learn, is not)."""
+    key = check_dataset(name)
+    return _NEEDS_ROOT[key]
 
 
 def option_defaults(name: str) -> dict:

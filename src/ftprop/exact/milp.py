@@ -94,13 +94,20 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
     # inputs are ±1 codes is decided on x itself: rounding in the map can merge distinct values
     # (0 and 1 beside 1e17), and a proof must not rest on examples the map made equal.
     lo, hi = x.min(0), x.max(0)
-    with np.errstate(over="ignore"):  # near the float64 limit lo + hi or hi - lo overflows: halve first there
-        mid, half = (lo + hi) / 2, (hi - lo) / 2
+    cols = hi > lo  # the non-constant columns, decided on x itself
+    # A column of tiny values (subnormal: its half-range could round to 0) is first scaled up by a power
+    # of two, exactly; near the float64 limit lo + hi or hi - lo overflows, so those are halved first.
+    top = np.maximum(np.abs(lo), np.abs(hi))
+    scale = np.ones(n)
+    tiny = cols & (top < 2.0**-960)
+    scale[tiny] = np.ldexp(1.0, -np.frexp(top[tiny])[1] - 64)  # its largest |x| then ~2^-64 (and 2^1009 >= scale)
+    lo_s, hi_s = lo * scale, hi * scale
+    with np.errstate(over="ignore"):
+        mid, half = (lo_s + hi_s) / 2, (hi_s - lo_s) / 2
     big = ~np.isfinite(mid) | ~np.isfinite(half)
-    mid[big], half[big] = lo[big] / 2 + hi[big] / 2, hi[big] / 2 - lo[big] / 2
-    cols = half > 0
+    mid[big], half[big] = lo_s[big] / 2 + hi_s[big] / 2, hi_s[big] / 2 - lo_s[big] / 2
     xs = np.zeros_like(x)
-    xs[:, cols] = (x[:, cols] - mid[cols]) / half[cols]
+    xs[:, cols] = (x[:, cols] * scale[cols] - mid[cols]) / half[cols]
     binary = all(np.unique(x[:, j]).size <= 2 for j in range(n))
     if binary:
         xs[:, cols] = np.where(x[:, cols] == hi[cols], 1.0, -1.0)
@@ -192,13 +199,17 @@ def solve_milp(x: np.ndarray, t: np.ndarray, hidden: list[int], *, time_limit: f
         for d in range(1, L + 1):
             w = sol[W[d]].astype(np.float64)
             b = sol[B[d]].astype(np.float64)
-            if d == 1:  # z = w.xs + b with xs = (x - mid)/half on the non-constant columns
+            if d == 1:  # z = w.xs + b with xs = (x * scale - mid)/half on the non-constant columns
                 wx = np.zeros_like(w)
-                wx[:, cols] = w[:, cols] / half[cols]
-                b = b - wx @ np.where(cols, mid, 0.0)
+                with np.errstate(over="ignore"):
+                    wx[:, cols] = w[:, cols] * (scale[cols] / half[cols])
+                b = b - (w[:, cols] / half[cols]) @ mid[cols]
                 w = wx
             weights.append((w, b))
-        if fits(weights, x, t):
+        if not all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in weights):
+            out["message"] = ("the MILP found a network, but its weights on X exceed float64 (inputs too close "
+                              "together for margin-1 weights there)")
+        elif fits(weights, x, t):
             out.update(status="feasible", weights=weights, message="MILP solution, verified by a float64 forward pass")
         else:
             out["message"] = "the MILP returned a solution that fails the float64 check (numerical tolerance)"
