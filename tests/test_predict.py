@@ -164,6 +164,29 @@ def test_predict_lists_the_most_likely_classes(digits_run):
         assert [r[0][0] for r in rows] == [model.classes[i] for i in model(test.images[:5]).argmax(1).tolist()]
     with pytest.raises(ValueError, match="top must be"):
         predict(model, test.images[:1], top=0)
+    for bad in (0, -1):  # (0 failed inside range(); -1 returned no rows)
+        with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+            predict(model, test.images[:1], batch_size=bad)
+    model.train()  # (BN's batch statistics would make each answer depend on its batch)
+    one, five = predict(model, test.images[:5], batch_size=1), predict(model, test.images[:5], batch_size=5)
+    assert [[c for c, _ in r] for r in one] == [[c for c, _ in r] for r in five]
+    assert [p for r in one for _, p in r] == pytest.approx([p for r in five for _, p in r], abs=1e-6)
+    assert model.training  # its mode is put back
+
+
+def test_a_run_trained_under_bf16_predicts_under_bf16(tmp_path):
+    run = tmp_path / "bf16"
+    train(apply_overrides(Config(name="t"), SMALL + ["train.bf16=true"]), run, log=None)
+    model = load_model(run, preprocess=True)
+    test = load_dataset("digits", split="test")
+    assert model.bf16 and not model.training
+    with torch.no_grad():
+        got = model(test.images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = model.network(model.preprocess(test.images)).float()
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    report = evaluate(model.network, test, bf16=True)  # as the run evaluated itself
+    assert (got.argmax(1) == test.labels).float().mean().item() == pytest.approx(report["acc"])
 
 
 def test_the_predict_command(tmp_path, digits_run, capsys):

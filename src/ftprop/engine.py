@@ -312,7 +312,8 @@ def load_model(run: str | Path, *, live: bool = False, device: str = "cpu", prep
     the weight average if the run kept one (train.ema_decay > 0) unless ``live``. It takes inputs
     as the run's dataset gives them (``load_dataset(...).batches``: normalised); with
     ``preprocess``, a :class:`ftprop.predict.Classifier` that takes images as the dataset stores
-    them (uint8 pixels) and names its classes (``.classes``)."""
+    them (uint8 pixels), names its classes (``.classes``) and runs as the run evaluated itself
+    (under bf16 autocast if it trained so)."""
     state = load_checkpoint(Path(run))
     record = state.get("data")
     if record is None:
@@ -326,13 +327,14 @@ def load_model(run: str | Path, *, live: bool = False, device: str = "cpu", prep
                           f"in its next checkpoint)")
     dataset = SimpleNamespace(num_classes=record["num_classes"], input_shape=tuple(record["input_shape"]),
                               device=resolve_device(device, "device"))
-    network = checkpoint_model(state, config_from_checkpoint(state), dataset, live=live)[0].eval()
+    cfg = config_from_checkpoint(state)
+    network = checkpoint_model(state, cfg, dataset, live=live)[0].eval()
     if not preprocess:
         return network
     from .predict import Classifier, Preprocess
 
     pre = Preprocess(record["inputs"], dataset.input_shape).to(dataset.device)
-    return Classifier(pre, network, record["classes"], record["inputs"]).eval()
+    return Classifier(pre, network, record["classes"], record["inputs"], bf16=cfg.train.bf16).eval()
 
 
 def build_twin(cfg: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:

@@ -50,35 +50,45 @@ class Preprocess(nn.Module):
 
 class Classifier(nn.Module):
     """``network(preprocess(images))``: a trained network that takes images as its dataset stores
-    them and returns logits; ``classes`` names its outputs, ``inputs`` is the dataset's record."""
+    them and returns float32 logits; ``classes`` names its outputs, ``inputs`` is the dataset's
+    record. With ``bf16`` (a run trained under bf16 autocast, which it was evaluated under too) the
+    network runs under bf16 autocast: sign units turn its rounding into other outputs."""
 
-    def __init__(self, preprocess: Preprocess, network: nn.Module, classes: Sequence[str], inputs: dict) -> None:
+    def __init__(self, preprocess: Preprocess, network: nn.Module, classes: Sequence[str], inputs: dict,
+                 bf16: bool = False) -> None:
         super().__init__()
         self.preprocess, self.network = preprocess, network
-        self.classes, self.inputs = list(classes), inputs
+        self.classes, self.inputs, self.bf16 = list(classes), inputs, bool(bf16)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.preprocess.input_shape
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.network(self.preprocess(images))
+        x = self.preprocess(images)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.network(x).float()
 
 
 @torch.no_grad()
 def predict(model: Classifier, images: Tensor, top: int = 3, batch_size: int = 256) -> list[list[tuple[str, float]]]:
     """For each image of the batch, its ``top`` most likely classes with their softmax probabilities,
-    most likely first. ``model`` is in eval mode (as :func:`ftprop.load_model` returns it)."""
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a whole number >= 1, got {top!r}")
+    most likely first; ``model`` runs in eval mode (its mode is put back after)."""
+    for name, value in (("top", top), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     device = next(model.parameters()).device
     k = min(top, len(model.classes))
-    out = []
-    for first in range(0, images.shape[0], batch_size):
-        p = model(images[first : first + batch_size].to(device)).float().softmax(dim=1)
-        values, indices = p.topk(k, dim=1)
-        out += [[(model.classes[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(),
-                                                                                       indices.tolist())]
+    out, training = [], model.training
+    model.eval()  # (batch statistics in training mode would make each answer depend on its batch)
+    try:
+        for first in range(0, images.shape[0], batch_size):
+            p = model(images[first : first + batch_size].to(device)).float().softmax(dim=1)
+            values, indices = p.topk(k, dim=1)
+            out += [[(model.classes[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(),
+                                                                                           indices.tolist())]
+    finally:
+        model.train(training)
     return out
 
 
