@@ -843,7 +843,7 @@ def test_resume_compares_models_not_spellings():
 
     cfg = small_config()  # sign units, loss and weighting left to their defaults
     same = ["model.loss='soft_hinge'", "model.loss='ftp_sh'", "model.weighted=true", "data.name='DIGITS'",
-            "model.options.dropout=0"]  # an int for the float default
+            "model.options.dropout=0", "model.name='MLP'"]  # an int for the float default; the model in capitals
     for change in same:
         assert resume_differences(cfg, apply_overrides(cfg, [change]), mid_epoch=True) == [], change
     assert resume_differences(cfg, apply_overrides(cfg, ["model.loss='sste'"]), mid_epoch=False) == [

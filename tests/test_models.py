@@ -294,6 +294,18 @@ def test_impossible_input_shapes_are_refused(name, shape, words):
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
+def test_the_reference_codes_alexnet_name_builds_the_alexnet():
+    from ftprop.config import Config, apply_overrides
+    from ftprop.models import model_name
+    from ftprop.runs import resume_differences
+
+    assert model_name("alexnet_drf") == model_name("AlexNet") == "alexnet"
+    a, b = (build_model(n, num_classes=10, input_shape=(3, 224, 224)) for n in ("alexnet_drf", "alexnet"))
+    assert str(a) == str(b)
+    cfg = apply_overrides(Config(name="t"), ["model.name='alexnet'", "data.name='imagefolder'"])
+    assert resume_differences(cfg, apply_overrides(cfg, ["model.name='alexnet_drf'"]), mid_epoch=True) == []
+
+
 def test_unknown_model_option_is_refused():
     with pytest.raises(ValueError, match="takes no option 'batch_norm'"):
         build_model("convnet8", input_shape=(3, 32, 32), batch_norm=True)

@@ -369,12 +369,13 @@ def _resolved(d: dict) -> dict:
     """A config dict with the defaults and spellings that build the same model made explicit
     (loss None = soft_hinge, an alias = its loss, an activation alias = its activation and the steps
     it fixes, weighted None = True, staircase steps None = 3 and surrogate None = "single", dataset
-    names in any spelling, the twin's units as their activation, model and data options at their
+    and model names in any spelling, the twin's units as their activation, model and data options at their
     defaults and in their defaults' kind), so that a resume compares models."""
     from .activations import canonical_activation, implied_steps
     from .data import check_dataset
     from .data import option_defaults as data_options
     from .losses import get_loss
+    from .models import model_name
     from .models import option_defaults as model_options
 
     def canonical(written: str) -> str:
@@ -401,6 +402,10 @@ def _resolved(d: dict) -> dict:
         data["name"] = check_dataset(data["name"])  # its registered name: fashion_mnist is fashion-mnist
     except ValueError:
         data["name"] = str(data["name"]).lower()  # an unknown dataset stays as written (and differs)
+    try:
+        model["name"] = model_name(model["name"])  # its registered name: alexnet_drf is alexnet
+    except ValueError:
+        model["name"] = str(model["name"]).lower()
     for section, defaults in ((model, model_options), (data, data_options)):
         try:  # options left at their defaults, written out or not, build the same model and data
             known = defaults(section["name"])

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..activations import make_activation
 
-__all__ = ["MODELS", "register_model", "check_model", "option_defaults", "build_model", "ActivationFactory"]
+__all__ = ["MODELS", "register_model", "check_model", "model_name", "option_defaults", "build_model",
+           "ActivationFactory"]
 
 ActivationFactory = Callable[[], nn.Module]
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -50,11 +51,20 @@ def activation_factory(activation: str | ActivationFactory, **act_options) -> Ac
     return lambda: make_activation(activation, **act_options)
 
 
+_ALIASES = {"alexnet_drf": "alexnet"}  # the reference code's name (its DoReFa AlexNet)
+
+
+def model_name(name: str) -> str:
+    """The registered name of model ``name`` (any case, '-' for '_', an alias), or a ValueError."""
+    return _builder(name)[0]
+
+
 def _builder(name: str) -> tuple[str, Callable[..., nn.Module]]:
     """The registered name of model ``name`` and its builder, or a ValueError naming the valid ones."""
     from . import alexnet, convnets, mlp, resnet  # noqa: F401  (registration side effects)
 
     key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
     if key not in MODELS:
         close = difflib.get_close_matches(key, list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
