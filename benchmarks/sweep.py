@@ -368,9 +368,9 @@ def main() -> None:
                 continue
             if needs_root(cfg.data.name) and not cfg.data.download and not Path(cfg.data.root).expanduser().exists():
                 rootless.setdefault(cfg.data.root, []).append(n)
-        bad += [f"the data root {root} does not exist (variant(s) {', '.join(names)}: give the folder that holds "
+        bad += [f"the data root {root} does not exist (variant(s) {', '.join(those)}: give the folder that holds "
                 f"the data, or set data.download=true where the internet is reachable)"
-                for root, names in rootless.items()]
+                for root, those in rootless.items()]
         if bad:
             raise SystemExit("error: " + "; ".join(bad) + ". Nothing was run")
         runs.mkdir(parents=True, exist_ok=True)
