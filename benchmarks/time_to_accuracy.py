@@ -45,10 +45,16 @@ def _machine(env: dict) -> str:
             f"git {env.get('git_commit')}")
 
 
-def _changed(r: dict) -> str:
+def _changes(r: dict) -> dict:
     """What a resume changed in the run's settings (environment.json's ``changed``: key -> [old, new])."""
     changed = r.get("changed")
-    if not isinstance(changed, dict) or not changed:
+    return changed if isinstance(changed, dict) else {}
+
+
+def _changed(r: dict) -> str:
+    """:func:`_changes` as the table's text ("" for none)."""
+    changed = _changes(r)
+    if not changed:
         return ""
     return "; **changed**: " + ", ".join(
         f"{k} {json.dumps(v[0])} -> {json.dumps(v[1])}" if isinstance(v, list) and len(v) == 2 else f"{k} {v}"
@@ -68,7 +74,7 @@ def session_lines(env: dict) -> tuple[list[str], bool]:
     lines = [f"- sessions ({len(sessions)}; the run was resumed {len(resumed)} time(s)):"]
     lines += [f"  {i}. {when}: {_machine(e)}{_changed(e)}" for i, (when, e) in enumerate(sessions, 1)]
     mixed = len({_machine(e) for _, e in sessions}) > 1 or any(  # (where the data is read from does not count)
-        set(r.get("changed") or {}) - RESUME_FREE for r in resumed if isinstance(r.get("changed") or {}, dict))
+        set(_changes(r)) - RESUME_FREE for r in resumed)
     if mixed:
         lines.append("- **mixed sessions**: the epochs were trained on different devices, software, threads, "
                      "commits or settings (above), so the epoch times and the elapsed column mix them, and "
